@@ -1,0 +1,1 @@
+"""Generic-response augmentation built on personakit.llm."""

@@ -1,0 +1,294 @@
+"""Typed configuration and registries shared by every personakit component.
+
+Every leaf component takes plain keyword arguments; a :class:`BaseConfig` subclass
+mirrors those arguments with validation (``extra="forbid"``, bounds, cross-field
+checks) and builds the component with :meth:`BaseConfig.build`.  Configs round-trip
+through YAML and JSON, so a recipe configuration is a file a user can write by hand.
+
+Example:
+    >>> from pydantic import Field
+    >>> from personakit.config import BaseConfig
+    >>> class Scale:
+    ...     def __init__(self, factor: float = 2.0):
+    ...         self.factor = factor
+    >>> class ScaleConfig(BaseConfig):
+    ...     _target_ = Scale
+    ...     factor: float = Field(2.0, gt=0, description="Multiplier.")
+    >>> ScaleConfig(factor=3).build().factor
+    3.0
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Iterator, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = [
+    "BaseConfig",
+    "ConfigError",
+    "Registry",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "normalize_name",
+]
+
+C = TypeVar("C", bound="BaseConfig")
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value could not be loaded or validated."""
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically.
+
+    The bytes go to a temporary file in the same folder, are flushed and fsynced,
+    and the temporary file is renamed over ``path``.  A reader never sees a
+    half-written file, and an interrupted write leaves the old file (or none).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Text version of :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+class BaseConfig(BaseModel):
+    """Base class of every personakit config.
+
+    Subclasses declare their fields with bounds and a description, and set the
+    class attribute ``_target_`` to the component they build.  Unknown fields are
+    rejected (``extra="forbid"``) so a typo in a YAML file is an error, not a
+    silently ignored setting.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    _target_: ClassVar[Any] = None
+
+    # ------------------------------------------------------------------ build
+    def build(self, **overrides: Any) -> Any:
+        """Construct the component this config describes.
+
+        Nested configs are built recursively only where the target's constructor
+        expects a component rather than a config; by default the fields are passed
+        as keyword arguments, and ``overrides`` replace or add arguments (for
+        objects that do not belong in a file, such as a model instance).
+        """
+        target = type(self)._target_
+        if target is None:
+            raise NotImplementedError(f"{type(self).__name__} does not declare `_target_`, so it cannot build.")
+        kwargs = {name: getattr(self, name) for name in type(self).model_fields}
+        kwargs.update(overrides)
+        return target(**kwargs)
+
+    # ------------------------------------------------------------- round trip
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict of the config (JSON-compatible values)."""
+        return self.model_dump(mode="json")
+
+    def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 2) -> str:
+        """Serialise to JSON; write atomically to ``path`` when given."""
+        text = self.model_dump_json(indent=indent)
+        if path is not None:
+            atomic_write_text(path, text + "\n")
+        return text
+
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Serialise to YAML; write atomically to ``path`` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], *, source: str = "<dict>") -> C:
+        """Validate ``data``; errors name the source and each offending field."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, source, cls.__name__)) from err
+
+    @classmethod
+    def from_json(cls: type[C], text_or_path: str | os.PathLike[str]) -> C:
+        """Load from a JSON string or a path to a ``.json`` file."""
+        text, source = _read_text_or_path(text_or_path, "<json>")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{source}: line {err.lineno}, column {err.colno}: invalid JSON ({err.msg})") from err
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def from_yaml(cls: type[C], text_or_path: str | os.PathLike[str]) -> C:
+        """Load from a YAML string or a path to a ``.yaml``/``.yml`` file."""
+        text, source = _read_text_or_path(text_or_path, "<yaml>")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: invalid YAML: {err}") from err
+        return cls.from_dict(data if data is not None else {}, source=source)
+
+    @classmethod
+    def from_file(cls: type[C], path: str | os.PathLike[str]) -> C:
+        """Load a ``.json``, ``.yaml`` or ``.yml`` file."""
+        suffix = Path(path).suffix.lower()
+        if suffix == ".json":
+            return cls.from_json(Path(path))
+        if suffix in {".yaml", ".yml"}:
+            return cls.from_yaml(Path(path))
+        raise ConfigError(f"{path}: unknown config format {suffix!r} (use .json, .yaml or .yml)")
+
+
+def _read_text_or_path(text_or_path: str | os.PathLike[str], default_source: str) -> tuple[str, str]:
+    if isinstance(text_or_path, os.PathLike) or (
+        isinstance(text_or_path, str) and "\n" not in text_or_path and len(text_or_path) < 4096
+        and Path(text_or_path).suffix.lower() in {".json", ".yaml", ".yml"}
+    ):
+        path = Path(text_or_path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path.read_text(encoding="utf-8"), str(path)
+    return str(text_or_path), default_source
+
+
+def _format_validation_error(err: ValidationError, source: str, model: str) -> str:
+    lines = [f"{source}: invalid {model} ({err.error_count()} error{'s' if err.error_count() != 1 else ''})"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  field {loc!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- registry
+def normalize_name(name: str) -> str:
+    """Normalise a registry name: case, ``-``, ``_``, ``.`` and spaces are ignored.
+
+    >>> normalize_name("BM25-Retriever") == normalize_name("bm25_retriever")
+    True
+    """
+    return re.sub(r"[\s_\-.]+", "", name).lower()
+
+
+class Registry(Generic[T]):
+    """An explicit name → component registry.
+
+    Names are normalised with :func:`normalize_name`; registering the same
+    normalised name twice is an error.  Each entry may carry the config class that
+    mirrors the component, so a config string such as ``"bm25"`` resolves to both.
+
+    Example:
+        >>> reg = Registry("retriever")
+        >>> class A: ...
+        >>> reg.register("my-a", A)
+        <class 'personakit.config.A'>
+        >>> reg.get("MY_A") is A
+        True
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, tuple[str, type[T], type[BaseConfig] | None]] = {}
+
+    def register(self, name: str, component: type[T], config: type[BaseConfig] | None = None) -> type[T]:
+        key = normalize_name(name)
+        if not key:
+            raise ValueError(f"cannot register a {self.kind} under an empty name")
+        if key in self._entries:
+            prev = self._entries[key]
+            raise ValueError(
+                f"a {self.kind} named {name!r} is already registered ({prev[1].__module__}.{prev[1].__qualname__} "
+                f"as {prev[0]!r}); choose another name"
+            )
+        self._entries[key] = (name, component, config)
+        return component
+
+    def decorator(self, name: str, config: type[BaseConfig] | None = None):
+        """Class decorator form of :meth:`register`."""
+
+        def wrap(cls: type[T]) -> type[T]:
+            return self.register(name, cls, config)
+
+        return wrap
+
+    def _entry(self, name: str) -> tuple[str, type[T], type[BaseConfig] | None]:
+        key = normalize_name(name)
+        if key not in self._entries:
+            known = ", ".join(sorted(v[0] for v in self._entries.values())) or "none"
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {known}")
+        return self._entries[key]
+
+    def get(self, name: str) -> type[T]:
+        """The component class registered under ``name``."""
+        return self._entry(name)[1]
+
+    def get_config(self, name: str) -> type[BaseConfig] | None:
+        """The config class registered with ``name`` (``None`` if there is none)."""
+        return self._entry(name)[2]
+
+    def resolve(self, spec: str | BaseConfig | T, **kwargs: Any) -> T:
+        """Turn a name, a config or an instance into an instance.
+
+        A string is looked up and constructed with ``kwargs`` (validated through the
+        registered config when there is one); a config is built; anything else is
+        returned unchanged.
+        """
+        if isinstance(spec, str):
+            _, cls, cfg = self._entry(spec)
+            if cfg is not None:
+                return cfg.from_dict(kwargs, source=f"{self.kind} {spec!r}").build()
+            return cls(**kwargs)
+        if isinstance(spec, BaseConfig):
+            return spec.build(**kwargs)
+        return spec
+
+    def names(self) -> list[str]:
+        return sorted(v[0] for v in self._entries.values())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and normalize_name(name) in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
+
+
+def constructor_fields(component: Any) -> set[str]:
+    """Names of the keyword arguments of ``component``'s constructor."""
+    sig = inspect.signature(component)
+    return {
+        n for n, p in sig.parameters.items()
+        if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }

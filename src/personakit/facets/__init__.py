@@ -1,0 +1,1 @@
+"""Facet schema induction, summarisation and embeddings."""

@@ -1,0 +1,1 @@
+"""Graph components (PyG): multiplex user graphs, FacetGraph, MonotoneGate."""

@@ -1,0 +1,1 @@
+"""Losses; each takes embeddings, never a model."""

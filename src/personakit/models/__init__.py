@@ -1,0 +1,1 @@
+"""Composed models and baselines."""

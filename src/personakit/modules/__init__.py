@@ -1,0 +1,1 @@
+"""Neural building blocks (nn.Module): style extractor, style-enhanced decoder, low-rank encoders, projectors."""

@@ -1,0 +1,1 @@
+"""End-to-end recipes: the only place that combines families."""

@@ -1,0 +1,1 @@
+"""Retrievers over user profiles, fusion, and retriever selection."""
