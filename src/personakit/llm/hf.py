@@ -1,0 +1,189 @@
+"""Batched generation with a local Hugging Face causal language model."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from personakit.llm.base import (
+    GenerationSettings,
+    Prompt,
+    TextGenerator,
+    messages_to_text,
+    prompt_to_messages,
+)
+
+__all__ = ["HFGenerator"]
+
+
+class HFGenerator(TextGenerator):
+    """A local Hugging Face causal LM (GPT-2, Llama, Qwen, SmolLM, ...) behind :class:`TextGenerator`.
+
+    Each prompt is rendered with the tokenizer's chat template (a string prompt becomes a
+    single user message) and a generation prompt is appended; a tokenizer without a chat
+    template gets a plain-text rendering (``"User: ...\\n\\nAssistant:"``, a string prompt
+    is used as is).  Prompts are sorted by token length so that each batch holds prompts
+    of similar length (less padding), left-padded, generated under
+    ``torch.inference_mode()`` and returned in the input order with the prompt removed.
+
+    Greedy decoding (``temperature == 0``) gives the same output whatever the batch
+    size (up to floating-point ties); sampling seeds every batch with ``settings.seed``
+    inside a forked RNG, so a rerun with the same prompts, settings and batch size
+    reproduces the output and the global torch RNG is left untouched.
+
+    Args:
+        model: a causal LM (``AutoModelForCausalLM``), in eval mode.
+        tokenizer: its tokenizer.
+        batch_size: prompts per forward pass.
+        model_id: name used in cache keys; defaults to the model's ``name_or_path``.
+        use_chat_template: ``True`` forces the chat template (error if there is none),
+            ``False`` forces plain text, ``None`` uses the template when there is one.
+        max_input_tokens: keep at most this many prompt tokens (the *end* of the prompt,
+            where the latest turn is); ``None`` keeps all.
+
+    Example:
+        >>> gen = HFGenerator.from_pretrained("smollm2")  # doctest: +SKIP
+        >>> gen.generate(["Say hi."], {"max_new_tokens": 8})  # doctest: +SKIP
+        ['Hi! How can I help you today?']
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 16,
+        model_id: Optional[str] = None,
+        use_chat_template: Optional[bool] = None,
+        max_input_tokens: Optional[int] = None,
+    ):
+        if model_id is None:
+            model_id = (
+                getattr(model, "name_or_path", None)
+                or getattr(getattr(model, "config", None), "_name_or_path", None)
+                or type(model).__name__
+            )
+        super().__init__(model_id=str(model_id), batch_size=batch_size)
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_chat_template and not has_template:
+            raise ValueError(f"use_chat_template=True but the tokenizer of {self.model_id!r} has no chat template")
+        if max_input_tokens is not None and max_input_tokens < 1:
+            raise ValueError(f"max_input_tokens must be >= 1 or None, got {max_input_tokens}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.use_chat_template = has_template if use_chat_template is None else use_chat_template
+        self.max_input_tokens = max_input_tokens
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError(f"the tokenizer of {self.model_id!r} has neither a pad token nor an eos token")
+        self.pad_token_id = int(pad)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        **kwargs: Any,
+    ) -> "HFGenerator":
+        """Load a causal LM with :func:`personakit.backbones.load_causal_lm` and wrap it.
+
+        Args:
+            name_or_path: an embedded model name or alias (``"smollm2"``), a local
+                folder, or a hub id.
+            dtype, device: passed to the loader.
+            **kwargs: passed to the constructor (``batch_size``, ``model_id``, ...).
+        """
+        from personakit.backbones import load_causal_lm
+
+        model, tokenizer = load_causal_lm(name_or_path, dtype=dtype, device=device)
+        model.eval()
+        kwargs.setdefault("model_id", str(name_or_path))
+        return cls(model, tokenizer, **kwargs)
+
+    # ------------------------------------------------------------- rendering
+    def render(self, prompt: Prompt) -> str:
+        """The exact text fed to the model for ``prompt``."""
+        if self.use_chat_template:
+            return self.tokenizer.apply_chat_template(
+                prompt_to_messages(prompt), tokenize=False, add_generation_prompt=True
+            )
+        return messages_to_text(prompt)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of the rendered prompt (truncated on the left to ``max_input_tokens``)."""
+        text = self.render(prompt)
+        # a chat template already writes the special tokens it needs
+        ids = self.tokenizer(text, add_special_tokens=not self.use_chat_template)["input_ids"]
+        if self.max_input_tokens is not None and len(ids) > self.max_input_tokens:
+            ids = ids[-self.max_input_tokens:]
+        return list(ids)
+
+    def _batch_order(self, prompts: list[Prompt]) -> list[int]:
+        lengths = [len(self.encode(p)) for p in prompts]
+        # longest first: the slowest batch runs first, so a progress bar's estimate is pessimistic
+        return sorted(range(len(prompts)), key=lambda i: -lengths[i])
+
+    # ------------------------------------------------------------ generation
+    def _generate_batch(self, prompts: list[Prompt], settings: GenerationSettings) -> list[str]:
+        import torch
+
+        encoded = [self.encode(p) for p in prompts]
+        width = max(len(ids) for ids in encoded)
+        device = _model_device(self.model)
+        input_ids = torch.full((len(encoded), width), self.pad_token_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)  # (B, T)
+        for row, ids in enumerate(encoded):  # left padding
+            if ids:
+                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids):] = 1
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=settings.max_new_tokens,
+            pad_token_id=self.pad_token_id,
+            do_sample=settings.do_sample,
+        )
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if settings.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = settings.repetition_penalty
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        if eos is not None:
+            kwargs["eos_token_id"] = eos
+
+        with torch.inference_mode(), torch.random.fork_rng(devices=_cuda_devices(device)):
+            if settings.do_sample:
+                torch.manual_seed(settings.seed)
+            out = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
+            )  # (B, T + new)
+        new_tokens = out[:, width:].cpu()  # (B, new)
+        return [self.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in new_tokens]
+
+    def __repr__(self) -> str:
+        return (
+            f"HFGenerator(model_id={self.model_id!r}, batch_size={self.batch_size}, "
+            f"use_chat_template={self.use_chat_template})"
+        )
+
+
+def _model_device(model: Any) -> Any:
+    import torch
+
+    device = getattr(model, "device", None)
+    if device is not None:
+        return device
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def _cuda_devices(device: Any) -> list[int]:
+    if getattr(device, "type", None) == "cuda":
+        return [device.index or 0]
+    return []

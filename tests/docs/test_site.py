@@ -1,0 +1,220 @@
+"""The documentation site builds strictly and renders in a real browser.
+
+Builds the site with ``mkdocs build --strict`` into a temporary folder, serves it on
+127.0.0.1 (random port, a thread), and renders pages in headless Chromium
+(``--dump-dom`` and ``--screenshot``). Checks that the pages carry their titles and
+headings, and that KaTeX, served from the site itself (no network), turned every
+arithmatex span into rendered math. Skips with a reason when mkdocs or Chromium is
+missing (``bash scripts/setup.sh`` installs both).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _chromium() -> str | None:
+    for cand in (os.environ.get("PERSONAKIT_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                 shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None:
+        pytest.skip("mkdocs / mkdocstrings are not installed (pip install -e '.[docs]')")
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+    )
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert (out / "index.html").is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(site) -> str:
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        pass
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = _chromium()
+    if path is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; scripts/setup.sh does it as root)")
+    return path
+
+
+def _chromium_cmd(chromium: str, profile: Path, *extra: str) -> list[str]:
+    return [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=5000", *extra,
+    ]
+
+
+def dump_dom(chromium: str, url: str, profile: Path) -> str:
+    proc = subprocess.run(_chromium_cmd(chromium, profile, "--dump-dom", url), capture_output=True, text=True,
+                          timeout=180, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"chromium failed on {url}:\n{proc.stderr[-3000:]}"
+    assert "<html" in proc.stdout, f"chromium printed no DOM for {url}:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+class MathScan(HTMLParser):
+    """Collects the title, h1/h2 texts, the number of ``.katex`` elements and the raw
+    text left inside ``.arithmatex`` elements (outside KaTeX's TeX annotation)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.title = ""
+        self.headings: list[str] = []
+        self.katex = 0
+        self.arithmatex = 0
+        self.raw_math: list[str] = []
+        self._stack: list[tuple[str, bool, bool]] = []  # (tag, in_math, in_annotation)
+        self._heading: list[str] | None = None
+        self._in_title = False
+
+    _VOID = {"br", "img", "hr", "meta", "link", "input", "source", "wbr", "col", "area", "base", "embed", "param",
+             "track", "path", "line", "rect", "circle", "use"}
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        in_math = self._stack[-1][1] if self._stack else False
+        in_ann = self._stack[-1][2] if self._stack else False
+        if "arithmatex" in classes:
+            self.arithmatex += 1
+            in_math = True
+        if "katex" in classes:
+            self.katex += 1
+        if tag == "annotation":
+            in_ann = True
+        if tag == "title":
+            self._in_title = True
+        if tag in ("h1", "h2"):
+            self._heading = []
+        if tag not in self._VOID:
+            self._stack.append((tag, in_math, in_ann))
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+        if tag in ("h1", "h2") and self._heading is not None:
+            self.headings.append(" ".join("".join(self._heading).split()).rstrip("¶").strip())
+            self._heading = None
+        while self._stack:
+            if self._stack.pop()[0] == tag:
+                break
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+        if self._heading is not None:
+            self._heading.append(data)
+        if self._stack and self._stack[-1][1] and not self._stack[-1][2]:
+            self.raw_math.append(data)
+
+
+def scan(html: str) -> MathScan:
+    parser = MathScan()
+    parser.feed(html)
+    return parser
+
+
+def _assert_math_rendered(page: MathScan, where: str) -> None:
+    assert page.arithmatex > 0, f"{where}: no math on the page"
+    assert page.katex >= page.arithmatex, f"{where}: {page.arithmatex} math spans but {page.katex} rendered by KaTeX"
+    raw = "".join(page.raw_math)
+    for delim in ("\\(", "\\)", "\\[", "\\]", "$$"):
+        assert delim not in raw, f"{where}: raw TeX delimiter {delim!r} left unrendered: {raw[:300]!r}"
+
+
+def _pages_with_math(site: Path, under: str) -> list[Path]:
+    return sorted(p for p in (site / under).rglob("index.html") if 'class="arithmatex"' in p.read_text("utf-8"))
+
+
+def test_katex_is_served_locally(site):
+    for rel in ("assets/katex/katex.min.js", "assets/katex/katex.min.css",
+                "assets/katex/contrib/auto-render.min.js", "assets/katex/fonts/KaTeX_Main-Regular.woff2"):
+        assert (site / rel).is_file() and (site / rel).stat().st_size > 0, rel
+    home = (site / "index.html").read_text("utf-8")
+    assert "assets/katex/katex.min.js" in home
+    # no page pulls scripts, styles or fonts from the network (a rel="canonical" link is only a URL)
+    remote = [tag for tag in re.findall(r"<(?:script|link)\b[^>]*>", home)
+              if re.search(r"""(src|href)=["']https?://""", tag) and 'rel="canonical"' not in tag]
+    assert not remote, remote
+
+
+def test_home_page_renders(site, server, chromium, tmp_path):
+    page = scan(dump_dom(chromium, f"{server}/", tmp_path / "profile"))
+    assert "personakit" in page.title
+    assert any("personakit" in h.lower() for h in page.headings), page.headings
+    assert any("quick" in h.lower() for h in page.headings), page.headings
+    _assert_math_rendered(page, "home page")
+
+
+def test_api_page_with_math_renders(site, server, chromium, tmp_path):
+    pages = _pages_with_math(site, "api")
+    assert pages, "no API reference page shows math: a docstring with $...$ should be rendered"
+    rel = pages[0].parent.relative_to(site).as_posix()
+    page = scan(dump_dom(chromium, f"{server}/{rel}/", tmp_path / "profile"))
+    assert "personakit" in page.title
+    assert any(h.startswith("personakit.") for h in page.headings), page.headings
+    _assert_math_rendered(page, rel)
+
+
+def test_evaluation_page_renders_formulas(site, server, chromium, tmp_path):
+    page = scan(dump_dom(chromium, f"{server}/evaluation/", tmp_path / "profile"))
+    assert any("Evaluation" in h for h in page.headings), page.headings
+    _assert_math_rendered(page, "evaluation page")
+
+
+def test_screenshot_is_a_nonempty_png(server, chromium, tmp_path):
+    shot = tmp_path / "home.png"
+    proc = subprocess.run(
+        _chromium_cmd(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,900",
+                      "--hide-scrollbars", f"{server}/"),
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 20_000, f"screenshot is suspiciously small ({len(data)} bytes)"
+    keep = os.environ.get("PERSONAKIT_KEEP_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)

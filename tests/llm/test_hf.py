@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+from personakit.llm import GenerationSettings, HFGenerator
+
+PROMPTS = [
+    "hello",
+    "how are you i am fine thanks what do you like",
+    [{"role": "system", "content": "be good"}, {"role": "user", "content": "tell me about your day"}],
+    "what do you like to bake",
+    "cats",
+    "my name is a dog",
+]
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny_lm):
+    model, tok = tiny_lm
+    gen = HFGenerator(model, tok, batch_size=4)
+    settings = GenerationSettings(max_new_tokens=8)
+    batched = gen.generate(PROMPTS, settings)
+    single = [gen.generate(PROMPTS[i:i + 1], settings, batch_size=1)[0] for i in range(len(PROMPTS))]
+    assert batched == single
+    assert all(isinstance(t, str) for t in batched)
+    assert any(t for t in batched)
+
+
+def test_prompt_is_stripped_and_order_restored(tiny_lm):
+    model, tok = tiny_lm
+    gen = HFGenerator(model, tok, batch_size=2)
+    out = gen.generate(PROMPTS, {"max_new_tokens": 5})
+    # reversing the prompts reverses the outputs: order restored after length sorting
+    rev = gen.generate(PROMPTS[::-1], {"max_new_tokens": 5})
+    assert rev == out[::-1]
+    # no reply starts with the rendered prompt
+    assert all("<|im_start|>" not in t for t in out)
+    assert len(gen.generate(["hello"], {"max_new_tokens": 3})[0].split()) <= 3
+
+
+def test_length_sorted_batches(tiny_lm):
+    model, tok = tiny_lm
+    gen = HFGenerator(model, tok)
+    order = gen._batch_order(PROMPTS)
+    lengths = [len(gen.encode(PROMPTS[i])) for i in order]
+    assert lengths == sorted(lengths, reverse=True)
+
+
+def test_chat_template_rendering_and_plain_text_fallback(tiny_lm, plain_tokenizer):
+    model, tok = tiny_lm
+    gen = HFGenerator(model, tok)
+    assert gen.use_chat_template
+    assert gen.render("hello").endswith("<|im_start|> assistant ")
+    plain_tok = plain_tokenizer
+    plain = HFGenerator(model, plain_tok)
+    assert not plain.use_chat_template
+    assert plain.render("hello how") == "hello how"
+    assert plain.render([{"role": "user", "content": "hi"}]) == "User: hi\n\nAssistant:"
+    assert isinstance(plain.generate(["hello how"], {"max_new_tokens": 4})[0], str)
+    with pytest.raises(ValueError, match="no chat template"):
+        HFGenerator(model, plain_tok, use_chat_template=True)
+
+
+def test_sampling_is_seeded_and_leaves_global_rng_alone(tiny_lm):
+    model, tok = tiny_lm
+    gen = HFGenerator(model, tok, batch_size=3)
+    s = GenerationSettings(max_new_tokens=8, temperature=1.5, seed=3)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = gen.generate(PROMPTS, s)
+    after = torch.rand(1)
+    assert torch.equal(before, after)
+    assert gen.generate(PROMPTS, s) == a
+    others = [gen.generate(PROMPTS, s.model_copy(update={"seed": k})) for k in (4, 5)]
+    assert any(o != a for o in others)
+
+
+def test_max_input_tokens_keeps_the_end(tiny_lm):
+    model, tok = tiny_lm
+    gen = HFGenerator(model, tok, max_input_tokens=4)
+    ids = gen.encode("hello how are you i am fine")
+    assert len(ids) == 4
+    assert ids[-1] == tok.convert_tokens_to_ids("assistant")
+
+
+def test_model_id_default_and_repr(tiny_lm):
+    model, tok = tiny_lm
+    assert HFGenerator(model, tok, model_id="tiny").model_id == "tiny"
+    assert "HFGenerator" in repr(HFGenerator(model, tok))
+
+
+def test_from_pretrained_uses_backbone_loader(monkeypatch, tiny_lm):
+    import personakit.backbones as backbones
+
+    model, tok = tiny_lm
+    calls = []
+
+    def fake_load(name_or_path, dtype=None, device=None):
+        calls.append(name_or_path)
+        return model, tok
+
+    monkeypatch.setattr(backbones, "load_causal_lm", fake_load)
+    gen = HFGenerator.from_pretrained("tiny-llama", batch_size=3)
+    assert calls == ["tiny-llama"] and gen.model_id == "tiny-llama" and gen.batch_size == 3
+
+
+@pytest.mark.real_model
+def test_smollm2_batched_equals_single(smollm2):
+    model, tok = smollm2
+    gen = HFGenerator(model, tok, batch_size=3, model_id="smollm2")
+    prompts = [
+        "What is the capital of France?",
+        [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a fruit."}],
+        "Hi! How are you today?",
+    ]
+    settings = GenerationSettings(max_new_tokens=12)
+    batched = gen.generate(prompts, settings)
+    single = [gen.generate([p], settings)[0] for p in prompts]
+    assert batched == single
+    assert all(isinstance(t, str) and t.strip() for t in batched)
+    assert all("<|im_start|>" not in t and "assistant" not in t[:10] for t in batched)
