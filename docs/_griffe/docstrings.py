@@ -12,7 +12,12 @@ roles. This extension rewrites them in the docstring text before parsing:
   line to the next blank line) is fenced as ``pycon`` code;
 * ``:class:`~a.b.C``` (and ``:meth:``, ``:func:``, ``:attr:``, ``:mod:``, ``:data:``,
   ``:obj:``, ``:exc:``) becomes inline code ```C``` (the last dotted part when the target
-  starts with ``~``, as Sphinx shows it).
+  starts with ``~``, as Sphinx shows it);
+* a display-math block (``$$ ... $$`` opening at the start of a line, on one line or
+  several) gets a blank line before and after it when its neighbours are text or
+  another block: arithmatex reads ``$$ ... $$`` as display math only when it is a
+  paragraph of its own, and two blocks on consecutive lines would otherwise become one
+  malformed formula.
 
 The source files are not changed.
 """
@@ -54,13 +59,44 @@ def _fence_bare_doctests(text: str) -> str:
     return "\n".join(out)
 
 
+def _separate_display_math(text: str) -> str:
+    lines = text.split("\n")
+    out: list[str] = []
+    in_fence = False
+    i = 0
+    while i < len(lines):
+        stripped = lines[i].strip()
+        if stripped.startswith("```"):
+            in_fence = not in_fence
+        if in_fence or stripped.startswith(">>>") or not stripped.startswith("$$"):
+            out.append(lines[i])  # code (fenced or doctest) is left alone
+            i += 1
+            continue
+        end = i  # the line that closes the block: this one if "$$" appears again after the opening
+        if "$$" not in stripped[2:]:
+            end = i + 1
+            while end < len(lines) and "$$" not in lines[end]:
+                end += 1
+            if end == len(lines):  # never closed: leave the text alone
+                out.extend(lines[i:])
+                break
+        if out and out[-1].strip():
+            out.append("")
+        out.extend(lines[i : end + 1])
+        if end + 1 < len(lines) and lines[end + 1].strip():
+            out.append("")
+        i = end + 1
+    return "\n".join(out)
+
+
 def rewrite(text: str) -> str:
     """Apply the rewrites to a docstring's text."""
-    return _ROLE.sub(_role, _fence_bare_doctests(_EXAMPLE.sub(r"\1Examples:", text)))
+    text = _fence_bare_doctests(_EXAMPLE.sub(r"\1Examples:", text))
+    return _ROLE.sub(_role, _separate_display_math(text))
 
 
 class PersonakitDocstrings(griffe.Extension):
-    """Rewrite ``Example:`` headers and Sphinx roles before griffe parses docstrings."""
+    """Rewrite ``Example:`` headers, Sphinx roles and display-math spacing before griffe parses docstrings."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
