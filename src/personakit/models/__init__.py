@@ -1,4 +1,15 @@
-"""Composed models and baselines."""
+"""Composed models and baselines.
+
+* ICL baselines (GRAG paper §4.2.1): :class:`ICLPromptBuilder`, :class:`ICLResponder`.
+* GRAG models (:mod:`personakit.models.grag`): :class:`PreSFT`, :class:`PreGRAG`, :class:`PostGRAG`.
+
+The GRAG names are imported on first use, so ``import personakit.models`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from personakit.models.icl import (
     HIST_SYSTEM_PROMPT,
@@ -9,6 +20,22 @@ from personakit.models.icl import (
     ICLResponderConfig,
 )
 
+_LAZY = {
+    name: "personakit.models.grag"
+    for name in (
+        "GRAGConfig",
+        "LoraSettings",
+        "GRAGOutput",
+        "GRAGModel",
+        "PreSFT",
+        "PreGRAG",
+        "PostGRAG",
+        "GRAG_MODELS",
+        "build_grag_model",
+        "GRAGCollator",
+    )
+}
+
 __all__ = [
     "HIST_SYSTEM_PROMPT",
     "TST_SYSTEM_PROMPT",
@@ -16,4 +43,14 @@ __all__ = [
     "ICLPromptBuilderConfig",
     "ICLResponder",
     "ICLResponderConfig",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'personakit.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

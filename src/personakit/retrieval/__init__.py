@@ -19,9 +19,13 @@ from personakit.retrieval.none import NoRetrieval, NoRetrievalConfig
 from personakit.retrieval.recency import RecencyConfig, RecencyRetriever
 from personakit.retrieval.registry import RETRIEVERS, get_retriever, register_retriever, retriever_names
 from personakit.retrieval.rrf import RRFConfig, RRFRetriever
+from personakit.retrieval.selector import RetrieverSelector, RetrieverSelectorConfig, SelectionResult
 from personakit.retrieval.tokenize import default_tokenize, get_tokenizer, whitespace_tokenize
 
 __all__ = [
+    "RetrieverSelector",
+    "RetrieverSelectorConfig",
+    "SelectionResult",
     "Retriever",
     "IndexedProfile",
     "RetrievedItem",

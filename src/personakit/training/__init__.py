@@ -1,1 +1,57 @@
-"""Trainers."""
+"""Trainers and training utilities (crash-safe checkpoints, ROPG retriever training, RSPG).
+
+Importing this package imports torch but none of the optional heavy packages
+(torch_geometric, sentence_transformers, peft).
+"""
+
+from personakit.training.checkpoint import (
+    CHECKPOINT_PREFIX,
+    CheckpointError,
+    get_rng_state,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from personakit.training.ropg import (
+    ROPGItem,
+    ROPGKDTrainer,
+    ROPGRLTrainer,
+    ROPGTrainer,
+    ROPGTrainerConfig,
+    prepare_ropg_items,
+    score_candidate_lists,
+)
+
+# --- LLM feedback and retriever selection (feedback.py, rspg.py; merged by the lead) ---
+# from personakit.training.feedback import LLMFeedbackScorer, ...
+from personakit.training.rspg import RSPGItem, RSPGTrainer, RSPGTrainerConfig, RSPGTrainOutput, as_rspg_items
+
+__all__ = [
+    # checkpoint.py
+    "CHECKPOINT_PREFIX",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "read_checkpoint_state",
+    "get_rng_state",
+    "set_rng_state",
+    # ropg.py
+    "ROPGItem",
+    "ROPGTrainer",
+    "ROPGRLTrainer",
+    "ROPGKDTrainer",
+    "ROPGTrainerConfig",
+    "prepare_ropg_items",
+    "score_candidate_lists",
+    # rspg.py
+    "RSPGItem",
+    "RSPGTrainer",
+    "RSPGTrainerConfig",
+    "RSPGTrainOutput",
+    "as_rspg_items",
+]

@@ -1,0 +1,455 @@
+r"""Shared machinery of the GRAG models: backbone handling, encoding, decoding, save/load, generation.
+
+:class:`GRAGModel` is an ``nn.Module`` with the transformers-style API
+(``config``, ``save_pretrained``, ``from_pretrained``, ``generate``); the three model
+families subclass it (:class:`~personakit.models.grag.PreSFT`,
+:class:`~personakit.models.grag.PreGRAG`, :class:`~personakit.models.grag.PostGRAG`).
+It is not a ``PreTrainedModel``: the backbone is an ordinary transformers model held
+as ``self.backbone`` and the checkpoint format is written here, so that tied
+embeddings, peft LoRA layers and the style-decoder wrappers all round-trip exactly.
+
+Checkpoint folder (``save_pretrained``)
+    * ``config.json``: the :class:`~personakit.models.grag.GRAGConfig` (backbone config inside);
+    * ``model.safetensors``: the full state dict.  Keys are the module paths of the
+      model with the style wrappers removed (``backbone.model.decoder.layers.0.fc1.weight``,
+      not ``....layers.0.base_layer.fc1.weight``), so the backbone's part is the
+      backbone's own state dict under ``backbone.``; tied tensors are stored once and
+      listed in the file's metadata (``personakit_aliases``);
+    * ``generation_config.json``: the backbone's generation defaults;
+    * the tokenizer files when the model holds a tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from personakit.functional.losses import token_cross_entropy
+from personakit.models.grag.config import GRAGConfig, LoraSettings
+from personakit.models.grag.encoding import Segment, encode_segments, left_pad
+from personakit.models.grag.outputs import GRAGOutput
+from personakit.modules.style_decoder.base import StyleInjectionLayer, unwrap_peft
+
+__all__ = ["GRAGModel", "CONFIG_NAME", "WEIGHTS_NAME"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_ALIAS_KEY = "personakit_aliases"
+
+# batch fields a model's generate() reads (the rest of a batch, e.g. labels, is ignored there)
+_INPUT_FIELDS = (
+    "input_ids", "attention_mask", "prompt_ids", "prompt_mask", "persona_ids", "persona_mask",
+    "history_ids", "history_mask", "generic_ids", "generic_mask", "response_ids", "response_mask",
+    "labels", "generic_labels", "generic_input_ids", "generic_attention_mask",
+)
+
+
+def _hidden_size(config: Any) -> int:
+    for name in ("d_model", "hidden_size", "n_embd"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"cannot find the hidden size of {type(config).__name__}")
+
+
+class GRAGModel(nn.Module):
+    """Base class of the GRAG models (see the module docstring).
+
+    Subclasses set ``METHOD`` and implement :meth:`_setup` (extra modules),
+    :meth:`forward` and :meth:`_generate`.
+
+    Args:
+        config: the :class:`GRAGConfig`.
+        backbone: the transformers model; built (randomly initialised) from
+            ``config.backbone`` when ``None``.
+        tokenizer: optional tokenizer, kept for :meth:`respond`, :meth:`make_collator`
+            and saved with the model.
+    """
+
+    METHOD: ClassVar[str] = ""
+
+    def __init__(self, config: GRAGConfig, backbone: Optional[nn.Module] = None, tokenizer: Any = None):
+        super().__init__()
+        if not isinstance(config, GRAGConfig):
+            raise TypeError(f"{type(self).__name__}: config must be a GRAGConfig, got {type(config).__name__}")
+        if config.method != self.METHOD:
+            raise ValueError(f"{type(self).__name__}: config.method is {config.method!r}, expected {self.METHOD!r}")
+        if backbone is None:
+            backbone = self._build_backbone(config)
+        if config.lora is not None and not callable(getattr(type(backbone), "get_base_model", None)):
+            backbone = self._apply_lora(backbone, config.lora_settings)  # type: ignore[arg-type]
+        self.config = config
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        base_config = unwrap_peft(backbone).config
+        self.is_encoder_decoder = bool(getattr(base_config, "is_encoder_decoder", False)) or (
+            getattr(base_config, "model_type", None) == "encoder-decoder")
+        self.pad_token_id = self._find_pad_id(base_config, tokenizer)
+        self._setup()
+
+    # ------------------------------------------------------------------ construction
+    def _setup(self) -> None:
+        """Build the modules beyond the backbone (overridden by subclasses)."""
+
+    @staticmethod
+    def _build_backbone(config: GRAGConfig) -> nn.Module:
+        import transformers
+
+        name = config.backbone_class
+        cls = getattr(transformers, name, None) if name else None
+        if cls is None:
+            raise ValueError(f"GRAGConfig: field 'backbone_class' {name!r} is not a transformers model class")
+        bconf = config.backbone_config
+        model = cls(config=bconf) if name == "EncoderDecoderModel" else cls(bconf)
+        return model
+
+    @staticmethod
+    def _apply_lora(backbone: nn.Module, settings: LoraSettings) -> nn.Module:
+        from personakit._imports import require
+
+        require("peft", "LoRA for GRAG models")
+        from peft import get_peft_model
+
+        base_config = backbone.config
+        encdec = bool(getattr(base_config, "is_encoder_decoder", False))
+        return get_peft_model(backbone, settings.to_peft("SEQ_2_SEQ_LM" if encdec else "CAUSAL_LM"))
+
+    @staticmethod
+    def _find_pad_id(base_config: Any, tokenizer: Any) -> int:
+        for source in (base_config, getattr(base_config, "decoder", None), tokenizer):
+            pad = getattr(source, "pad_token_id", None)
+            if isinstance(pad, int):
+                return pad
+        eos = getattr(base_config, "eos_token_id", None)
+        if isinstance(eos, list):
+            eos = eos[0] if eos else None
+        if isinstance(eos, int):
+            return eos
+        return 0
+
+    @classmethod
+    def _settings(cls, **settings: Any) -> dict[str, Any]:
+        """Default GRAG settings of this family, updated with ``settings``."""
+        return dict(settings)
+
+    @classmethod
+    def from_backbone(cls, backbone: Union[nn.Module, str, os.PathLike], tokenizer: Any = None,
+                      **settings: Any) -> "GRAGModel":
+        """Build the model around a transformers backbone (pretrained weights kept).
+
+        Args:
+            backbone: a transformers model (``BartForConditionalGeneration``,
+                ``T5ForConditionalGeneration``, ``EncoderDecoderModel``, a causal LM such
+                as ``LlamaForCausalLM``), or a name / folder: an embedded name
+                (``"smollm2"``), a local folder or a hub id.  An encoder-only
+                checkpoint (BERT, MiniLM: ``"minilm"``) is warm-started as a
+                BERT2BERT ``EncoderDecoderModel`` (Rothe et al., 2020).
+            tokenizer: its tokenizer (loaded with the backbone when a name is given).
+            **settings: :class:`GRAGConfig` fields (``alpha``, ``beta``, ``mode``,
+                ``extractor_heads``, ``extractor_dropout``, ``lora``, ``encoder_passes``,
+                ``compute_unweighted_losses``).
+
+        Returns:
+            The model (in training mode only if the backbone was).
+        """
+        if isinstance(backbone, (str, os.PathLike)):
+            backbone, loaded_tok = load_backbone(backbone)
+            tokenizer = tokenizer if tokenizer is not None else loaded_tok
+        base = unwrap_peft(backbone)
+        lora = settings.get("lora")
+        if isinstance(lora, LoraSettings):
+            settings["lora"] = lora.model_dump()
+        backbone_dict = json.loads(base.config.to_json_string(use_diff=False))  # JSON-normalised (str keys)
+        backbone_dict.pop("transformers_version", None)
+        config = GRAGConfig(
+            method=cls.METHOD, backbone=backbone_dict, backbone_class=type(base).__name__,
+            **cls._settings(**settings),
+        )
+        return cls(config, backbone=backbone, tokenizer=tokenizer)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def base_model(self) -> nn.Module:
+        """The transformers model (under a peft wrapper when LoRA is used)."""
+        return unwrap_peft(self.backbone)
+
+    @property
+    def encoder_hidden_size(self) -> int:
+        """Size of the encodings $E_X$ (encoder states, or the LM's last hidden states)."""
+        base = self.base_model
+        if self.is_encoder_decoder:
+            return _hidden_size(base.get_encoder().config)
+        return _hidden_size(base.config)
+
+    @property
+    def decoder_hidden_size(self) -> int:
+        """Size of the decoder hidden states (where a style is added)."""
+        base = self.base_model
+        if getattr(base.config, "model_type", None) == "encoder-decoder":
+            return _hidden_size(base.config.decoder)
+        return _hidden_size(base.config)
+
+    # ------------------------------------------------------------------ encoding / decoding
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        r"""$E_X = \text{Encode}(X)$: encoder last hidden states, or the causal LM's last hidden
+        states (after its final norm) for decoder-only backbones (GRAG §4.3.2).
+
+        Shapes: ``[B, T]`` → ``[B, T, D]``.
+        """
+        base = self.base_model
+        if self.is_encoder_decoder:
+            return base.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        stack = base.base_model  # LlamaModel / GPT2Model: no LM head needed for an encoding
+        return stack(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def encode_segments(self, segments: Sequence[Segment]) -> list[Segment]:
+        """Encode segments separately in at most ``config.encoder_passes`` batched passes."""
+        return encode_segments(self.encode, segments, self.pad_token_id, self.config.encoder_passes)
+
+    def decode_encoder_decoder(self, encoder_states: Tensor, encoder_mask: Tensor, labels: Tensor) -> Tensor:
+        """Teacher-forced decoder logits of an encoder-decoder backbone over given encoder states.
+
+        The decoder inputs are the labels shifted right (the backbone's own
+        ``prepare_decoder_input_ids_from_labels``).  Shapes: states ``[B, S, D]``,
+        mask ``[B, S]``, labels ``[B, T]`` → logits ``[B, T, V]``.
+        """
+        from transformers.modeling_outputs import BaseModelOutput
+
+        base = self.base_model
+        decoder_input_ids = base.prepare_decoder_input_ids_from_labels(labels=labels)  # (B, T)
+        out = base(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states), attention_mask=encoder_mask,
+            decoder_input_ids=decoder_input_ids, use_cache=False,
+        )
+        return out.logits  # (B, T, V)
+
+    def token_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean token cross-entropy (shifted for decoder-only backbones), as transformers computes it."""
+        return token_cross_entropy(logits, labels, shift=not self.is_encoder_decoder)
+
+    def _combine(self, loss_p: Optional[Tensor], loss_g: Optional[Tensor], loss_cjepa: Optional[Tensor]) -> Optional[Tensor]:
+        """$L = L_P + \\alpha L_G + \\beta L_{CJEPA}$ over the computed, weighted terms."""
+        if loss_p is None:
+            return None
+        total = loss_p
+        if loss_g is not None and self.config.alpha > 0:
+            total = total + self.config.alpha * loss_g
+        if loss_cjepa is not None and self.config.beta > 0:
+            total = total + self.config.beta * loss_cjepa
+        return total
+
+    def _wants(self, weight: float) -> bool:
+        return weight > 0 or self.config.compute_unweighted_losses
+
+    # ------------------------------------------------------------------ generation
+    def _split_generate_kwargs(self, batch: Optional[Mapping[str, Tensor]], kwargs: dict[str, Any]
+                               ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        inputs = dict(batch or {})
+        for name in list(kwargs):
+            if name in _INPUT_FIELDS:
+                inputs[name] = kwargs.pop(name)
+        kwargs.setdefault("pad_token_id", self.pad_token_id)
+        return inputs, kwargs
+
+    def _require(self, inputs: Mapping[str, Tensor], *names: str) -> list[Tensor]:
+        missing = [n for n in names if inputs.get(n) is None]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: the batch lacks {missing}; build it with model.make_collator()")
+        return [inputs[n] for n in names]
+
+    def _generate_from_prompt(self, ids: Tensor, mask: Tensor, **kwargs: Any) -> Tensor:
+        """Decoder-only: left-pad the (right-padded) prompts, generate, return the new tokens only."""
+        ids, mask = left_pad(ids, mask, self.pad_token_id)
+        out = self.base_model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        return out[:, ids.size(1):]
+
+    def _generate_encoder_decoder(self, states: Tensor, mask: Tensor, **kwargs: Any) -> Tensor:
+        """Encoder-decoder: generate from given encoder states; drop the decoder start token."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        out = self.base_model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask, **kwargs
+        )
+        return out[:, 1:]
+
+    @torch.no_grad()
+    def generate(self, batch: Optional[Mapping[str, Tensor]] = None, **kwargs: Any) -> Tensor:
+        """Generate responses (no $R_P$ needed).
+
+        Args:
+            batch: a batch from :meth:`make_collator` (fields beyond the inputs, such
+                as labels, are ignored); input fields may also be passed as keywords.
+            **kwargs: generation options for the backbone's ``generate``
+                (``max_new_tokens``, ``num_beams``, ``do_sample``, ...).
+
+        Returns:
+            ``[B, T_new]`` generated token ids, without the prompt (decoder-only) or the
+            decoder start token (encoder-decoder); finished rows are padded.
+        """
+        inputs, kwargs = self._split_generate_kwargs(batch, dict(kwargs))
+        return self._generate(inputs, **kwargs)
+
+    def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ text-level helpers
+    def make_collator(self, tokenizer: Any = None, **options: Any) -> "Any":
+        """A :class:`~personakit.models.grag.GRAGCollator` matching this model (method, mode, architecture)."""
+        from personakit.models.grag.collator import GRAGCollator
+
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is None:
+            raise ValueError(f"{type(self).__name__}.make_collator: give a tokenizer (the model holds none)")
+        base = self.base_model
+        start = getattr(base.config, "decoder_start_token_id", None)
+        return GRAGCollator(
+            tokenizer, method=self.METHOD, mode=self.config.mode, decoder_start_token_id=start,
+            architecture="encoder-decoder" if self.is_encoder_decoder else "decoder-only", **options,
+        )
+
+    def respond(self, examples: Sequence[Any], batch_size: int = 8, collator: Any = None, **generate_kwargs: Any
+                ) -> list[str]:
+        """Generate a response text for each :class:`~personakit.types.ResponseExample`."""
+        if self.tokenizer is None:
+            raise ValueError(f"{type(self).__name__}.respond needs a tokenizer (from_backbone(..., tokenizer))")
+        collator = collator or self.make_collator(with_targets=False)
+        device = next(self.parameters()).device
+        texts: list[str] = []
+        for start in range(0, len(examples), batch_size):
+            batch = collator(list(examples[start:start + batch_size]))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            ids = self.generate(batch, **generate_kwargs)
+            texts += [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return texts
+
+    def trainable_parameter_names(self) -> list[str]:
+        """Names of the parameters with ``requires_grad`` (LoRA: adapters + extractors)."""
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ save / load
+    def _style_layer_prefixes(self) -> list[str]:
+        return [name for name, module in self.named_modules() if isinstance(module, StyleInjectionLayer)]
+
+    def clean_state_dict(self) -> dict[str, Tensor]:
+        """The state dict with the style wrappers' ``base_layer.`` segment removed."""
+        prefixes = [p + ".base_layer." for p in self._style_layer_prefixes()]
+        out: dict[str, Tensor] = {}
+        for key, value in self.state_dict().items():
+            for p in prefixes:
+                if key.startswith(p):
+                    key = p[: -len("base_layer.")] + key[len(p):]
+                    break
+            out[key] = value
+        return out
+
+    def load_clean_state_dict(self, state: Mapping[str, Tensor], strict: bool = True) -> Any:
+        """Load a state dict written by :meth:`clean_state_dict` (inverse key mapping)."""
+        prefixes = [p + "." for p in self._style_layer_prefixes()]
+        mapped: dict[str, Tensor] = {}
+        for key, value in state.items():
+            for p in prefixes:
+                if key.startswith(p):
+                    key = p + "base_layer." + key[len(p):]
+                    break
+            mapped[key] = value
+        return self.load_state_dict(mapped, strict=strict)
+
+    def save_pretrained(self, directory: Union[str, os.PathLike], save_tokenizer: bool = True) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``generation_config.json`` (and the tokenizer)."""
+        from safetensors.torch import save_file
+
+        from personakit.config import atomic_write_text
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self.clean_state_dict()
+        kept: dict[tuple, str] = {}
+        aliases: dict[str, str] = {}
+        tensors: dict[str, Tensor] = {}
+        for key, value in state.items():
+            ident = (value.device.type, value.untyped_storage().data_ptr(), value.storage_offset(),
+                     tuple(value.shape), tuple(value.stride()), value.dtype)
+            if value.numel() and ident in kept:
+                aliases[key] = kept[ident]
+                continue
+            kept[ident] = key
+            tensors[key] = value.detach().contiguous().cpu()
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(tensors, str(tmp), metadata={"format": "pt", _ALIAS_KEY: json.dumps(aliases)})
+        os.replace(tmp, directory / WEIGHTS_NAME)
+        atomic_write_text(directory / CONFIG_NAME, self.config.to_json_string(use_diff=False))
+        gen = getattr(self.base_model, "generation_config", None)
+        if gen is not None:
+            atomic_write_text(directory / "generation_config.json", gen.to_json_string(use_diff=True))
+        if save_tokenizer and self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(directory))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: Union[str, os.PathLike], tokenizer: Any = None,
+                        map_location: Union[str, torch.device] = "cpu") -> "GRAGModel":
+        """Load a model written by :meth:`save_pretrained` (same class or the :func:`build_grag_model` kinds)."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path}: no GRAG config (was the model saved with save_pretrained?)")
+        config = GRAGConfig.from_pretrained(str(directory))
+        if cls.METHOD and config.method != cls.METHOD:
+            raise ValueError(f"{config_path}: field 'method' is {config.method!r}; load it with the matching class")
+        target = cls if cls.METHOD else _class_for(config.method)
+        if tokenizer is None and any((directory / n).exists() for n in ("tokenizer.json", "tokenizer_config.json")):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        model = target(config, tokenizer=tokenizer)
+        gen_path = directory / "generation_config.json"
+        if gen_path.is_file():
+            from transformers import GenerationConfig
+
+            model.base_model.generation_config = GenerationConfig.from_pretrained(str(directory))
+        weights = directory / WEIGHTS_NAME
+        state = load_file(str(weights), device=str(map_location))
+        with safe_open(str(weights), framework="pt") as f:
+            aliases = json.loads((f.metadata() or {}).get(_ALIAS_KEY, "{}"))
+        for alias, source in aliases.items():
+            state[alias] = state[source]
+        model.load_clean_state_dict(state, strict=True)
+        return model
+
+
+def _class_for(method: str) -> type[GRAGModel]:
+    from personakit.models.grag.factory import GRAG_MODELS
+
+    return GRAG_MODELS[method]
+
+
+def load_backbone(name_or_path: Union[str, os.PathLike]) -> tuple[nn.Module, Any]:
+    """Load a backbone by embedded name / folder / hub id; encoder-only checkpoints become BERT2BERT."""
+    from transformers import AutoConfig, AutoTokenizer, EncoderDecoderModel
+
+    from personakit.backbones import load_causal_lm, load_seq2seq_lm, resolve_model_path
+
+    ref = resolve_model_path(name_or_path)
+    bconf = AutoConfig.from_pretrained(ref)
+    if getattr(bconf, "is_encoder_decoder", False) or bconf.model_type == "encoder-decoder":
+        return load_seq2seq_lm(ref)
+    if bconf.model_type in ("bert", "roberta", "electra", "xlm-roberta", "mpnet"):
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(ref, ref)
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+        start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        model.config.decoder_start_token_id = start
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.eos_token_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        model.generation_config.decoder_start_token_id = start
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = model.config.eos_token_id
+        return model, tokenizer
+    return load_causal_lm(ref)

@@ -1,0 +1,158 @@
+r"""Configs of the GRAG models: :class:`GRAGConfig` (a transformers ``PreTrainedConfig``) and :class:`LoraSettings`.
+
+:class:`GRAGConfig` holds the backbone's own config (as a dict, with its class name,
+so any transformers model is rebuilt exactly) and the GRAG settings: the method
+(``"presft"``, ``"pregrag"``, ``"postgrag"``), the PreSFT input mode, the loss weights
+$\alpha$ and $\beta$ of $L = L_P + \alpha L_G + \beta L_{CJEPA}$ (GRAG Eq. 2–3), the
+style extractors' heads and dropout, optional LoRA, and how many encoder passes the
+post-fusion encodings may use.  It is written to ``config.json`` by
+``save_pretrained`` and read back by ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field
+from transformers import AutoConfig, PreTrainedConfig
+
+from personakit.config import BaseConfig
+
+__all__ = ["GRAGConfig", "LoraSettings", "GRAG_METHODS", "PRESFT_MODES"]
+
+GRAG_METHODS = ("presft", "pregrag", "postgrag")
+"""The model families: PreSFT baselines, pre-fusion PreGRAG, post-fusion PostGRAG."""
+PRESFT_MODES = ("hist", "tst")
+"""PreSFT inputs: ``"hist"`` = $[P; H]$, ``"tst"`` = $[P; R_G]$ (GRAG §4.2.2)."""
+
+
+class LoraSettings(BaseConfig):
+    """LoRA adapters (through peft) on the backbone; everything else of the backbone is frozen.
+
+    The paper uses (Q)LoRA for T5, Llama 3.2 and Qwen3 (GRAG §4.3.2).  The style
+    extractors of PostGRAG stay fully trainable.
+
+    Example:
+        >>> LoraSettings(r=8, target_modules=["q_proj", "v_proj"]).alpha
+        32
+    """
+
+    r: int = Field(16, ge=1, description="Rank of the adapters.")
+    """Rank $r$ of the low-rank update $\\Delta W = BA$."""
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    """Scaling numerator: the update is multiplied by ``alpha / r``."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    """Dropout on the adapter input (training only)."""
+    target_modules: Optional[Union[list[str], str]] = Field(
+        None, description="Module names (suffixes) that get adapters; None: peft's default for the architecture."
+    )
+    """Module-name suffixes that get adapters (e.g. ``["q_proj", "v_proj"]``), ``"all-linear"``,
+    or ``None`` for peft's default for the architecture."""
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
+    """Which biases are trained (peft's ``bias``)."""
+
+    def to_peft(self, task_type: str) -> Any:
+        """The ``peft.LoraConfig`` (imports peft lazily)."""
+        from personakit._imports import require
+
+        require("peft", "LoRA for GRAG models")
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules,
+            bias=self.bias, task_type=task_type,
+        )
+
+
+class GRAGConfig(PreTrainedConfig):
+    r"""Config of a GRAG model: the backbone's config plus the GRAG settings.
+
+    Args:
+        method: ``"presft"``, ``"pregrag"`` or ``"postgrag"``.
+        mode: PreSFT input, ``"hist"`` ($[P; H]$) or ``"tst"`` ($[P; R_G]$); ignored otherwise.
+        alpha: weight $\alpha$ of the style-removal loss $L_G$ (PostGRAG only; 0 elsewhere).
+        beta: weight $\beta$ of $L_{CJEPA}$ (PreGRAG and PostGRAG; 0 for PreSFT).
+        extractor_heads: attention heads of the style extractors $\text{SE}_P$, $\text{SE}_G$.
+        extractor_dropout: attention dropout of the style extractors.
+        backbone: the backbone's config as a dict (``backbone_config.to_dict()``).
+        backbone_class: the backbone's transformers class name
+            (``"BartForConditionalGeneration"``, ``"EncoderDecoderModel"``, ``"LlamaForCausalLM"``...).
+        lora: :class:`LoraSettings` (or its dict) to train LoRA adapters instead of the
+            full backbone; ``None`` for full fine-tuning.
+        encoder_passes: PostGRAG encodes $P$, $H$, $R_G$, $R_P$ separately but batched:
+            stacked along the batch dimension in at most this many encoder passes
+            (1: one pass padded to the longest; 2+: segments grouped by length so less
+            padding is computed).  See :func:`~personakit.models.grag.encoding.encode_segments`.
+        compute_unweighted_losses: also compute $L_G$ / $L_{CJEPA}$ when their weight
+            is 0 (detached, for logging; not added to the loss).
+    """
+
+    model_type = "personakit-grag"
+
+    method: str = "postgrag"
+    mode: str = "hist"
+    alpha: float = 0.0
+    beta: float = 0.0
+    extractor_heads: int = 8
+    extractor_dropout: float = 0.1
+    backbone: Optional[dict] = None
+    backbone_class: Optional[str] = None
+    lora: Optional[dict] = None
+    encoder_passes: int = 1
+    compute_unweighted_losses: bool = False
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if isinstance(self.lora, LoraSettings):
+            self.lora = self.lora.model_dump()
+        if isinstance(self.backbone, PreTrainedConfig):
+            self.backbone = self.backbone.to_dict()
+        super().__post_init__(**kwargs)
+        self.validate_settings()
+
+    def validate_settings(self) -> None:
+        """Check the GRAG settings; the message names the field."""
+        if self.method not in GRAG_METHODS:
+            raise ValueError(f"GRAGConfig: field 'method' must be one of {GRAG_METHODS}, got {self.method!r}")
+        if self.mode not in PRESFT_MODES:
+            raise ValueError(f"GRAGConfig: field 'mode' must be one of {PRESFT_MODES}, got {self.mode!r}")
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"GRAGConfig: field {name!r} must be a number >= 0, got {value!r}")
+        if self.method == "presft" and (self.alpha or self.beta):
+            raise ValueError("GRAGConfig: PreSFT has no L_G or L_CJEPA; fields 'alpha' and 'beta' must be 0")
+        if self.method == "pregrag" and self.alpha:
+            raise ValueError("GRAGConfig: PreGRAG has no style removal (paper §3.5); field 'alpha' must be 0")
+        if not isinstance(self.extractor_heads, int) or self.extractor_heads < 1:
+            raise ValueError(f"GRAGConfig: field 'extractor_heads' must be >= 1, got {self.extractor_heads!r}")
+        if not 0.0 <= float(self.extractor_dropout) < 1.0:
+            raise ValueError(f"GRAGConfig: field 'extractor_dropout' must be in [0, 1), got {self.extractor_dropout!r}")
+        if not isinstance(self.encoder_passes, int) or self.encoder_passes < 1:
+            raise ValueError(f"GRAGConfig: field 'encoder_passes' must be >= 1, got {self.encoder_passes!r}")
+        if self.lora is not None:
+            LoraSettings.model_validate(self.lora)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def backbone_config(self) -> PreTrainedConfig:
+        """The backbone's transformers config (rebuilt from the stored dict)."""
+        if self.backbone is None:
+            raise ValueError("GRAGConfig: field 'backbone' is not set; build the model with from_backbone(...)")
+        data = dict(self.backbone)
+        data.pop("transformers_version", None)
+        return AutoConfig.for_model(**data)
+
+    @property
+    def lora_settings(self) -> Optional[LoraSettings]:
+        """The LoRA settings, or ``None`` for full fine-tuning."""
+        return None if self.lora is None else LoraSettings.model_validate(self.lora)
+
+    @property
+    def is_encoder_decoder_backbone(self) -> bool:
+        """Whether the backbone is an encoder-decoder (BART, T5, ``EncoderDecoderModel``)."""
+        data = self.backbone or {}
+        return bool(data.get("is_encoder_decoder")) or data.get("model_type") == "encoder-decoder"
+
+
+# let transformers' Auto* classes (e.g. AutoTokenizer reading config.json of a saved folder) recognise it
+AutoConfig.register(GRAGConfig.model_type, GRAGConfig, exist_ok=True)

@@ -1,0 +1,226 @@
+r"""PostGRAG: the post-fusion GRAG model (§3.3), trained with $L_P + \alpha L_G + \beta L_{CJEPA}$ (Eq. 3)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from personakit.functional.losses import last_token_pool
+from personakit.losses import CJEPALoss
+from personakit.models.grag.base import GRAGModel
+from personakit.models.grag.encoding import pad_stack
+from personakit.models.grag.outputs import GRAGOutput
+from personakit.modules import StyleEnhancedDecoder, StyleExtractor, concat_masked, wrap_style_decoder
+
+__all__ = ["PostGRAG"]
+
+
+class PostGRAG(GRAGModel):
+    r"""PostGRAG (Liu et al., 2026, §3.3–3.5): separate encodings, a style extractor and a style-enhanced decoder.
+
+    1. **Separate encodings** (§3.3): $E_P$, $E_H$, $E_{R_G}$ (and $E_{R_P}$ in training) are
+       encoded separately, stacked along the batch dimension in at most
+       ``config.encoder_passes`` encoder passes (1 by default: one pass over the
+       $4B$ rows padded to a common length; the states equal separate passes).
+    2. **Style extractor** (§3.3.1): $\mathcal{S}_P = \text{SE}_P(E_P, [E_H; E_{R_G}])$.
+    3. **Style-enhanced decoder** (§3.3.2): the decoder attends to $E_H$ (encoder
+       hidden states) and $h_i \leftarrow \mathcal{S}_P + h_i$ at every decoder layer;
+       its logits give $R_P$ and $L_P$.
+    4. **Style removal** (§3.3.3): $\mathcal{S}_G = \text{SE}_G(E_P, [E_H; E_{R_P}])$ from a
+       second extractor; the decoder, attending to $E_{R_P}$ with $\mathcal{S}_G$ at every
+       layer, reconstructs $R_G$: token loss $L_G$.  The two decodings run as **one**
+       decoder pass over $2B$ rows (encoder states, labels and styles stacked).
+    5. **C-JEPA** (§3.4): $\mathcal{E}_C$, $\mathcal{E}_P$, $\mathcal{E}_G$ = last non-padding
+       tokens of $E_H$, $E_{R_P}$, $E_{R_G}$; $L_{CJEPA} = \cos(C, G) - \cos(C, P)$ (the
+       stated intent; the printed Eq. 1 has the opposite sign, see
+       :class:`~personakit.losses.CJEPALoss`).
+
+    $$L_{post} = L_P + \alpha L_G + \beta L_{CJEPA}.$$
+
+    $L_G$ is computed only when $\alpha > 0$ and $L_{CJEPA}$ only when $\beta > 0$ (unless
+    ``compute_unweighted_losses``); with $\alpha = \beta = 0$ the $R_P$ encoding is
+    skipped.  ``generate`` needs only $P$, $H$, $R_G$.
+
+    **Decoder-only backbones** (GRAG §4.3.2, "the decoder is repurposed to execute the
+    encoding steps"): $E_X$ is the LM's last hidden states (after its final norm) of
+    $X$ alone, with no style.  There is no cross-attention, so "the decoder attends to
+    $E_H$" becomes: the LM reads $H$ (ending with the agent cue) as its own prompt and
+    continues with $R_P$, and $\mathcal{S}_P$ is added to the output of every layer at
+    **every position of that pass, the prompt $H$ included** (the prompt's keys and
+    values are therefore styled too; this is what ``generate`` does under
+    ``use_style``).  Style removal likewise runs the LM over $R_P$ + ``"generic
+    response:"`` cue + $R_G$ with $\mathcal{S}_G$ added everywhere, loss on the $R_G$
+    tokens.  Both styled passes are one LM pass over $2B$ rows.  Cost: $H$ is read
+    twice (unstyled for $E_H$, styled for the response).
+
+    Modules: ``style_extractor`` ($\text{SE}_P$), ``generic_style_extractor``
+    ($\text{SE}_G$, always built so checkpoints do not depend on $\alpha$),
+    ``style_projection`` (identity unless the encoder and decoder sizes differ, as in
+    an ``EncoderDecoderModel`` of two different stacks), and :attr:`style_decoder`, the
+    :class:`~personakit.modules.StyleEnhancedDecoder` wrapping the backbone's decoder
+    layers (not a registered submodule: its layers are the backbone's).
+
+    Batch: ``persona_ids``, ``history_ids``, ``generic_ids``, ``response_ids`` (+ masks);
+    encoder-decoder: ``labels`` ($R_P$), ``generic_labels`` ($R_G$); decoder-only:
+    ``input_ids``/``attention_mask``/``labels`` ($H$ + $R_P$) and
+    ``generic_input_ids``/``generic_attention_mask``/``generic_labels`` ($R_P$ + $R_G$).
+
+    Args (config): ``alpha`` (0.5), ``beta`` (0.05), ``extractor_heads`` (8),
+    ``extractor_dropout`` (0.1), ``encoder_passes`` (1).
+
+    Example:
+        >>> from transformers import BartConfig, BartForConditionalGeneration
+        >>> cfg = BartConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        ...                  decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        ...                  vocab_size=99, max_position_embeddings=64)
+        >>> model = PostGRAG.from_backbone(BartForConditionalGeneration(cfg), extractor_heads=2)
+        >>> model.style_decoder.num_layers
+        1
+
+    Citation:
+        Liu, Symons and Vatsavai (2026). *GRAG: Generic Response-Augmented Generation
+        Framework for Personalized Conversational Systems.* arXiv:2606.21097.
+    """
+
+    METHOD = "postgrag"
+
+    @classmethod
+    def _settings(cls, alpha: float = 0.5, beta: float = 0.05, **settings: Any) -> dict[str, Any]:
+        return {"alpha": alpha, "beta": beta, **settings}
+
+    def _setup(self) -> None:
+        d_enc, d_dec = self.encoder_hidden_size, self.decoder_hidden_size
+        heads, dropout = self.config.extractor_heads, float(self.config.extractor_dropout)
+        self.style_extractor = StyleExtractor(d_enc, num_heads=heads, dropout=dropout)
+        self.generic_style_extractor = StyleExtractor(d_enc, num_heads=heads, dropout=dropout)
+        self.style_projection: nn.Module = nn.Identity() if d_enc == d_dec else nn.Linear(d_enc, d_dec)
+        self.cjepa = CJEPALoss()
+        # not registered as a submodule: its decoder belongs to the backbone (no duplicate state-dict keys)
+        object.__setattr__(self, "_style_decoder", wrap_style_decoder(self.backbone))
+
+    @property
+    def style_decoder(self) -> StyleEnhancedDecoder:
+        """The :class:`~personakit.modules.StyleEnhancedDecoder` over the backbone's decoder layers."""
+        return self._style_decoder  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ pieces
+    def personal_style(self, persona: tuple[Tensor, Tensor], history: tuple[Tensor, Tensor],
+                       generic: tuple[Tensor, Tensor]) -> Tensor:
+        r"""$\mathcal{S}_P = \text{SE}_P(E_P, [E_H; E_{R_G}])$, projected to the decoder size: ``[B, D_dec]``."""
+        style = self.style_extractor(persona[0], persona[1], *concat_masked(history, generic))  # (B, D_enc)
+        return self.style_projection(style)  # (B, D_dec)
+
+    def generic_style(self, persona: tuple[Tensor, Tensor], history: tuple[Tensor, Tensor],
+                      response: tuple[Tensor, Tensor]) -> Tensor:
+        r"""$\mathcal{S}_G = \text{SE}_G(E_P, [E_H; E_{R_P}])$, projected to the decoder size: ``[B, D_dec]``."""
+        style = self.generic_style_extractor(persona[0], persona[1], *concat_masked(history, response))  # (B, D_enc)
+        return self.style_projection(style)  # (B, D_dec)
+
+    def _styled_logits(self, style: Tensor, *, states: Optional[Tensor] = None, states_mask: Optional[Tensor] = None,
+                       labels: Optional[Tensor] = None, input_ids: Optional[Tensor] = None,
+                       attention_mask: Optional[Tensor] = None) -> Tensor:
+        with self.style_decoder.use_style(style):
+            if self.is_encoder_decoder:
+                return self.decode_encoder_decoder(states, states_mask, labels)  # type: ignore[arg-type]
+            return self.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        persona_ids: Tensor,
+        persona_mask: Tensor,
+        history_ids: Tensor,
+        history_mask: Tensor,
+        generic_ids: Tensor,
+        generic_mask: Tensor,
+        response_ids: Optional[Tensor] = None,
+        response_mask: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        generic_labels: Optional[Tensor] = None,
+        input_ids: Optional[Tensor] = None,
+        attention_mask: Optional[Tensor] = None,
+        generic_input_ids: Optional[Tensor] = None,
+        generic_attention_mask: Optional[Tensor] = None,
+    ) -> GRAGOutput:
+        r"""Teacher-forced logits of $R_P$ and every loss term.
+
+        Args:
+            persona_ids, persona_mask: ``[B, Tp]`` $P$ alone.
+            history_ids, history_mask: ``[B, Th]`` $H$ alone (decoder-only: ending with the agent cue).
+            generic_ids, generic_mask: ``[B, Tg]`` $R_G$ alone.
+            response_ids, response_mask: ``[B, Tr]`` $R_P$ alone (training: $\mathcal{S}_G$, C-JEPA).
+            labels: ``[B, T]`` $R_P$ targets (encoder-decoder: decoder labels;
+                decoder-only: aligned with ``input_ids``, ``-100`` on the prompt).
+            generic_labels: ``[B, T']`` $R_G$ targets of the style removal.
+            input_ids, attention_mask: decoder-only $H$ + $R_P$ sequence.
+            generic_input_ids, generic_attention_mask: decoder-only $R_P$ + $R_G$ sequence.
+
+        Returns:
+            :class:`GRAGOutput` (``style`` = $\mathcal{S}_P$).
+        """
+        encdec = self.is_encoder_decoder
+        if labels is None:
+            raise ValueError("PostGRAG.forward needs labels (use generate() for inference)")
+        if not encdec and input_ids is None:
+            raise ValueError("PostGRAG.forward: a decoder-only backbone needs input_ids/attention_mask (H + R_P)")
+        has_response = response_ids is not None and response_mask is not None
+        g_batch = generic_labels is not None and (encdec or generic_input_ids is not None)
+        want_g = self._wants(self.config.alpha) and has_response and g_batch
+        want_c = self._wants(self.config.beta) and has_response
+
+        segments = [(persona_ids, persona_mask), (history_ids, history_mask), (generic_ids, generic_mask)]
+        if want_g or want_c:
+            segments.append((response_ids, response_mask))  # type: ignore[arg-type]
+        encoded = self.encode_segments(segments)
+        persona, history, generic = encoded[:3]  # (B, T_x, D_enc), (B, T_x)
+        response = encoded[3] if len(encoded) > 3 else None
+        style_p = self.personal_style(persona, history, generic)  # (B, D_dec)
+
+        batch = persona_ids.size(0)
+        loss_g = logits_g = None
+        if want_g:
+            assert response is not None and generic_labels is not None
+            style = torch.cat([style_p, self.generic_style(persona, history, response)])  # (2B, D_dec)
+            if encdec:
+                states = pad_stack([history[0], response[0]], 0.0)  # (2B, S, D): E_H for R_P, E_RP for R_G
+                states_mask = pad_stack([history[1], response[1]], 0)  # (2B, S)
+                stacked = pad_stack([labels, generic_labels], -100)  # (2B, T)
+                logits_all = self._styled_logits(style, states=states, states_mask=states_mask, labels=stacked)
+            else:
+                ids = pad_stack([input_ids, generic_input_ids], self.pad_token_id)  # (2B, T)
+                mask = pad_stack([attention_mask, generic_attention_mask], 0)  # (2B, T)
+                logits_all = self._styled_logits(style, input_ids=ids, attention_mask=mask)
+            logits = logits_all[:batch, : labels.size(1)]  # (B, T, V)
+            logits_g = logits_all[batch:, : generic_labels.size(1)]  # (B, T', V)
+            loss_g = self.token_loss(logits_g, generic_labels)
+            if self.config.alpha == 0:
+                loss_g = loss_g.detach()
+        elif encdec:
+            logits = self._styled_logits(style_p, states=history[0], states_mask=history[1], labels=labels)
+        else:
+            logits = self._styled_logits(style_p, input_ids=input_ids, attention_mask=attention_mask)
+        loss_p = self.token_loss(logits, labels)
+
+        loss_cjepa = None
+        if want_c:
+            assert response is not None
+            loss_cjepa = self.cjepa(
+                last_token_pool(*history), last_token_pool(*response), last_token_pool(*generic)
+            )  # E_C from E_H, E_P from E_RP, E_G from E_RG
+            if self.config.beta == 0:
+                loss_cjepa = loss_cjepa.detach()
+        return GRAGOutput(loss=self._combine(loss_p, loss_g, loss_cjepa), loss_p=loss_p, loss_g=loss_g,
+                          loss_cjepa=loss_cjepa, logits=logits, style=style_p)
+
+    # ------------------------------------------------------------------ generation
+    def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
+        p_ids, p_mask, h_ids, h_mask, g_ids, g_mask = self._require(
+            inputs, "persona_ids", "persona_mask", "history_ids", "history_mask", "generic_ids", "generic_mask")
+        persona, history, generic = self.encode_segments([(p_ids, p_mask), (h_ids, h_mask), (g_ids, g_mask)])
+        style_p = self.personal_style(persona, history, generic)  # (B, D_dec)
+        with self.style_decoder.use_style(style_p):
+            if self.is_encoder_decoder:
+                return self._generate_encoder_decoder(history[0], history[1], **kwargs)
+            return self._generate_from_prompt(h_ids, h_mask, **kwargs)

@@ -1,0 +1,306 @@
+"""Tests of the ROPG trainers (personakit.training.ropg)."""
+
+from __future__ import annotations
+
+import doctest
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import personakit.training.ropg as ropg_mod
+from personakit.retrieval import BM25Retriever, DenseRetriever
+from personakit.training import (
+    ROPGItem,
+    ROPGKDTrainer,
+    ROPGRLTrainer,
+    ROPGTrainerConfig,
+    latest_checkpoint,
+    prepare_ropg_items,
+    score_candidate_lists,
+)
+from personakit.training.checkpoint import CheckpointError
+from personakit.types import ProfileItem
+
+WORDS = ["apple", "river", "stone", "cloud", "music", "paper", "green", "tiger", "lamp", "bread", "ocean", "chair"]
+
+
+class BagOfWords(nn.Module):
+    """A tiny retriever: mean word embeddings, dot-product scores; implements ``score_candidates``."""
+
+    def __init__(self, dim: int = 8, seed: int = 0):
+        super().__init__()
+        self.vocab = {w: i + 1 for i, w in enumerate(WORDS)}
+        g = torch.Generator().manual_seed(seed)
+        self.emb = nn.EmbeddingBag(len(WORDS) + 1, dim, mode="mean")
+        with torch.no_grad():
+            self.emb.weight.copy_(0.1 * torch.randn(len(WORDS) + 1, dim, generator=g))
+        self.drop = nn.Dropout(0.1)  # exercises the global RNG on resume
+
+    def encode(self, texts):
+        ids = [[self.vocab.get(w, 0) for w in t.split()] or [0] for t in texts]
+        flat = torch.tensor([i for row in ids for i in row])
+        offsets = torch.tensor([0] + [len(r) for r in ids[:-1]]).cumsum(0)
+        return self.drop(self.emb(flat, offsets))  # (n, D)
+
+    def score_candidates(self, queries, docs):
+        q = self.encode(queries)  # (B, D)
+        width = max(len(d) for d in docs)
+        rows = []
+        for b, row in enumerate(docs):
+            s = self.encode(row) @ q[b]  # (l_b,)
+            rows.append(nn.functional.pad(s, (0, width - len(row))))
+        return torch.stack(rows)  # (B, L)
+
+
+def keyword_task(n: int = 12, l: int = 6, seed: int = 0):
+    """Queries and profiles; the frozen 'LLM' does well (EVAL 1) only with documents containing 'apple'."""
+    rng = np.random.default_rng(seed)
+    others = [w for w in WORDS if w != "apple"]
+    queries, profiles = [], []
+    for i in range(n):
+        queries.append(" ".join(rng.choice(others, 2, replace=False)))
+        docs = [" ".join(rng.choice(others, 3, replace=False)) for _ in range(l)]
+        for j in rng.choice(l, 2, replace=False):
+            docs[j] = "apple " + docs[j]
+        profiles.append([ProfileItem(id=f"{i}-{j}", text=t) for j, t in enumerate(docs)])
+    return queries, profiles
+
+
+def keyword_feedback(examples, candidates):
+    assert all(isinstance(it, ProfileItem) for row in candidates for it in row)
+    return [np.array([1.0 if "apple" in it.text else 0.0 for it in row]) for row in candidates]
+
+
+def keyword_mass(trainer, items):
+    probs = trainer.policy(items)
+    return float(np.mean([sum(p for p, t in zip(ps, it.candidates) if "apple" in t) for ps, it in zip(probs, items)]))
+
+
+def _items(n: int = 12, l: int = 6, top_l: int = 16):
+    queries, profiles = keyword_task(n, l)
+    return prepare_ropg_items(queries, profiles, initial_retriever=BM25Retriever(), top_l=top_l,
+                              feedback=keyword_feedback)
+
+
+def _cfg(tmp_path=None, **kw):
+    base = dict(lr=0.05, epochs=3, batch_size=4, gradient_accumulation_steps=1, warmup_ratio=0.0, progress=False,
+                seed=0)
+    if tmp_path is not None:
+        base["checkpoint_dir"] = str(tmp_path)
+    base.update(kw)
+    return ROPGTrainerConfig(**base)
+
+
+# ---------------------------------------------------------------------------- data
+def test_prepare_items_follows_the_initial_retriever():
+    queries, profiles = keyword_task(3, 5)
+    bm25 = BM25Retriever()
+    items = prepare_ropg_items(queries, profiles, initial_retriever=bm25, top_l=3, feedback=keyword_feedback)
+    for q, prof, it in zip(queries, profiles, items):
+        top = bm25.retrieve(q, prof, k=3)
+        assert it.candidates == [r.text for r in top]  # candidate 0 = d_b
+        np.testing.assert_array_equal(it.evals, [1.0 if "apple" in r.text else 0.0 for r in top])
+    pre = prepare_ropg_items(queries, profiles, initial_retriever=bm25, top_l=3, evals=[it.evals for it in items])
+    assert [it.candidates for it in pre] == [it.candidates for it in items]
+    with pytest.raises(ValueError, match="input 1: 2 EVAL scores for 3 candidates"):
+        prepare_ropg_items(queries, profiles, initial_retriever=bm25, top_l=3,
+                           evals=[np.zeros(3), np.zeros(2), np.zeros(3)])
+    with pytest.raises(ValueError, match="exactly one"):
+        prepare_ropg_items(queries, profiles, initial_retriever=bm25)
+    with pytest.raises(ValueError, match="'evals' has 1 scores for 2 candidates"):
+        ROPGItem("q", ["a", "b"], np.zeros(1), id="x")
+    with pytest.raises(ValueError, match="non-finite"):
+        ROPGItem("q", ["a"], np.array([np.nan]))
+    with pytest.raises(ValueError, match="empty"):
+        ROPGItem("q", [], np.zeros(0))
+
+
+def test_trainer_prepare_uses_initial_retriever_and_feedback():
+    queries, profiles = keyword_task(3, 5)
+    trainer = ROPGKDTrainer(BagOfWords(), _cfg(top_l=4), initial_retriever=BM25Retriever(), feedback=keyword_feedback)
+    items = trainer.prepare(queries, profiles)
+    assert all(len(it.candidates) == 4 for it in items)
+    with pytest.raises(TypeError, match="initial_retriever"):
+        ROPGKDTrainer(BagOfWords(), _cfg(), feedback=keyword_feedback).prepare(queries, profiles)
+
+
+# ------------------------------------------------------------------------- scoring
+def test_dense_retriever_scores_match_its_inference_path():
+    torch.manual_seed(0)
+    enc = BagOfWords()
+    dense = DenseRetriever(encoder=enc.encode, normalize=False)
+    enc.eval()
+    queries = ["apple river", "stone"]
+    docs = [["apple cloud", "river green lamp", "tiger"], ["stone bread"]]
+    scores, mask = score_candidate_lists(dense, queries, docs)
+    assert scores.shape == (2, 3) and mask.tolist() == [[True, True, True], [True, False, False]]
+    for b in range(2):
+        np.testing.assert_allclose(scores[b, :len(docs[b])].detach().numpy(), dense.score(queries[b], docs[b]),
+                                   rtol=1e-5, atol=1e-6)
+    # the nn.Module path gives the same numbers
+    torch.testing.assert_close(score_candidate_lists(enc, queries, docs)[0][mask], scores[mask])
+
+
+def test_short_profiles_are_masked_and_top_l_truncates():
+    items = [ROPGItem("apple", ["apple a", "river"], np.array([1.0, 0.0])),
+             ROPGItem("stone", ["stone", "apple", "cloud", "music", "paper"], np.array([0.0, 1.0, 0.0, 0.0, 0.0]))]
+    trainer = ROPGRLTrainer(BagOfWords(), _cfg(top_l=3))
+    probs = trainer.policy(items)
+    assert [len(p) for p in probs] == [2, 3]
+    for p in probs:
+        assert p.sum() == pytest.approx(1.0)
+    hist = trainer.train(items)
+    assert len(hist) == 3 and all(np.isfinite(h["loss"]) for h in hist)
+
+
+# ------------------------------------------------------------------------ learning
+@pytest.mark.parametrize("trainer_cls", [ROPGKDTrainer, ROPGRLTrainer])
+def test_training_raises_probability_of_keyword_documents(trainer_cls):
+    items = _items(12, 6)
+    logs = []
+    trainer = trainer_cls(BagOfWords(), _cfg(lr=0.3, epochs=12, batch_size=6, target_temperature=0.1),
+                          callback=logs.append)
+    before = keyword_mass(trainer, items)
+    initial = trainer.evaluate(items)
+    history = trainer.train(items)
+    after = keyword_mass(trainer, items)
+    assert before < 0.5 and after > before + 0.3, (before, after)
+    final = trainer.evaluate(items)
+    assert final["eval@top1"] >= max(0.75, initial["eval@top1"] + 0.4)
+    assert final["eval@expected"] > initial["eval@expected"]
+    assert final["eval@initial"] == initial["eval@initial"] and final["eval@oracle"] == 1.0
+    # one log per step, passed to the callback, with the trainer's terms
+    assert logs == history and len(history) == 12 * 2
+    assert [h["step"] for h in history] == list(range(1, 25))
+    extra = "reward" if trainer_cls is ROPGRLTrainer else "target_entropy"
+    assert {"step", "epoch", "lr", "loss", "entropy", "grad_norm", extra} <= set(history[0])
+    assert history[0]["entropy"] == pytest.approx(initial["entropy"], rel=0.05)  # dropout makes it approximate
+    assert history[-1]["entropy"] < history[0]["entropy"]
+
+
+def test_rl_reward_log_is_eval_minus_baseline():
+    items = [ROPGItem("q", ["a", "b", "c"], np.array([0.25, 1.0, 0.0]))] * 4
+    trainer = ROPGRLTrainer(BagOfWords(), _cfg(epochs=5))
+    # each input's reward is EVAL(d) - EVAL(d_b) in {0, 0.75, -0.25}; the log is the mean over 4 inputs
+    possible = {round((0.75 * a - 0.25 * c) / 4, 9) for a in range(5) for c in range(5 - a)}
+    rewards = [round(h["reward"], 9) for h in trainer.train(items)]
+    assert set(rewards) <= possible and len(set(rewards)) > 1
+
+
+def test_gradient_accumulation_matches_a_large_batch():
+    items = _items(8, 5)
+    w = []
+    for bs, acc in ((4, 1), (2, 2), (1, 4)):
+        model = BagOfWords()
+        model.drop.p = 0.0
+        ROPGKDTrainer(model, _cfg(batch_size=bs, gradient_accumulation_steps=acc, epochs=1)).train(items)
+        w.append(model.emb.weight.detach().clone())
+    torch.testing.assert_close(w[0], w[1])
+    torch.testing.assert_close(w[0], w[2])
+
+
+def test_linear_schedule_with_warmup():
+    items = _items(8, 5)
+    trainer = ROPGKDTrainer(BagOfWords(), _cfg(lr=1.0, epochs=5, batch_size=4, warmup_ratio=0.2))
+    lrs = [h["lr"] for h in trainer.train(items)]  # 10 steps, 2 of warm-up
+    np.testing.assert_allclose(lrs, [1 / 3, 2 / 3] + [(10 - s) / 8 for s in range(2, 10)])
+
+
+# -------------------------------------------------------------------------- resume
+def _tiny_bert_dense(tmp_path, seed):
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+    tok = BertTokenizer(vocab_file=str(vocab))
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32, max_position_embeddings=32))
+    return DenseRetriever(encoder=(model, tok), normalize=False)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_at(step):
+    def callback(log):
+        if log["step"] == step:
+            raise _Killed
+    return callback
+
+
+def test_resume_gives_identical_weights_dense_retriever_rl(tmp_path):
+    items = _items(6, 4)
+    cfg_a = _cfg(tmp_path / "a", epochs=2, batch_size=2, save_every=2, lr=0.01)  # 6 steps
+    dense_a = _tiny_bert_dense(tmp_path, seed=0)
+    hist_a = ROPGRLTrainer(dense_a, cfg_a).train(items)
+    assert len(hist_a) == 6
+
+    cfg_b = cfg_a.model_copy(update={"checkpoint_dir": str(tmp_path / "b")})
+    with pytest.raises(_Killed):  # dies after step 5; the last checkpoint is step 4
+        ROPGRLTrainer(_tiny_bert_dense(tmp_path, seed=0), cfg_b, callback=_kill_at(5)).train(items)
+    assert latest_checkpoint(cfg_b.checkpoint_dir).name == "checkpoint-00000004"
+    dense_b = _tiny_bert_dense(tmp_path, seed=1)  # a fresh process: other weights, other RNG state
+    torch.rand(5)
+    hist_b = ROPGRLTrainer(dense_b, cfg_b).train(items, resume_from="latest")
+
+    for (name, pa), (_, pb) in zip(dense_a.module.named_parameters(), dense_b.module.named_parameters()):
+        assert torch.equal(pa, pb), name
+    assert [h["loss"] for h in hist_b] == [h["loss"] for h in hist_a]
+    assert [h["reward"] for h in hist_b] == [h["reward"] for h in hist_a]
+    assert latest_checkpoint(cfg_b.checkpoint_dir).name == "checkpoint-00000006"
+
+
+def test_stop_and_resume_kd_bag_of_words(tmp_path):
+    items = _items(10, 5)
+    model_a = BagOfWords()
+    ROPGKDTrainer(model_a, _cfg(tmp_path / "a", epochs=3, batch_size=2, gradient_accumulation_steps=2)).train(items)
+
+    cfg = _cfg(tmp_path / "b", epochs=3, batch_size=2, gradient_accumulation_steps=2)  # 3 steps/epoch, save per epoch
+    ROPGKDTrainer(BagOfWords(), cfg).train(items, stop_after_step=4)  # last save: end of epoch 1 (step 3)
+    assert latest_checkpoint(cfg.checkpoint_dir).name == "checkpoint-00000003"
+    model_b = BagOfWords(seed=7)
+    trainer = ROPGKDTrainer(model_b, cfg)
+    history = trainer.train(items, resume_from="latest")
+    assert torch.equal(model_a.emb.weight, model_b.emb.weight)
+    assert len(history) == 9 and trainer.global_step == 9
+    # resuming a finished run does nothing more
+    assert len(ROPGKDTrainer(BagOfWords(seed=3), cfg).train(items, resume_from="latest")) == 9
+
+
+def test_resume_refuses_other_data_or_settings(tmp_path):
+    items = _items(6, 4)
+    cfg = _cfg(tmp_path, epochs=1, batch_size=2)
+    ROPGKDTrainer(BagOfWords(), cfg).train(items)
+    with pytest.raises(CheckpointError, match="other items"):
+        ROPGKDTrainer(BagOfWords(), cfg).train(items[:4], resume_from="latest")
+    with pytest.raises(CheckpointError, match="'batch_size'"):
+        ROPGKDTrainer(BagOfWords(), cfg.model_copy(update={"batch_size": 3})).train(items, resume_from="latest")
+    with pytest.raises(CheckpointError, match="'trainer'"):
+        ROPGRLTrainer(BagOfWords(), cfg).train(items, resume_from="latest")
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        ROPGKDTrainer(BagOfWords(), cfg).train(items, resume_from=tmp_path / "nowhere")
+
+
+# -------------------------------------------------------------------------- config
+def test_config_validation_and_round_trip(tmp_path):
+    cfg = ROPGTrainerConfig()
+    assert (cfg.lr, cfg.top_l, cfg.epochs, cfg.batch_size * cfg.gradient_accumulation_steps) == (1e-5, 16, 10, 64)
+    assert ROPGTrainerConfig.from_yaml(cfg.to_yaml()) == cfg
+    with pytest.raises(Exception, match="checkpoint_dir"):
+        ROPGTrainerConfig(save_every=5)
+    with pytest.raises(Exception, match="top_l"):
+        ROPGTrainerConfig(top_l=0)
+    with pytest.raises(TypeError, match="not trainable"):
+        ROPGKDTrainer(object())
+    with pytest.raises(TypeError, match="ROPGItem"):
+        ROPGKDTrainer(BagOfWords(), _cfg()).train([("q", ["a"], [1.0])])
+    assert re.match(r"ROPGRLTrainer\(retriever=BagOfWords", repr(ROPGRLTrainer(BagOfWords(), _cfg())))
+
+
+def test_doctests():
+    assert doctest.testmod(ropg_mod).failed == 0
