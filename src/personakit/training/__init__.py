@@ -27,6 +27,15 @@ from personakit.training.ropg import (
 
 # --- LLM feedback and retriever selection (feedback.py, rspg.py; merged by the lead) ---
 # from personakit.training.feedback import LLMFeedbackScorer, ...
+from personakit.training.distributed import all_reduce_sum, broadcast_object, find_free_port, rank_slice
+from personakit.training.grag import (
+    GRAGTrainer,
+    GRAGTrainingConfig,
+    TrainerCallback,
+    TrainingPlan,
+    TrainResult,
+    linear_decay_schedule,
+)
 from personakit.training.rspg import RSPGItem, RSPGTrainer, RSPGTrainerConfig, RSPGTrainOutput, as_rspg_items
 
 __all__ = [
@@ -48,6 +57,18 @@ __all__ = [
     "ROPGTrainerConfig",
     "prepare_ropg_items",
     "score_candidate_lists",
+    # grag.py
+    "GRAGTrainer",
+    "GRAGTrainingConfig",
+    "TrainResult",
+    "TrainerCallback",
+    "TrainingPlan",
+    "linear_decay_schedule",
+    # distributed.py
+    "all_reduce_sum",
+    "broadcast_object",
+    "find_free_port",
+    "rank_slice",
     # rspg.py
     "RSPGItem",
     "RSPGTrainer",

@@ -1,0 +1,352 @@
+"""GRAGTrainer: loss-term logging, the paper's LR schedule, evaluation, atomic checkpoints and exact resumption."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "models" / "grag"))
+
+import _grag_worker as worker  # noqa: E402
+from grag_testkit import build_backbone, tokenizer_for  # noqa: E402
+
+from personakit.eval import evaluate_texts, reference_log_likelihoods, bits_per_character  # noqa: E402
+from personakit.models.grag import PostGRAG, PreGRAG, PreSFT  # noqa: E402
+from personakit.training.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint_state  # noqa: E402
+from personakit.training.grag import (  # noqa: E402
+    LOG_FILE,
+    GRAGTrainer,
+    GRAGTrainingConfig,
+    TrainerCallback,
+    linear_decay_schedule,
+)
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:Version v4.12.0:FutureWarning")
+
+EXAMPLES = worker.training_examples(8)
+
+
+def config(**overrides) -> GRAGTrainingConfig:
+    base = dict(max_steps=4, batch_size=2, logging_steps=1, learning_rate=1e-3, use_cpu=True, progress=False,
+                eval_at_epoch_end=False)
+    base.update(overrides)
+    return GRAGTrainingConfig(**base)
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def log_records(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / LOG_FILE).read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ logging
+def test_postgrag_logs_every_loss_term(tmp_path):
+    model = worker.build_bart_postgrag()
+    trainer = GRAGTrainer(model, config(output_dir=str(tmp_path / "a")), train_examples=EXAMPLES)
+    result = trainer.train()
+    assert [r["step"] for r in result.history] == [1, 2, 3, 4]
+    alpha, beta = model.config.alpha, model.config.beta
+    assert (alpha, beta) == (0.5, 0.05)
+    for rec in result.history:
+        for key in ("loss", "loss_p", "loss_g", "loss_cjepa", "lr", "grad_norm", "epoch"):
+            assert key in rec and math.isfinite(rec[key]), (key, rec)
+        assert rec["loss"] == pytest.approx(rec["loss_p"] + alpha * rec["loss_g"] + beta * rec["loss_cjepa"],
+                                            rel=1e-5)
+    assert result.history[-1]["loss_p"] < result.history[0]["loss_p"]  # it learns
+    # the JSONL log holds the same records, one per line
+    logged = log_records(tmp_path / "a")
+    assert [{k: v for k, v in r.items() if k != "kind"} for r in logged] == result.history
+    assert {r["kind"] for r in logged} == {"train"}
+
+    # a coarser logging window records the mean of the per-step values; training itself is unchanged
+    model_b = worker.build_bart_postgrag()
+    result_b = GRAGTrainer(model_b, config(logging_steps=3), train_examples=EXAMPLES).train()
+    assert [r["step"] for r in result_b.history] == [3, 4]  # every 3 steps, and the final step
+    for key in ("loss", "loss_p", "loss_g", "loss_cjepa", "grad_norm"):
+        assert result_b.history[0][key] == pytest.approx(sum(r[key] for r in result.history[:3]) / 3, rel=1e-12)
+        assert result_b.history[1][key] == pytest.approx(result.history[3][key], rel=1e-12)
+    assert result_b.history[0]["lr"] == result.history[2]["lr"]
+    assert states_equal(model, model_b)
+
+
+def test_callbacks_see_logs_and_saves(tmp_path):
+    seen: dict[str, list] = {"log": [], "save": [], "plain": [], "steps": []}
+
+    class Recorder(TrainerCallback):
+        def on_step_end(self, trainer, step):
+            seen["steps"].append(step)
+
+        def on_log(self, trainer, record):
+            seen["log"].append(record["step"])
+
+        def on_save(self, trainer, path):
+            seen["save"].append(path.name)
+
+    model = PreSFT.from_backbone(build_backbone("t5"), tokenizer_for("t5"))
+    GRAGTrainer(model, config(max_steps=3, save_steps=2, output_dir=str(tmp_path)), train_examples=EXAMPLES,
+                callbacks=[Recorder(), lambda rec: seen["plain"].append(rec["loss"])]).train()
+    assert seen["steps"] == [1, 2, 3] and seen["log"] == [1, 2, 3] and len(seen["plain"]) == 3
+    assert seen["save"] == ["checkpoint-00000002", "checkpoint-00000003"]
+
+
+# ------------------------------------------------------------------------------ LR schedule
+def test_linear_decay_schedule_values():
+    fn = linear_decay_schedule(5, 0.5)
+    assert [fn(s) for s in range(5)] == [1.0, 0.875, 0.75, 0.625, 0.5]
+    assert fn(9) == 0.5
+    warm = linear_decay_schedule(6, 0.5, warmup_steps=2)
+    assert [warm(s) for s in range(6)] == pytest.approx([1 / 3, 2 / 3, 1.0, 5 / 6, 2 / 3, 0.5])
+    assert linear_decay_schedule(1, 0.5)(0) == 1.0
+    with pytest.raises(ValueError, match="final_fraction"):
+        linear_decay_schedule(3, 1.5)
+
+
+def test_lr_reaches_half_of_initial_at_final_step():
+    model = PreSFT.from_backbone(build_backbone("bart"), tokenizer_for("bart"))
+    lr = 2e-3
+    result = GRAGTrainer(model, config(max_steps=5, learning_rate=lr), train_examples=EXAMPLES).train()
+    lrs = [r["lr"] for r in result.history]
+    assert lrs[0] == lr
+    assert lrs[-1] == pytest.approx(0.5 * lr, rel=1e-12)  # paper: linear decay to 50% by the final step
+    steps = [b - a for a, b in zip(lrs, lrs[1:])]
+    assert all(d == pytest.approx(steps[0], rel=1e-9) and d < 0 for d in steps)  # linear
+
+
+# ------------------------------------------------------------------------------ resumption
+def test_stop_and_resume_equals_uninterrupted(tmp_path):
+    """Stop mid-epoch (and mid logging window) at K, resume from the checkpoint: same weights, logs, evals."""
+    cfg = dict(max_steps=6, logging_steps=2, save_steps=4, eval_steps=3, eval_metrics=["char_f1", "bpc", "loss"],
+               max_new_tokens=4)
+    full_model = worker.build_bart_postgrag()
+    full = GRAGTrainer(full_model, config(output_dir=str(tmp_path / "full"), **cfg), train_examples=EXAMPLES,
+                       eval_examples=EXAMPLES[:3]).train()
+
+    first = GRAGTrainer(worker.build_bart_postgrag(), config(output_dir=str(tmp_path / "cut"), **cfg),
+                        train_examples=EXAMPLES, eval_examples=EXAMPLES[:3])
+    part = first.train(stop_after_step=3)
+    assert part.global_step == 3 and not part.completed and part.final_metrics == {}
+    assert part.checkpoint is not None and part.checkpoint.name == "checkpoint-00000003"
+    assert read_checkpoint_state(part.checkpoint)["extra"]["data_position"] == {"epoch": 0, "step_in_epoch": 3}
+
+    torch.manual_seed(1234)  # the global RNG state must not matter either
+    resumed_model = worker.build_bart_postgrag(seed=7)  # different initial weights: all restored from the checkpoint
+    assert not states_equal(resumed_model, full_model)
+    resumed = GRAGTrainer(resumed_model, config(output_dir=str(tmp_path / "cut"), **cfg), train_examples=EXAMPLES,
+                          eval_examples=EXAMPLES[:3]).train(resume_from="latest")
+
+    assert states_equal(resumed_model, full_model)  # bit for bit
+    assert resumed.history == full.history  # identical logged losses (the partial window included)
+    assert [r["step"] for r in resumed.history] == [2, 4, 6]
+    assert resumed.eval_history == full.eval_history and [r["step"] for r in full.eval_history] == [3, 6]
+    assert resumed.final_metrics == full.final_metrics and "bpc" in full.final_metrics
+    assert log_records(tmp_path / "cut") == log_records(tmp_path / "full")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    """A training process killed with SIGKILL after its first checkpoint resumes to the uninterrupted result."""
+    killed_dir = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, str(HERE / "_grag_worker.py"), "train", str(killed_dir)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while latest_checkpoint(killed_dir) is None:
+            if proc.poll() is not None:
+                pytest.fail(f"the worker exited early ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the worker wrote no checkpoint within 180 s")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    total = worker.kill_config(str(killed_dir)).max_steps
+    at_kill = read_checkpoint_state(latest_checkpoint(killed_dir))["step"]
+    assert 2 <= at_kill < total  # killed mid-run, after at least one checkpoint
+
+    reference_model = worker.build_bart_postgrag()
+    reference = GRAGTrainer(reference_model, worker.kill_config(str(tmp_path / "reference")),
+                            train_examples=worker.training_examples()).train()
+
+    resumed_model = worker.build_bart_postgrag(seed=11)
+    resumed = GRAGTrainer(resumed_model, worker.kill_config(str(killed_dir)),
+                          train_examples=worker.training_examples()).train(resume_from="latest")
+    assert states_equal(resumed_model, reference_model)
+    assert resumed.history == reference.history
+    # the log was cut back to the checkpoint and continued: one record per step, none duplicated
+    assert [r["step"] for r in log_records(killed_dir)] == list(range(1, total + 1))
+    assert not any(p.name.startswith(".tmp-checkpoint-") for p in killed_dir.iterdir())  # leftovers cleaned
+
+
+def test_trainable_only_checkpoints_and_resume(tmp_path):
+    from safetensors import safe_open
+
+    def build(seed):
+        model = worker.build_bart_postgrag(seed)
+        for p in model.backbone.parameters():  # train the style extractors only
+            p.requires_grad_(False)
+        return model
+
+    cfg = config(max_steps=4, output_dir=str(tmp_path / "run"), save_steps=2)
+    full_model = build(0)
+    full = GRAGTrainer(full_model, config(max_steps=4), train_examples=EXAMPLES).train()
+    GRAGTrainer(build(0), cfg, train_examples=EXAMPLES).train(stop_after_step=2)
+    ckpt = latest_checkpoint(tmp_path / "run")
+    with safe_open(str(ckpt / "modules" / "model.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+    trainable = {n.replace(".", "/") for n, p in full_model.named_parameters() if p.requires_grad}
+    assert keys == {"params." + k for k in trainable} and not any("backbone" in k for k in keys)
+
+    resumed_model = build(0)
+    with torch.no_grad():  # perturb a trainable weight: the checkpoint must restore it
+        next(p for p in resumed_model.parameters() if p.requires_grad).add_(1.0)
+    resumed = GRAGTrainer(resumed_model, cfg, train_examples=EXAMPLES).train(resume_from="latest")
+    assert states_equal(resumed_model, full_model)
+    assert resumed.history == full.history
+
+
+def test_full_state_checkpoints_and_torn_log_line(tmp_path):
+    """checkpoint_weights='all' stores the whole state dict; a torn last log line (killed writer) is dropped."""
+    def build(seed):
+        return PreSFT.from_backbone(build_backbone("llama", seed=seed), tokenizer_for("llama"))
+
+    full_model = build(0)
+    full = GRAGTrainer(full_model, config(max_steps=3), train_examples=EXAMPLES).train()
+    cfg = config(max_steps=3, output_dir=str(tmp_path), checkpoint_weights="all")
+    GRAGTrainer(build(0), cfg, train_examples=EXAMPLES).train(stop_after_step=1)
+    with open(tmp_path / LOG_FILE, "a") as fh:  # records written after the checkpoint, the last one torn
+        fh.write(json.dumps({"kind": "train", "step": 2, "loss": 0.0}) + "\n" + '{"kind": "tr')
+    resumed_model = build(5)
+    resumed = GRAGTrainer(resumed_model, cfg, train_examples=EXAMPLES).train(resume_from=latest_checkpoint(tmp_path))
+    assert states_equal(resumed_model, full_model) and resumed.history == full.history
+    assert [r for r in log_records(tmp_path)] == [{"kind": "train", **r} for r in full.history]
+
+
+def test_resume_rejects_other_settings_or_data(tmp_path):
+    out = str(tmp_path / "run")
+    model = PreSFT.from_backbone(build_backbone("bart"), tokenizer_for("bart"))
+    GRAGTrainer(model, config(max_steps=2, output_dir=out), train_examples=EXAMPLES).train(stop_after_step=1)
+    with pytest.raises(CheckpointError, match="batch_size"):
+        GRAGTrainer(model, config(max_steps=2, output_dir=out, batch_size=4),
+                    train_examples=EXAMPLES).train(resume_from="latest")
+    with pytest.raises(CheckpointError, match="examples"):
+        GRAGTrainer(model, config(max_steps=2, output_dir=out), train_examples=EXAMPLES[:6]).train(resume_from="latest")
+    other = PostGRAG.from_backbone(build_backbone("bart"), tokenizer_for("bart"), extractor_heads=2)
+    with pytest.raises(CheckpointError, match="model_class"):
+        GRAGTrainer(other, config(max_steps=2, output_dir=out), train_examples=EXAMPLES).train(resume_from="latest")
+    # a fresh start must not silently mix with an older run's checkpoints
+    with pytest.raises(FileExistsError, match="overwrite_output_dir"):
+        GRAGTrainer(model, config(max_steps=2, output_dir=out), train_examples=EXAMPLES).train()
+    result = GRAGTrainer(model, config(max_steps=2, output_dir=out, overwrite_output_dir=True),
+                         train_examples=EXAMPLES).train()
+    assert [r["step"] for r in log_records(Path(out))] == [1, 2] and result.completed
+    # resuming a finished run is a no-op that returns its history
+    again = GRAGTrainer(model, config(max_steps=2, output_dir=out), train_examples=EXAMPLES).train(resume_from="latest")
+    assert again.history == result.history and again.global_step == 2
+
+
+# ------------------------------------------------------------------------------ evaluation
+def test_evaluate_bpc_matches_reference_scorer_and_text_metrics_match_evaluate_texts():
+    """Decoder-only PreSFT is the plain LM on [BOS] P H cue -> response EOS; compare with personakit.eval."""
+    model = PreSFT.from_backbone(build_backbone("llama"), tokenizer_for("llama")).train()
+    examples = EXAMPLES[:3]
+    trainer = GRAGTrainer(model, config(eval_metrics=["char_f1", "rouge", "bleu", "bpc", "loss"], max_new_tokens=5),
+                          train_examples=EXAMPLES)
+    metrics = trainer.evaluate(examples)
+    predictions = trainer.predict(examples)
+    assert len(predictions) == 3 and all(isinstance(p, str) for p in predictions)
+    expected = evaluate_texts(predictions, [ex.response for ex in examples], metrics=["char_f1", "rouge", "bleu"])
+    for key, value in expected.items():
+        assert metrics[key] == value
+
+    coll = model.make_collator()
+    contexts = []
+    for ex in examples:  # the collator's prompt text: "persona: P" sep H sep "agent:"
+        t = coll.texts(ex, separator="\n")
+        contexts.append(f"persona: {t['persona']}\n{t['history']}\nagent:")
+    lls = reference_log_likelihoods(model.backbone, model.tokenizer, [ex.response for ex in examples],
+                                    contexts=contexts, append_eos=True)
+    assert metrics["bpc"] == pytest.approx(bits_per_character(lls, [ex.response for ex in examples]), rel=1e-5)
+    assert metrics["loss"] == pytest.approx(metrics["loss_p"]) and "loss_g" not in metrics
+    assert model.training  # evaluation restores the training mode
+
+
+def test_pregrag_decoder_only_trains_with_eval_and_saves(tmp_path):
+    model = PreGRAG.from_backbone(build_backbone("llama"), tokenizer_for("llama"), beta=0.5)
+    trainer = GRAGTrainer(model, config(max_steps=4, learning_rate=1e-2, eval_at_epoch_end=True,
+                                        eval_metrics=["rouge", "loss"], max_new_tokens=3),
+                          train_examples=EXAMPLES, eval_examples=EXAMPLES[:2])
+    result = trainer.train()
+    assert {"loss", "loss_p", "loss_cjepa"} <= set(result.history[0]) and "loss_g" not in result.history[0]
+    assert result.history[-1]["loss_p"] < result.history[0]["loss_p"]
+    assert [r["step"] for r in result.eval_history] == [4]  # epoch end (8 examples / 2 per step = 4 steps)
+    assert set(result.final_metrics) == {"rouge1", "rouge2", "rougeL", "loss", "loss_p", "loss_cjepa"}
+    path = trainer.save_model(tmp_path / "model")
+    loaded = PreGRAG.from_pretrained(path)
+    assert states_equal(loaded, model)
+
+
+def test_grad_accumulation_weights_micro_batches_by_size():
+    """One step of 3 examples as micro-batches of 2 + 1: gradient = (2/3) grad(mb1) + (1/3) grad(mb2)."""
+    examples = EXAMPLES[:3]
+    model = PreSFT.from_backbone(build_backbone("llama"), tokenizer_for("llama"))  # no dropout
+    trainer = GRAGTrainer(model, config(max_steps=1, batch_size=2, gradient_accumulation_steps=2,
+                                        max_grad_norm=None), train_examples=examples)
+    order = trainer.step_indices(0)
+    assert sorted(order) == [0, 1, 2]
+    coll = model.make_collator()
+    terms = []
+    for idx in ([order[0], order[1]], [order[2]]):
+        out = model(**coll([examples[i] for i in idx]))
+        terms.append(out.loss_p.item())
+    result = trainer.train()
+    assert result.history[0]["loss"] == pytest.approx(2 / 3 * terms[0] + 1 / 3 * terms[1], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ config
+def test_config_validation_and_round_trip(tmp_path):
+    cfg = GRAGTrainingConfig(output_dir="runs/x", eval_metrics=["rouge", "bpc"], eval_metric_options={"rouge": {}})
+    path = tmp_path / "train.yaml"
+    cfg.to_yaml(path)
+    assert GRAGTrainingConfig.from_file(path) == cfg
+    defaults = GRAGTrainingConfig()
+    assert (defaults.learning_rate, defaults.final_lr_fraction, defaults.epochs) == (1e-4, 0.5, 20)
+    assert defaults.eval_metrics == ["char_f1", "rouge", "bleu"]
+    with pytest.raises(ValueError, match="unknown metric"):
+        GRAGTrainingConfig(eval_metrics=["rouge", "perplexity"])
+    with pytest.raises(ValueError, match="not a requested text metric"):
+        GRAGTrainingConfig(eval_metrics=["rouge"], eval_metric_options={"bleu": {}})
+    with pytest.raises(ValueError, match="final_lr_fraction"):
+        GRAGTrainingConfig(final_lr_fraction=1.5)
+    with pytest.raises(ValueError, match="typo"):
+        GRAGTrainingConfig(typo=1)
+
+
+def test_rejects_bad_inputs():
+    model = PreSFT.from_backbone(build_backbone("bart"), tokenizer_for("bart"))
+    with pytest.raises(ValueError, match="empty"):
+        GRAGTrainer(model, config(), train_examples=[])
+    with pytest.raises(TypeError, match=r"train_examples\[1\]"):
+        GRAGTrainer(model, config(), train_examples=[EXAMPLES[0], {"id": "x"}])
+    with pytest.raises(ValueError, match="output_dir"):
+        GRAGTrainer(model, config(), train_examples=EXAMPLES).train(resume_from="latest")
