@@ -31,7 +31,14 @@ from personakit.data.registry import DATASET_READERS, detect_format, read_datase
 from personakit.data.reviews import REVIEW_KEYS, read_review_histories
 from personakit.data.spc import SPC_SPEAKERS, read_spc_csv, read_spc_jsonl
 
+from personakit.data.pfg_lamp import PFG_LAMP_SPLITS, PFG_LAMP_TASK, PFGLaMPConfig, build_pfg_lamp_task, format_pfg_history
+
 __all__ = [
+    "PFG_LAMP_SPLITS",
+    "PFG_LAMP_TASK",
+    "PFGLaMPConfig",
+    "build_pfg_lamp_task",
+    "format_pfg_history",
     "CONVAI2_SPEAKERS",
     "DATASET_READERS",
     "DEFAULT_AGENTS",

@@ -28,7 +28,26 @@ from personakit.eval.rouge import Rouge, RougeConfig, rouge
 from personakit.eval.significance import SignificanceResult, mcnemar, paired_ttest
 from personakit.eval.table import format_metrics_table
 
+from personakit.eval.lamp import (
+    LAMP_EVAL_METRICS,
+    LaMPEval,
+    lamp3_score,
+    lamp_accuracy,
+    lamp_eval_fn,
+    lamp_eval_name,
+    lamp_rouge1,
+    parse_rating,
+)
+
 __all__ = [
+    "LAMP_EVAL_METRICS",
+    "LaMPEval",
+    "lamp3_score",
+    "lamp_accuracy",
+    "lamp_eval_fn",
+    "lamp_eval_name",
+    "lamp_rouge1",
+    "parse_rating",
     "Accuracy",
     "BERTScore",
     "BERTScoreConfig",

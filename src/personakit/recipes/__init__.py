@@ -1,5 +1,34 @@
-"""End-to-end recipes: the only place that combines families."""
+"""End-to-end recipes: the only place that combines families.
 
-from personakit.recipes.demo import DEMO_METRICS, DemoResult, run_demo
+* :func:`run_demo`: the main job (``personakit demo``).
+* :func:`run_ropg_recipe`: retrievers, ROPG, RSPG on a LaMP-style task.
 
-__all__ = ["DEMO_METRICS", "DemoResult", "run_demo"]
+Names are imported on first use, so ``import personakit.recipes`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DEMO_METRICS": "personakit.recipes.demo",
+    "DemoResult": "personakit.recipes.demo",
+    "run_demo": "personakit.recipes.demo",
+    "ROPGRecipeConfig": "personakit.recipes.ropg",
+    "ROPGResults": "personakit.recipes.ropg",
+    "run_ropg_recipe": "personakit.recipes.ropg",
+    "load_recipe_splits": "personakit.recipes.ropg",
+    "POOL_RETRIEVERS": "personakit.recipes.ropg",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'personakit.recipes' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

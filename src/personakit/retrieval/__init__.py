@@ -22,7 +22,26 @@ from personakit.retrieval.rrf import RRFConfig, RRFRetriever
 from personakit.retrieval.selector import RetrieverSelector, RetrieverSelectorConfig, SelectionResult
 from personakit.retrieval.tokenize import default_tokenize, get_tokenizer, whitespace_tokenize
 
+from personakit.retrieval.lamp_prompts import (
+    LAMP_TEMPLATES,
+    LaMPPromptBuilder,
+    LaMPPromptConfig,
+    LaMPTemplate,
+    count_tokens,
+    get_lamp_template,
+    lamp_query,
+    register_lamp_template,
+)
+
 __all__ = [
+    "LAMP_TEMPLATES",
+    "LaMPPromptBuilder",
+    "LaMPPromptConfig",
+    "LaMPTemplate",
+    "count_tokens",
+    "get_lamp_template",
+    "lamp_query",
+    "register_lamp_template",
     "RetrieverSelector",
     "RetrieverSelectorConfig",
     "SelectionResult",

@@ -25,8 +25,7 @@ from personakit.training.ropg import (
     score_candidate_lists,
 )
 
-# --- LLM feedback and retriever selection (feedback.py, rspg.py; merged by the lead) ---
-# from personakit.training.feedback import LLMFeedbackScorer, ...
+from personakit.training.feedback import DEFAULT_FEEDBACK_MODEL, LLMFeedbackScorer, PromptScores, feedback_settings
 from personakit.training.distributed import all_reduce_sum, broadcast_object, find_free_port, rank_slice
 from personakit.training.grag import (
     GRAGTrainer,
@@ -69,6 +68,11 @@ __all__ = [
     "broadcast_object",
     "find_free_port",
     "rank_slice",
+    # feedback.py
+    "DEFAULT_FEEDBACK_MODEL",
+    "LLMFeedbackScorer",
+    "PromptScores",
+    "feedback_settings",
     # rspg.py
     "RSPGItem",
     "RSPGTrainer",

