@@ -8,6 +8,9 @@
     personakit demo [--n-shot 2] [--max-examples N] [--batch-size 16] [--max-new-tokens 40]
                     [--seed 0] [--model smollm2-135m-instruct] [--output-dir DIR]
     personakit evaluate PREDICTIONS [--references FILE] [--metrics char_f1 rouge ...] [--json]
+    personakit augment [INPUT] --dataset spc|convai2|empathetic|pfg|builtin --output OUT.jsonl
+                       [--model smollm2 | --endpoint URL --endpoint-model NAME] [--cache PATH | --no-cache]
+                       [--batch-size 16] [--max-examples N] [--max-new-tokens 64] [--template FILE]
 
 Every command has ``--help``.  Errors print one line, ``personakit: error: ...``, and
 exit with status 2; set ``PERSONAKIT_DEBUG=1`` to see the traceback instead.
@@ -144,6 +147,105 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+_AUGMENT_DATASETS = {
+    # --dataset: (key of personakit.data.DEFAULT_AGENTS, reader format, whose persona fills ResponseExample.persona)
+    "spc": ("spc", None, "agent"),
+    "convai2": ("convai2", "convai2", "agent"),
+    "empathetic": ("empathetic_dialogues", "empathetic_dialogues", "agent"),
+    "pfg": ("persuasion_for_good", "persuasion_for_good", "user"),
+    "builtin": ("builtin", None, "agent"),
+}
+
+
+def _augment_generator(args: argparse.Namespace):
+    """The generic LLM of ``personakit augment`` (a local HF model or an OpenAI-compatible endpoint)."""
+    if args.endpoint:
+        from personakit.llm import OpenAICompatibleGenerator
+
+        api_key = os.environ.get("PERSONAKIT_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        return OpenAICompatibleGenerator(
+            args.endpoint, args.endpoint_model, api_key=api_key, batch_size=args.batch_size,
+            concurrency=args.concurrency,
+        )
+    from personakit.llm import HFGenerator
+
+    return HFGenerator.from_pretrained(args.model, batch_size=args.batch_size)
+
+
+def _augment_examples(args: argparse.Namespace) -> tuple[list, int]:
+    """Read the dataset of ``personakit augment`` and make the response examples."""
+    from pathlib import Path
+
+    from personakit.data import DEFAULT_AGENTS, dialogues_to_examples, read_dataset
+
+    agent_key, fmt, persona_from = _AUGMENT_DATASETS[args.dataset]
+    if args.dataset == "builtin":
+        if args.input is not None:
+            raise _UsageError("--dataset builtin takes no INPUT (the built-in corpus ships with personakit)")
+        from personakit.data import load_builtin_corpus
+
+        dialogues = load_builtin_corpus(args.split)
+    else:
+        if args.input is None:
+            raise _UsageError(f"--dataset {args.dataset} needs an INPUT file")
+        if not os.path.exists(args.input):
+            raise _UsageError(f"{args.input}: input file not found")
+        if fmt is None:  # SPC: the JSON-lines layout or the official CSV
+            fmt = "spc_csv" if Path(args.input).suffix.lower() == ".csv" else "spc_jsonl"
+        dialogues = read_dataset(args.input, fmt)
+    examples = dialogues_to_examples(
+        dialogues, DEFAULT_AGENTS[agent_key], persona_from=persona_from  # type: ignore[arg-type]
+    )
+    return examples, len(dialogues)
+
+
+def _cmd_augment(args: argparse.Namespace) -> int:
+    import time
+
+    from personakit.augment import GenericResponseAugmenter, save_examples
+    from personakit.llm import GenerationSettings
+
+    if args.endpoint and args.model is not None:
+        raise _UsageError("give either --model or --endpoint, not both")
+    if args.endpoint and not args.endpoint_model:
+        raise _UsageError("--endpoint needs --endpoint-model (the model name the server expects)")
+    if args.endpoint_model and not args.endpoint:
+        raise _UsageError("--endpoint-model needs --endpoint URL")
+    if args.model is None:
+        args.model = "smollm2"
+    start = time.perf_counter()
+    examples, n_dialogues = _augment_examples(args)
+    if args.max_examples is not None:
+        examples = examples[: args.max_examples]
+    if not examples:
+        raise _UsageError(f"no examples: the dataset has no non-leading {args.dataset} agent turn")
+    cache = None if args.no_cache else (args.cache or f"{args.output}.cache.jsonl")
+    generator = _augment_generator(args)
+    augmenter = GenericResponseAugmenter(
+        generator,
+        template=args.template or args.dataset,
+        settings=GenerationSettings(max_new_tokens=args.max_new_tokens),
+        cache=cache,
+        batch_size=args.batch_size,
+        max_history_turns=args.max_history_turns,
+    )
+    augmented = augmenter.augment(examples, progress=not args.no_progress)
+    save_examples(args.output, augmented)
+    stats = augmenter.last_stats
+    assert stats is not None
+    print(f"augmented {stats.examples} examples from {n_dialogues} dialogues ({args.dataset}, template "
+          f"{augmenter.template.name!r}, model {generator.model_id!r})")
+    print(f"  generated {stats.generated}, from cache {stats.cached}, empty replies {stats.empty}, "
+          f"{time.perf_counter() - start:.1f} s")
+    print(f"  output: {args.output}")
+    if cache is not None:
+        print(f"  cache:  {cache} (a rerun generates only what is missing)")
+    sample = augmented[0]
+    print(f"  e.g. user: {sample.last_user_turn.text!r}")
+    print(f"       generic: {sample.generic_response!r}")
+    return 0
+
+
 # ----------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``personakit`` command."""
@@ -203,6 +305,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digits", type=_non_negative_int, default=3, help="decimal places in the table (default 3)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "augment", help="write GRAG generic responses for a dialogue dataset (JSON lines of ResponseExamples)",
+        description=(
+            "GRAG generic-response augmentation (section 3.1): read a dialogue dataset, make one example per "
+            "non-leading agent turn, ask a generic LLM for the agent's reply without showing it the persona, and "
+            "write the examples with generic_response filled as JSON lines (one ResponseExample per line). "
+            "Replies are cached as they are generated (default OUTPUT.cache.jsonl), so an interrupted run "
+            "resumes where it stopped and a rerun generates nothing it already has."
+        ),
+    )
+    p.add_argument("input", nargs="?", default=None,
+                   help="dataset file (SPC .jsonl/.csv, ConvAI2 .txt, EmpatheticDialogues .csv, "
+                        "Persuasion-for-Good FullData folder or full_dialog.csv); none for --dataset builtin")
+    p.add_argument("--dataset", required=True, choices=sorted(_AUGMENT_DATASETS),
+                   help="dataset kind: picks the reader, the responding agent and the prompt template")
+    p.add_argument("--output", required=True, help="output JSON-lines file (written atomically)")
+    p.add_argument("--model", default=None,
+                   help="local causal LM: embedded name, local folder or hub id (default smollm2)")
+    p.add_argument("--endpoint", default=None,
+                   help="OpenAI-compatible API root instead of a local model, e.g. http://localhost:8000/v1 "
+                        "(API key from $PERSONAKIT_API_KEY or $OPENAI_API_KEY when set)")
+    p.add_argument("--endpoint-model", default=None, help="model name the endpoint expects")
+    p.add_argument("--concurrency", type=_positive_int, default=4, help="parallel endpoint requests (default 4)")
+    p.add_argument("--cache", default=None, help="response cache file (default OUTPUT.cache.jsonl)")
+    p.add_argument("--no-cache", action="store_true", help="keep no response cache")
+    p.add_argument("--template", default=None,
+                   help="prompt template: a shipped name or your own YAML file (default: the dataset's template)")
+    p.add_argument("--split", default="all", choices=["train", "test", "all"],
+                   help="split of the built-in corpus (default all)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per generation batch (default 16)")
+    p.add_argument("--max-examples", type=_positive_int, default=None, help="augment only the first N examples")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="maximum reply length in tokens (default 64)")
+    p.add_argument("--max-history-turns", type=_positive_int, default=None,
+                   help="show the generic LLM only the last N history turns (default all)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_augment)
 
     parser.set_defaults(func=lambda a: _subcommand_missing(parser))
     return parser

@@ -1,1 +1,43 @@
-"""Generic-response augmentation built on personakit.llm."""
+"""Generic-response augmentation (GRAG section 3.1), built on :mod:`personakit.llm`.
+
+* :class:`GenericResponseAugmenter`: fills ``ResponseExample.generic_response`` with the
+  reply of a generic LLM that never sees the persona; batched, cached and resumable.
+* :class:`AugmentTemplate` / :func:`load_template`: the prompt templates, editable YAML
+  data, one per dataset (``spc``, ``convai2``, ``empathetic``, ``pfg``, ``builtin``).
+* :func:`clean_generic_response`: the post-processing of raw replies.
+* :func:`save_examples` / :func:`load_examples`: augmented examples as JSON lines.
+
+Importing this package does not import torch or transformers.
+"""
+
+from personakit.augment.augmenter import AugmentStats, GenericResponseAugmenter, GenericResponseAugmenterConfig
+from personakit.augment.io import load_examples, save_examples
+from personakit.augment.postprocess import SPEAKER_LABELS, clean_generic_response
+from personakit.augment.templates import (
+    NAME_FIELDS,
+    SYSTEM_FIELDS,
+    TEMPLATE_ALIASES,
+    TEMPLATE_NAMES,
+    USER_FIELDS,
+    AugmentTemplate,
+    load_template,
+    template_path,
+)
+
+__all__ = [
+    "AugmentStats",
+    "AugmentTemplate",
+    "GenericResponseAugmenter",
+    "GenericResponseAugmenterConfig",
+    "NAME_FIELDS",
+    "SPEAKER_LABELS",
+    "SYSTEM_FIELDS",
+    "TEMPLATE_ALIASES",
+    "TEMPLATE_NAMES",
+    "USER_FIELDS",
+    "clean_generic_response",
+    "load_examples",
+    "load_template",
+    "save_examples",
+    "template_path",
+]
