@@ -11,6 +11,7 @@ Persuasion-for-Good ``FullData`` folder (PFG-LaMP) or ``--lamp`` at a LaMP task 
 """
 
 # personakit-example: real_model
+# personakit-example-args: --max-train 3 --max-dev 2 --max-test 2 --quiet
 
 from __future__ import annotations
 
