@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="recipe YAML (default: %(default)s)")
     parser.add_argument("--data", help="Persuasion-for-Good FullData folder (PFG-LaMP task)")
     parser.add_argument("--lamp", help="LaMP task folder with {train,dev,test}_questions.json / _outputs.json")
-    parser.add_argument("--output-dir", default=os.path.join(tempfile.gettempdir(), "personakit-ropg-recipe"),
-                        help="where the cache, checkpoints and results go (default: %(default)s; a rerun "
-                             "there is served from the response cache)")
+    parser.add_argument("--output-dir",
+                        help="where the cache, checkpoints and results go (default: a new temporary folder; "
+                             "pass the same folder again to serve a rerun from its response cache and checkpoints)")
     parser.add_argument("--max-train", type=int, help="ROPG training inputs")
     parser.add_argument("--max-dev", type=int, help="RSPG training inputs")
     parser.add_argument("--max-test", type=int, help="test inputs")
@@ -56,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     update = {"data": data}
-    if args.output_dir:
-        name = Path(args.config).stem if not (args.data or args.lamp) else "custom"
-        update["output_dir"] = str(Path(args.output_dir) / name) if args.output_dir == parser.get_default(
-            "output_dir") else args.output_dir
+    update["output_dir"] = args.output_dir or tempfile.mkdtemp(prefix="personakit-ropg-recipe-")
     if args.device:
         update["device"] = args.device
     config = ROPGRecipeConfig.from_dict({**config.to_dict(), **update}, source=args.config)
