@@ -13,8 +13,9 @@ command, the sizes and the wall time.  The response cache and checkpoints live i
 
 Settings:
 
-* default: CPU scale (40 users, 160 ROPG inputs x top-8, 80 dev and 150 test inputs,
-  32 output tokens, ROPG 2 epochs, RSPG 5 epochs); about 45 minutes on 2 idle cores.
+* default: CPU scale (40 users, 32 ROPG inputs x top-8, 40 dev and 80 test inputs,
+  192-token prompts, 24 output tokens, ROPG 3 epochs, RSPG 5 epochs): about 1,100 LLM
+  calls at about 1.5 s each (batch 16) on 2 idle cores, so about 30 minutes.
 * ``--quick``: a much smaller CPU run (all users, 12 ROPG inputs x top-4, 8 dev, 16 test,
   12 output tokens, 160-token prompts) for a heavily loaded machine; a smoke test of the
   whole pipeline on real data, far too small for conclusions.
@@ -47,8 +48,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "persuasionforgood" / "FullData"
 
 SETTINGS = {
-    "default": dict(max_users=40, max_train=160, max_dev=80, max_test=150, top_l=8, new_tokens=32, ropg_epochs=2,
-                    rspg_epochs=5, max_tokens=256),
+    "default": dict(max_users=40, max_train=32, max_dev=40, max_test=80, top_l=8, new_tokens=24, ropg_epochs=3,
+                    rspg_epochs=5, max_tokens=192),
     "quick": dict(max_users=None, max_train=12, max_dev=8, max_test=16, top_l=4, new_tokens=12, ropg_epochs=2,
                   rspg_epochs=4, max_tokens=160),
     "scale": dict(max_users=None, max_train=600, max_dev=None, max_test=None, top_l=16, new_tokens=48,

@@ -42,6 +42,7 @@ from personakit.backbones.loading import (
     load_seq2seq_lm,
     resolve_model_path,
 )
+from personakit.backbones.text import decode_batch, needs_space_cleanup
 from personakit.backbones.registry import (
     EMBEDDED_MODELS,
     EmbeddedModel,
@@ -58,6 +59,7 @@ __all__ = [
     "EmbeddedModelNotInstalled",
     "EmbeddedModelStatus",
     "cache_dir",
+    "decode_batch",
     "embedded_names",
     "embedded_path",
     "embedded_status",
@@ -72,6 +74,7 @@ __all__ = [
     "load_encoder",
     "load_sentence_encoder",
     "load_seq2seq_lm",
+    "needs_space_cleanup",
     "prepare_atomically",
     "prepared_dir",
     "resolve_model_path",

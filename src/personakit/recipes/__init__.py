@@ -1,6 +1,7 @@
 """End-to-end recipes: the only place that combines families.
 
 * :func:`run_demo`: the main job (``personakit demo``).
+* :func:`run_grag_recipe`: augment, train PreSFT / PreGRAG / PostGRAG, evaluate with ICL(Hist).
 * :func:`run_ropg_recipe`: retrievers, ROPG, RSPG on a LaMP-style task.
 
 Names are imported on first use, so ``import personakit.recipes`` stays light.
@@ -15,6 +16,12 @@ _LAZY = {
     "DEMO_METRICS": "personakit.recipes.demo",
     "DemoResult": "personakit.recipes.demo",
     "run_demo": "personakit.recipes.demo",
+    "DEMO_TEMPLATE": "personakit.recipes.demo",
+    "demo_recipe_config": "personakit.recipes.demo",
+    "GRAGRecipeConfig": "personakit.recipes.grag",
+    "GRAGRecipeResults": "personakit.recipes.grag",
+    "run_grag_recipe": "personakit.recipes.grag",
+    "load_grag_splits": "personakit.recipes.grag",
     "ROPGRecipeConfig": "personakit.recipes.ropg",
     "ROPGResults": "personakit.recipes.ropg",
     "run_ropg_recipe": "personakit.recipes.ropg",

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from personakit.backbones.text import decode_batch
 from personakit.functional.losses import token_cross_entropy
 from personakit.models.grag.config import GRAGConfig, LoraSettings
 from personakit.models.grag.encoding import Segment, encode_segments, left_pad
@@ -324,7 +325,7 @@ class GRAGModel(nn.Module):
             batch = collator(list(examples[start:start + batch_size]))
             batch = {k: v.to(device) for k, v in batch.items()}
             ids = self.generate(batch, **generate_kwargs)
-            texts += [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            texts += decode_batch(self.tokenizer, ids)
         return texts
 
     def trainable_parameter_names(self) -> list[str]:

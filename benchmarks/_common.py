@@ -1,0 +1,95 @@
+"""Shared helpers of the benchmark scripts: machine description, command line, atomic result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SHARED_DATA = HERE.parent.parent / "shared" / "data"
+
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or :func:`platform.processor`."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(packages: Iterable[str] = ("torch", "transformers"), device: str | None = None) -> dict[str, Any]:
+    """Platform, CPU, core count, load average, torch threads, GPU (if used) and package versions."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "versions": {p: _version(p) for p in packages},
+    }
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if device and str(device).startswith("cuda") and torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """One markdown sentence describing :func:`machine_info`'s result."""
+    load = info.get("load_average") or [float("nan")]
+    gpu = f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
+    versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items() if v)
+    return (f"Machine: {info['cpu']} ({info['cpu_count']} cores{gpu}), {info['platform']}, Python {info['python']}, "
+            f"{versions}; 1-minute load average {load[0]:.2f} when the results were written.")
+
+
+def command_line() -> str:
+    """The command that ran this script, relative to the repository root."""
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(HERE.parent)
+    except ValueError:
+        pass
+    return "python " + " ".join(shlex.quote(a) for a in [str(script), *sys.argv[1:]])
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_results(name: str, report: dict[str, Any], markdown: str, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write ``{out_dir}/{name}.json`` and ``.md`` atomically; returns both paths."""
+    from personakit.config import atomic_write_text
+
+    out = Path(out_dir) if out_dir is not None else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    atomic_write_text(json_path, json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(md_path, markdown if markdown.endswith("\n") else markdown + "\n")
+    return json_path, md_path
