@@ -183,9 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     report["results"].pop("per_example", None)
     args.out.mkdir(parents=True, exist_ok=True)
-    from personakit.recipes.ropg import _jsonable
+    from personakit.recipes._common import jsonable
 
-    atomic_write_text(args.out / "ropg_pfg.json", json.dumps(_jsonable(report), indent=2) + "\n")
+    atomic_write_text(args.out / "ropg_pfg.json", json.dumps(jsonable(report), indent=2) + "\n")
     md = markdown(report)
     atomic_write_text(args.out / "ropg_pfg.md", md)
     print(md)

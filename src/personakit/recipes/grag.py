@@ -60,6 +60,7 @@ from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from personakit.recipes._common import StageLog, jsonable
 from personakit.augment.templates import AugmentTemplate
 from personakit.config import BaseConfig, atomic_write_text
 from personakit.training.grag import GRAGTrainingConfig
@@ -492,7 +493,7 @@ class GRAGRecipeResults:
         """Write ``results.json``, ``results.md`` and ``predictions.jsonl`` atomically; returns the first two paths."""
         out = Path(directory) if directory is not None else Path(self.config.get("output_dir", "."))
         json_path = atomic_write_text(out / "results.json",
-                                      json.dumps(_jsonable(self.to_dict()), indent=2, allow_nan=False) + "\n")
+                                      json.dumps(jsonable(self.to_dict()), indent=2, allow_nan=False) + "\n")
         md_path = atomic_write_text(out / "results.md", self.to_markdown())
         lines = []
         for i, ex in enumerate(self.test_examples):
@@ -515,29 +516,9 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.2e}"
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "item") and callable(x.item):
-        return _jsonable(x.item())
-    return x
 
 
 # ----------------------------------------------------------------------------- parts
-class _Log:
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.start = time.perf_counter()
-
-    def __call__(self, msg: str) -> None:
-        if self.enabled:
-            print(f"[grag {time.perf_counter() - self.start:6.1f}s] {msg}", flush=True)
 
 
 def _slug(label: str) -> str:
@@ -567,7 +548,7 @@ def _backbone_factory(config: GRAGRecipeConfig, backbone: Any) -> BackboneFactor
     return lambda: (copy.deepcopy(model), tokenizer)
 
 
-def _augment(config: GRAGRecipeConfig, generator: Any, cache: Any, train: list, test: list, log: _Log,
+def _augment(config: GRAGRecipeConfig, generator: Any, cache: Any, train: list, test: list, log: StageLog,
              progress: bool) -> tuple[list, list, dict[str, int]]:
     from personakit.augment import GenericResponseAugmenter
     from personakit.llm import GenerationSettings
@@ -640,7 +621,7 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
     from personakit.models.grag import build_grag_model
     from personakit.training.grag import GRAGTrainer
 
-    log = _Log(progress)
+    log = StageLog(progress, "grag")
     timings: dict[str, float] = {}
     t_total = time.perf_counter()
     out_dir = Path(config.output_dir)

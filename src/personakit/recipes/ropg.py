@@ -66,6 +66,7 @@ from typing import Any, Literal, Optional, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
+from personakit.recipes._common import StageLog, jsonable
 from personakit.config import BaseConfig, atomic_write_text
 from personakit.training.rspg import RSPGTrainerConfig
 from personakit.training.ropg import ROPGTrainerConfig
@@ -409,7 +410,7 @@ class ROPGResults:
     def save(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``results.json`` and ``results.md`` into ``directory`` (atomically)."""
         d = Path(directory)
-        j = atomic_write_text(d / "results.json", json.dumps(_jsonable(self.to_dict()), indent=2) + "\n")
+        j = atomic_write_text(d / "results.json", json.dumps(jsonable(self.to_dict()), indent=2) + "\n")
         m = atomic_write_text(d / "results.md", self.to_markdown())
         return j, m
 
@@ -417,16 +418,6 @@ class ROPGResults:
         return self.to_markdown()
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if hasattr(x, "item") and callable(x.item):
-        return _jsonable(x.item())
-    return x
 
 
 def _format_table(metrics: dict[str, dict[str, float]], significance: dict, best: str, metric_names: list[str]
@@ -484,14 +475,6 @@ def _metric_fns(task: str) -> tuple[list[str], Any]:
 
 
 # ----------------------------------------------------------------------------- run
-class _Log:
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.start = time.perf_counter()
-
-    def __call__(self, msg: str) -> None:
-        if self.enabled:
-            print(f"[ropg {time.perf_counter() - self.start:7.1f}s] {msg}", flush=True)
 
 
 def _token_counter(generator: Any, mode: str) -> Any:
@@ -539,7 +522,7 @@ def run_ropg_recipe(config: ROPGRecipeConfig, *, generator: Any = None, encoder:
 
     if not isinstance(config, ROPGRecipeConfig):
         raise TypeError(f"config must be a ROPGRecipeConfig, got {type(config).__name__}")
-    log = _Log(progress)
+    log = StageLog(progress, "ropg", width=7)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.output_dir)
