@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ from typing import Any, Iterable
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
+PFG_DATA = SHARED_DATA / "persuasionforgood" / "FullData"
 
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_name, "1")
@@ -69,14 +71,49 @@ def machine_line(info: dict[str, Any]) -> str:
             f"{versions}; 1-minute load average {load[0]:.2f} when the results were written.")
 
 
-def command_line() -> str:
-    """The command that ran this script, relative to the repository root."""
+def command_line(argv: Iterable[str] | None = None) -> str:
+    """The command that ran this script, relative to the repository root (``argv``: the arguments given to ``main``)."""
     script = Path(sys.argv[0])
     try:
         script = script.resolve().relative_to(HERE.parent)
     except ValueError:
         pass
-    return "python " + " ".join(shlex.quote(a) for a in [str(script), *sys.argv[1:]])
+    args = list(sys.argv[1:] if argv is None else argv)
+    return "python " + " ".join(shlex.quote(a) for a in [str(script), *args])
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser, name: str, data: Path | None = PFG_DATA,
+                          quick_help: str = "smoke setting", scale_help: str = "larger GPU setting (use with --device cuda)"
+                          ) -> argparse.ArgumentParser:
+    """The options of a setting-based benchmark: ``--quick`` / ``--scale``, ``--data``, ``--device``, ``--seed``,
+    ``--work-dir`` (default ``results/tmp/<name>-<setting>``) and ``--out`` (default ``results/``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help=quick_help)
+    group.add_argument("--scale", action="store_true", help=scale_help)
+    if data is not None:
+        parser.add_argument("--data", type=Path, default=data, help="Persuasion-for-Good FullData folder")
+    parser.add_argument("--device", default=None, help="cuda for a GPU (default: CPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help=f"caches and per-run outputs (default: benchmarks/results/tmp/{name}-<setting>)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"folder of {name}.{{json,md}}")
+    return parser
+
+
+def setting_name(args: argparse.Namespace) -> str:
+    """``"quick"``, ``"scale"`` or ``"default"`` from :func:`add_setting_arguments`' flags."""
+    return "quick" if args.quick else "scale" if args.scale else "default"
+
+
+def work_dir(args: argparse.Namespace, name: str) -> Path:
+    """``--work-dir`` or ``results/tmp/<name>-<setting>``."""
+    return args.work_dir or RESULTS / "tmp" / f"{name}-{setting_name(args)}"
+
+
+def require_pfg(parser: argparse.ArgumentParser, data: Path) -> None:
+    """Exit with a usage error when ``data`` holds no Persuasion-for-Good ``full_dialog.csv``."""
+    if not (Path(data) / "full_dialog.csv").is_file():
+        parser.error(f"{data}: no full_dialog.csv (pass --data FullData folder of Persuasion-for-Good)")
 
 
 def now() -> str:

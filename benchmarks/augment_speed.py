@@ -30,24 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, write_results  # noqa: E402
 
 from personakit.augment import GenericResponseAugmenter  # noqa: E402
-from personakit.config import atomic_write_text  # noqa: E402
 from personakit.data import DEFAULT_AGENTS, dialogues_to_examples, load_builtin_corpus  # noqa: E402
 from personakit.llm import GenerationSettings, HFGenerator  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 
 
 def load_examples(source: str, n: int):
@@ -57,7 +51,7 @@ def load_examples(source: str, n: int):
     else:
         from personakit.data import read_spc_jsonl
 
-        root = Path(os.environ.get("PERSONAKIT_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
+        root = Path(os.environ.get("PERSONAKIT_SHARED_DATA", SHARED_DATA))
         path = root / "spc" / "test.jsonl"
         if not path.is_file():
             raise SystemExit(f"{path}: SPC test file not found (set PERSONAKIT_SHARED_DATA)")
@@ -144,21 +138,12 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "augment_speed",
         "description": "GenericResponseAugmenter with the embedded SmolLM2-135M-Instruct: batched vs one at a time, "
                        "and a cached rerun",
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python benchmarks/augment_speed.py", *(shlex.quote(a) for a in args.argv)]),
+        "date_utc": now(),
+        "command": command_line(args.argv),
         "settings": {"source": args.source, "template": template, "n": args.n, "subset": len(subset),
                      "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "decoding": "greedy",
                      "model": args.model, "torch_threads": torch.get_num_threads()},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": sys.version.split()[0],
-            "cpu_count": os.cpu_count(),
-            "load_average_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "torch": version("torch"),
-            "transformers": version("transformers"),
-            "device": "cpu",
-        },
+        "machine": {**machine_info(("torch", "transformers")), "device": "cpu"},
         "results": result,
     }
 
@@ -218,14 +203,10 @@ def to_markdown(report: dict) -> str:
     for sample in r["samples"]:
         lines.append(f"- user: {sample['user']!r} → generic: {sample['generic']!r} "
                      f"(reference: {sample['reference']!r})")
-    load = m["load_average_1m_at_end"]
     lines += [
         "",
-        f"Machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs, {m['device']}, torch "
-        f"{m['torch']} ({s['torch_threads']} threads), transformers {m['transformers']}, Python {m['python']}"
-        + (f"; 1-minute load average {load:.2f} at the end (the machine is shared, so absolute times are noisy; "
-           "the ratios come from one run on one model)" if load is not None else "")
-        + f". Date: {report['date_utc']}.",
+        f"{machine_line(m)} Device {m['device']}, {s['torch_threads']} torch threads; the machine is shared, so "
+        f"absolute times are noisy (the ratios come from one run on one model). Date: {report['date_utc']}.",
         "",
         f"Reproduce: `{report['command']}`.",
         "",
@@ -244,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--same-subset", action="store_true",
                         help="also time a batched pass over the one-at-a-time subset (identical prompts)")
-    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.subset > args.n:
@@ -253,8 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     md = to_markdown(report)
     print()
     print(md)
-    atomic_write_text(args.out_dir / "augment_speed.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(args.out_dir / "augment_speed.md", md)
+    write_results("augment_speed", report, md, args.out_dir)
     return report
 
 

@@ -17,22 +17,17 @@ beforehand) and ours batched (``score_batch`` of all queries at once, per query)
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-from personakit.config import atomic_write_text
-from personakit.retrieval import BM25Retriever, default_tokenize
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, command_line, machine_info, machine_line, now, write_results  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+from personakit.retrieval import BM25Retriever, default_tokenize  # noqa: E402
 
 
 def synthetic_corpus(n_docs: int, *, vocab_size: int = 20_000, zipf_s: float = 1.07, min_len: int = 20,
@@ -127,21 +122,13 @@ def run(sizes: list[int], repeats: int, n_queries: int, seed: int) -> dict:
     return {
         "benchmark": "bm25_speed",
         "description": "BM25 scoring of one query against one profile; median over repeats",
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": now(),
+        "command": command_line(),
         "settings": {"sizes": sizes, "repeats": repeats, "queries": n_queries, "seed": seed,
                      "mean_query_tokens": float(np.mean([len(q) for q in tokenized_queries])),
                      "corpus": "Zipf(s=1.07) over 20,000 synthetic words, 20-120 tokens per entry",
                      "bm25": {"k1": 1.5, "b": 0.75, "epsilon": 0.25, "tokenizer": "default"}},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": sys.version.split()[0],
-            "cpu_count": os.cpu_count(),
-            "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "numpy": version("numpy"),
-            "scipy": version("scipy"),
-            "rank_bm25": version("rank-bm25"),
-        },
+        "machine": machine_info(("numpy", "scipy", "rank-bm25")),
         "results": rows,
     }
 
@@ -170,11 +157,9 @@ def to_markdown(report: dict) -> str:
         )
     lines += [
         "",
-        f"Machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs "
-        f"(1-minute load average {m['load_average_1m']:.2f} at the end of the run), Python {m['python']}, "
-        f"numpy {m['numpy']}, scipy {m['scipy']}, rank-bm25 {m['rank_bm25']}. Date: {report['date_utc']}.",
+        f"{machine_line(m)} Date: {report['date_utc']}.",
         "",
-        "Reproduce: `python benchmarks/bm25_speed.py`.",
+        f"Reproduce: `{report['command']}`.",
         "",
     ]
     return "\n".join(lines)
@@ -186,14 +171,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--queries", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     report = run(args.sizes, args.repeats, args.queries, args.seed)
     md = to_markdown(report)
     print()
     print(md)
-    atomic_write_text(args.out_dir / "bm25_speed.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(args.out_dir / "bm25_speed.md", md)
+    write_results("bm25_speed", report, md, args.out_dir)
     return report
 
 

@@ -23,30 +23,21 @@ when present, else the built-in corpus (agents as persuaders, dialogues dated in
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
-from importlib.metadata import version
+from datetime import datetime, timedelta
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PFG_DATA, RESULTS, command_line, machine_info, machine_line, now, write_results  # noqa: E402
 
-from personakit.config import atomic_write_text  # noqa: E402
 from personakit.data.pfg_lamp import build_pfg_lamp_task  # noqa: E402
 from personakit.llm import GenerationSettings, HFGenerator  # noqa: E402
 from personakit.retrieval import BM25Retriever  # noqa: E402
 from personakit.retrieval.lamp_prompts import LaMPPromptBuilder  # noqa: E402
 from personakit.training.feedback import LLMFeedbackScorer  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "persuasionforgood" / "FullData"
 
 
 def load_examples(data: Path, n_inputs: int):
@@ -83,9 +74,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--single-subset", type=int, default=8, help="prompts generated one at a time")
     parser.add_argument("--max-tokens", type=int, default=256, help="prompt budget (whitespace tokens)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=PFG_DATA)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     import torch
@@ -160,24 +151,13 @@ def main(argv: list[str] | None = None) -> dict:
         "cached_rerun": {"wall_s": cached_s, "per_prompt_ms": 1000 * cached_s / n_prompts, "hit_rate": hit_rate,
                          "generated": rerun.generated, "speedup_vs_batched": batched_s / cached_s},
         "mean_eval_rouge1": float(sum(s.sum() for s in result.scores) / n_prompts),
-        "machine": {
-            "platform": platform.platform(),
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1min_end": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": version("transformers"),
-        },
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/llm_scoring_speed.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine_info(("torch", "transformers")),
+        "date": now(),
+        "command": command_line(argv),
     }
     md = render(report)
     print(md)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out_dir / "llm_scoring_speed.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(args.out_dir / "llm_scoring_speed.md", md)
+    write_results("llm_scoring_speed", report, md, args.out_dir)
     return report
 
 
@@ -203,9 +183,7 @@ def render(r: dict) -> str:
         f"Batched throughput: {b['prompts_per_s']:.2f} prompts/s, {b['generated_tokens_per_s']:.1f} generated tokens/s. "
         f"Mean ROUGE-1 of the outputs: {r['mean_eval_rouge1']:.3f}. Model load: {r['model_load_s']:.1f} s (not timed above).",
         "",
-        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, 1-minute load average "
-        f"{m['load_average_1min_end']:.2f} at the end of the run (the machine is shared), Python {m['python']}, "
-        f"torch {m['torch']}, transformers {m['transformers']}. Date: {r['date']}.",
+        f"{machine_line(m)} {m.get('torch_threads')} torch threads; the machine is shared. Date: {r['date']}.",
         "",
         f"Reproduce: `{r['command']}`.",
         "",

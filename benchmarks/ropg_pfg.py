@@ -30,22 +30,15 @@ Settings:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shlex
 import sys
 import time
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "persuasionforgood" / "FullData"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    add_setting_arguments, command_line, machine_info, machine_line, now, require_pfg, setting_name, work_dir, write_results,
+)
 
 SETTINGS = {
     "default": dict(max_users=40, max_train=32, max_dev=40, max_test=80, top_l=8, new_tokens=24, ropg_epochs=3,
@@ -103,11 +96,9 @@ def markdown(report: dict) -> str:
     lines = [
         f"# ROPG / RSPG on PFG-LaMP ({report['setting']} setting)", "",
         f"Command: `{report['command']}`  ",
-        f"Run on {report['date']}; wall time {report['wall_time_s'] / 60:.1f} min; machine: {report['machine']['platform']}, "
-        f"{report['machine']['cpu_count']} CPU cores, 1-minute load average {report['machine']['load_average_start'][0]:.1f} "
-        f"at the start and {report['machine']['load_average_end'][0]:.1f} at the end (other jobs shared the machine); "
-        f"torch {report['machine']['torch']}, transformers {report['machine']['transformers']}; device "
-        f"{report['machine']['device']}.", "",
+        f"Run on {report['date']}; wall time {report['wall_time_s'] / 60:.1f} min; device {report['machine']['device']}; "
+        f"1-minute load average {report['machine']['load_average_start'][0]:.1f} at the start (other jobs shared "
+        f"the machine).  {machine_line(report['machine'])}", "",
         "Sizes: " + ", ".join(f"{k} {v}" for k, v in r["sizes"].items() if not isinstance(v, float)) + ".", "",
         "## Test split", "", r["table"], "",
     ]
@@ -137,57 +128,37 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="smaller CPU setting for a loaded machine")
-    group.add_argument("--scale", action="store_true", help="larger GPU setting (use with --device cuda)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Persuasion-for-Good FullData folder")
-    parser.add_argument("--device", default=None, help="cuda for a GPU (default: CPU)")
+    add_setting_arguments(parser, "ropg_pfg", quick_help="smaller CPU setting for a loaded machine")
     parser.add_argument("--batch-size", type=int, default=16, help="LLM generation batch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="cache and checkpoints (default: benchmarks/results/tmp/ropg_pfg-<setting>)")
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder of ropg_pfg.{json,md}")
     args = parser.parse_args(argv)
-    if not (args.data / "full_dialog.csv").is_file():
-        parser.error(f"{args.data}: no full_dialog.csv (pass --data FullData folder of Persuasion-for-Good)")
+    require_pfg(parser, args.data)
 
-    import torch
-    import transformers
-
-    from personakit.config import atomic_write_text
+    from personakit.recipes._common import jsonable
     from personakit.recipes.ropg import run_ropg_recipe
 
-    name = "quick" if args.quick else "scale" if args.scale else "default"
+    name = setting_name(args)
     setting = SETTINGS[name]
-    work = args.work_dir or HERE / "results" / "tmp" / f"ropg_pfg-{name}"
     load_start = os.getloadavg()
     start = time.perf_counter()
-    config = build_config(args, setting, work)
+    config = build_config(args, setting, work_dir(args, "ropg_pfg"))
     results = run_ropg_recipe(config, progress=True)
     wall = time.perf_counter() - start
     report = {
         "benchmark": "ropg_pfg",
         "setting": name,
         "settings": setting,
-        "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + (argv or sys.argv[1:])),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command_line(argv),
+        "date": now(),
         "wall_time_s": wall,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "transformers": transformers.__version__,
-                    "personakit": version("personakit"),
-                    "device": args.device or "cpu", "torch_threads": torch.get_num_threads(),
-                    "load_average_start": list(load_start), "load_average_end": list(os.getloadavg())},
+        "machine": {**machine_info(("torch", "transformers", "personakit"), args.device),
+                    "device": args.device or "cpu", "load_average_start": list(load_start)},
         "paper_table3_rouge1_rougeL": PAPER_TABLE3,
         "paper_table4_success_rate_pre_post": PAPER_TABLE4,
         "results": results.to_dict(),
     }
     report["results"].pop("per_example", None)
-    args.out.mkdir(parents=True, exist_ok=True)
-    from personakit.recipes._common import jsonable
-
-    atomic_write_text(args.out / "ropg_pfg.json", json.dumps(jsonable(report), indent=2) + "\n")
     md = markdown(report)
-    atomic_write_text(args.out / "ropg_pfg.md", md)
+    write_results("ropg_pfg", jsonable(report), md, args.out)
     print(md)
     return report
 

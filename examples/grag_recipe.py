@@ -18,7 +18,6 @@ table.  ``--config examples/configs/grag.yaml`` runs the whole built-in corpus; 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -31,10 +30,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(HERE / "configs" / "grag_tiny.yaml"),
-                        help="recipe YAML (default: %(default)s)")
+    from personakit.recipes._common import add_run_options, example_parser, run_example
+
+    parser = example_parser(__doc__, HERE / "configs" / "grag_tiny.yaml")
     parser.add_argument("--train", help="training examples, JSON lines of ResponseExample")
     parser.add_argument("--test", help="test examples, JSON lines of ResponseExample")
     parser.add_argument("--output-dir", default=os.path.join(tempfile.gettempdir(), "personakit-grag-recipe"),
@@ -45,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="training epochs per model")
     parser.add_argument("--backbone", help="backbone of the trained models (default: the config's, minilm)")
     parser.add_argument("--no-icl", action="store_true", help="skip the ICL(Hist) row")
-    parser.add_argument("--device", help="e.g. cuda")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_run_options(parser)
     args = parser.parse_args(argv)
 
     from personakit.recipes.grag import GRAGRecipeConfig, run_grag_recipe
@@ -68,14 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         update["backbone"] = args.backbone
     if args.no_icl:
         update["icl"] = {**config.icl.to_dict(), "enabled": False}
-    if args.device:
-        update["device"] = args.device
-    config = GRAGRecipeConfig.from_dict({**config.to_dict(), **update}, source=args.config)
-
-    results = run_grag_recipe(config, progress=not args.quiet)
-    print(results.to_markdown())
-    print(f"results written to {Path(config.output_dir) / 'results.md'} ({results.timings['total_s']:.0f} s)")
-    return 0
+    return run_example(GRAGRecipeConfig, config, update, args, run_grag_recipe, source=args.config)
 
 
 if __name__ == "__main__":

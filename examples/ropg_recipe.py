@@ -15,7 +15,6 @@ Persuasion-for-Good ``FullData`` folder (PFG-LaMP) or ``--lamp`` at a LaMP task 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -28,10 +27,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(HERE / "configs" / "ropg_tiny.yaml"),
-                        help="recipe YAML (default: %(default)s)")
+    from personakit.recipes._common import add_run_options, example_parser, run_example
+
+    parser = example_parser(__doc__, HERE / "configs" / "ropg_tiny.yaml")
     parser.add_argument("--data", help="Persuasion-for-Good FullData folder (PFG-LaMP task)")
     parser.add_argument("--lamp", help="LaMP task folder with {train,dev,test}_questions.json / _outputs.json")
     parser.add_argument("--output-dir",
@@ -40,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train", type=int, help="ROPG training inputs")
     parser.add_argument("--max-dev", type=int, help="RSPG training inputs")
     parser.add_argument("--max-test", type=int, help="test inputs")
-    parser.add_argument("--device", help="e.g. cuda")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_run_options(parser)
     args = parser.parse_args(argv)
 
     from personakit.recipes.ropg import ROPGRecipeConfig, run_ropg_recipe
@@ -57,15 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             data[key] = getattr(args, key)
     update = {"data": data}
     update["output_dir"] = args.output_dir or tempfile.mkdtemp(prefix="personakit-ropg-recipe-")
-    if args.device:
-        update["device"] = args.device
-    config = ROPGRecipeConfig.from_dict({**config.to_dict(), **update}, source=args.config)
-
-    results = run_ropg_recipe(config, progress=not args.quiet)
-    print(results.to_markdown())
-    print(f"results written to {Path(config.output_dir) / 'results.md'} "
-          f"({results.timings['total_s']:.0f} s, {results.sizes['llm_prompts_generated']} prompts generated)")
-    return 0
+    return run_example(ROPGRecipeConfig, config, update, args, run_ropg_recipe, source=args.config,
+                       details=lambda r: f", {r.sizes['llm_prompts_generated']} prompts generated")
 
 
 if __name__ == "__main__":

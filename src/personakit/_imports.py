@@ -14,6 +14,7 @@ _INSTALL_HINTS = {
     "peft": "pip install 'personakit[lora]'",
     "gguf": "pip install 'personakit[embedded]'",
     "accelerate": "pip install 'personakit[train]'",
+    "faiss": "pip install 'personakit[ann]'",
 }
 
 

@@ -31,9 +31,26 @@ from personakit.data.registry import DATASET_READERS, detect_format, read_datase
 from personakit.data.reviews import REVIEW_KEYS, read_review_histories
 from personakit.data.spc import SPC_SPEAKERS, read_spc_csv, read_spc_jsonl
 
+from personakit.data.copersona_users import CoPersonaUsers, build_pfg_users, build_review_users
 from personakit.data.pfg_lamp import PFG_LAMP_SPLITS, PFG_LAMP_TASK, PFGLaMPConfig, build_pfg_lamp_task, format_pfg_history
+from personakit.data.mqdialog import MQDIALOG_FIELDS, read_mqdialog
+from personakit.data.pfg_questioner import (
+    PFG_QUESTIONER_SPLITS,
+    PFGQuestionerConfig,
+    build_pfg_questioner_task,
+    top_persuaders,
+)
 
 __all__ = [
+    "CoPersonaUsers",
+    "build_pfg_users",
+    "build_review_users",
+    "MQDIALOG_FIELDS",
+    "read_mqdialog",
+    "PFG_QUESTIONER_SPLITS",
+    "PFGQuestionerConfig",
+    "build_pfg_questioner_task",
+    "top_persuaders",
     "PFG_LAMP_SPLITS",
     "PFG_LAMP_TASK",
     "PFGLaMPConfig",

@@ -89,6 +89,7 @@ from typing import Iterable, Literal, Optional, Sequence, Union
 from pydantic import Field
 
 from personakit.config import BaseConfig
+from personakit.data._split import cap_and_order
 from personakit.data.examples import dialogues_to_examples, merge_consecutive_turns
 from personakit.data.pfg import parse_pfg_date, read_persuasion_for_good
 from personakit.types import Dialogue, Persona, ProfileExample, ProfileItem, UserProfile
@@ -282,14 +283,7 @@ def build_pfg_lamp_task(
             )
             grouped.setdefault((split, user), []).append(((date, d.id, rex.metadata["turn_index"]), ex))
 
-    rng = random.Random(seed + 1)
-    out: dict[str, list[tuple[tuple, ProfileExample]]] = {s: [] for s in PFG_LAMP_SPLITS}
-    for (split, _user), rows in sorted(grouped.items()):
-        if max_examples_per_user is not None and len(rows) > max_examples_per_user:
-            keep = sorted(rng.sample(range(len(rows)), max_examples_per_user))
-            rows = [rows[i] for i in keep]
-        out[split].extend(rows)
-    return {s: [ex for _, ex in sorted(rows, key=lambda r: r[0])] for s, rows in out.items()}
+    return cap_and_order(grouped, PFG_LAMP_SPLITS, max_examples_per_user, random.Random(seed + 1))
 
 
 class PFGLaMPConfig(BaseConfig):

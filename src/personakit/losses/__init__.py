@@ -2,6 +2,11 @@
 
 from personakit.losses.base import BaseLoss, LossOutput
 from personakit.losses.jepa import CJEPALoss, CJEPALossConfig, CJEPALossOutput
+from personakit.losses.questioner import (
+    QuestionerContrastiveLoss,
+    QuestionerContrastiveLossConfig,
+    QuestionerContrastiveLossOutput,
+)
 from personakit.losses.ropg import (
     ROPGKDLoss,
     ROPGKDLossConfig,
@@ -13,6 +18,9 @@ from personakit.losses.ropg import (
 from personakit.losses.selector import SelectorKLLoss, SelectorKLLossConfig, SelectorKLLossOutput
 
 __all__ = [
+    "QuestionerContrastiveLoss",
+    "QuestionerContrastiveLossConfig",
+    "QuestionerContrastiveLossOutput",
     "BaseLoss",
     "LossOutput",
     "CJEPALoss",

@@ -35,6 +35,14 @@ _LAZY = {
         "GRAGCollator",
     )
 }
+_LAZY.update({
+    name: "personakit.models.questioner"
+    for name in ("DualTowerConfig", "DualTowerOutput", "DualTowerResponder", "QuestionerCollator")
+})
+
+_LAZY.update({name: "personakit.models.copersona" for name in (
+    "CoPersonaConfig", "CoPersonaContext", "CoPersonaOutput", "CoPersonaCollator", "CoPersonaModel",
+    "COPERSONA_VARIANTS", "build_copersona_prompt")})
 
 __all__ = [
     "HIST_SYSTEM_PROMPT",

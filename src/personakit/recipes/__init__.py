@@ -3,6 +3,8 @@
 * :func:`run_demo`: the main job (``personakit demo``).
 * :func:`run_grag_recipe`: augment, train PreSFT / PreGRAG / PostGRAG, evaluate with ICL(Hist).
 * :func:`run_ropg_recipe`: retrievers, ROPG, RSPG on a LaMP-style task.
+* :func:`run_questioner_recipe`: dual-tower questioner-aware responder against LoRA and persona-in-prompt, with ablations.
+* :func:`run_copersona_recipe`: facets → summaries → multiplex graph → CoPersona model against Non-Perso / RAG / PAG.
 
 Names are imported on first use, so ``import personakit.recipes`` stays light.
 """
@@ -27,6 +29,13 @@ _LAZY = {
     "run_ropg_recipe": "personakit.recipes.ropg",
     "load_recipe_splits": "personakit.recipes.ropg",
     "POOL_RETRIEVERS": "personakit.recipes.ropg",
+    "QuestionerRecipeConfig": "personakit.recipes.questioner",
+    "QuestionerRecipeResults": "personakit.recipes.questioner",
+    "run_questioner_recipe": "personakit.recipes.questioner",
+    "CoPersonaRecipeConfig": "personakit.recipes.copersona",
+    "CoPersonaResults": "personakit.recipes.copersona",
+    "CoPersonaPipeline": "personakit.recipes.copersona",
+    "run_copersona_recipe": "personakit.recipes.copersona",
 }
 
 __all__ = list(_LAZY)

@@ -35,9 +35,14 @@ from personakit.training.grag import (
     TrainResult,
     linear_decay_schedule,
 )
+from personakit.training.copersona import CoPersonaTrainer, CoPersonaTrainingConfig, cosine_schedule
 from personakit.training.rspg import RSPGItem, RSPGTrainer, RSPGTrainerConfig, RSPGTrainOutput, as_rspg_items
+from personakit.training.questioner import QuestionerTrainer, QuestionerTrainingConfig
 
 __all__ = [
+    # questioner.py
+    "QuestionerTrainer",
+    "QuestionerTrainingConfig",
     # checkpoint.py
     "CHECKPOINT_PREFIX",
     "CheckpointError",
@@ -73,6 +78,10 @@ __all__ = [
     "LLMFeedbackScorer",
     "PromptScores",
     "feedback_settings",
+    # copersona.py
+    "CoPersonaTrainer",
+    "CoPersonaTrainingConfig",
+    "cosine_schedule",
     # rspg.py
     "RSPGItem",
     "RSPGTrainer",

@@ -33,6 +33,7 @@ from personakit.backbones.text import decode_batch
 from personakit.functional.losses import token_cross_entropy
 from personakit.models.grag.config import GRAGConfig, LoraSettings
 from personakit.models.grag.encoding import Segment, encode_segments, left_pad
+from personakit.models._save import WrappedCheckpointMixin, load_saved_tokenizer
 from personakit.models.grag.outputs import GRAGOutput
 from personakit.modules.style_decoder.base import StyleInjectionLayer, unwrap_peft
 
@@ -40,7 +41,6 @@ __all__ = ["GRAGModel", "CONFIG_NAME", "WEIGHTS_NAME"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-_ALIAS_KEY = "personakit_aliases"
 
 # batch fields a model's generate() reads (the rest of a batch, e.g. labels, is ignored there)
 _INPUT_FIELDS = (
@@ -58,7 +58,7 @@ def _hidden_size(config: Any) -> int:
     raise ValueError(f"cannot find the hidden size of {type(config).__name__}")
 
 
-class GRAGModel(nn.Module):
+class GRAGModel(WrappedCheckpointMixin, nn.Module):
     """Base class of the GRAG models (see the module docstring).
 
     Subclasses set ``METHOD`` and implement :meth:`_setup` (extra modules),
@@ -71,6 +71,8 @@ class GRAGModel(nn.Module):
         tokenizer: optional tokenizer, kept for :meth:`respond`, :meth:`make_collator`
             and saved with the model.
     """
+
+    WRAPPER_TYPE = StyleInjectionLayer
 
     METHOD: ClassVar[str] = ""
 
@@ -333,71 +335,10 @@ class GRAGModel(nn.Module):
         return [n for n, p in self.named_parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ save / load
-    def _style_layer_prefixes(self) -> list[str]:
-        return [name for name, module in self.named_modules() if isinstance(module, StyleInjectionLayer)]
-
-    def clean_state_dict(self) -> dict[str, Tensor]:
-        """The state dict with the style wrappers' ``base_layer.`` segment removed."""
-        prefixes = [p + ".base_layer." for p in self._style_layer_prefixes()]
-        out: dict[str, Tensor] = {}
-        for key, value in self.state_dict().items():
-            for p in prefixes:
-                if key.startswith(p):
-                    key = p[: -len("base_layer.")] + key[len(p):]
-                    break
-            out[key] = value
-        return out
-
-    def load_clean_state_dict(self, state: Mapping[str, Tensor], strict: bool = True) -> Any:
-        """Load a state dict written by :meth:`clean_state_dict` (inverse key mapping)."""
-        prefixes = [p + "." for p in self._style_layer_prefixes()]
-        mapped: dict[str, Tensor] = {}
-        for key, value in state.items():
-            for p in prefixes:
-                if key.startswith(p):
-                    key = p + "base_layer." + key[len(p):]
-                    break
-            mapped[key] = value
-        return self.load_state_dict(mapped, strict=strict)
-
-    def save_pretrained(self, directory: Union[str, os.PathLike], save_tokenizer: bool = True) -> Path:
-        """Write ``config.json``, ``model.safetensors``, ``generation_config.json`` (and the tokenizer)."""
-        from safetensors.torch import save_file
-
-        from personakit.config import atomic_write_text
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = self.clean_state_dict()
-        kept: dict[tuple, str] = {}
-        aliases: dict[str, str] = {}
-        tensors: dict[str, Tensor] = {}
-        for key, value in state.items():
-            ident = (value.device.type, value.untyped_storage().data_ptr(), value.storage_offset(),
-                     tuple(value.shape), tuple(value.stride()), value.dtype)
-            if value.numel() and ident in kept:
-                aliases[key] = kept[ident]
-                continue
-            kept[ident] = key
-            tensors[key] = value.detach().contiguous().cpu()
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt", _ALIAS_KEY: json.dumps(aliases)})
-        os.replace(tmp, directory / WEIGHTS_NAME)
-        atomic_write_text(directory / CONFIG_NAME, self.config.to_json_string(use_diff=False))
-        gen = getattr(self.base_model, "generation_config", None)
-        if gen is not None:
-            atomic_write_text(directory / "generation_config.json", gen.to_json_string(use_diff=True))
-        if save_tokenizer and self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(directory))
-        return directory
-
     @classmethod
     def from_pretrained(cls, directory: Union[str, os.PathLike], tokenizer: Any = None,
                         map_location: Union[str, torch.device] = "cpu") -> "GRAGModel":
         """Load a model written by :meth:`save_pretrained` (same class or the :func:`build_grag_model` kinds)."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
@@ -406,25 +347,9 @@ class GRAGModel(nn.Module):
         if cls.METHOD and config.method != cls.METHOD:
             raise ValueError(f"{config_path}: field 'method' is {config.method!r}; load it with the matching class")
         target = cls if cls.METHOD else _class_for(config.method)
-        if tokenizer is None and any((directory / n).exists() for n in ("tokenizer.json", "tokenizer_config.json")):
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        model = target(config, tokenizer=tokenizer)
-        gen_path = directory / "generation_config.json"
-        if gen_path.is_file():
-            from transformers import GenerationConfig
-
-            model.base_model.generation_config = GenerationConfig.from_pretrained(str(directory))
-        weights = directory / WEIGHTS_NAME
-        state = load_file(str(weights), device=str(map_location))
-        with safe_open(str(weights), framework="pt") as f:
-            aliases = json.loads((f.metadata() or {}).get(_ALIAS_KEY, "{}"))
-        for alias, source in aliases.items():
-            state[alias] = state[source]
-        model.load_clean_state_dict(state, strict=True)
+        model = target(config, tokenizer=load_saved_tokenizer(directory, tokenizer))
+        model.load_weights(directory, map_location)
         return model
-
 
 def _class_for(method: str) -> type[GRAGModel]:
     from personakit.models.grag.factory import GRAG_MODELS

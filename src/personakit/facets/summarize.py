@@ -1,0 +1,396 @@
+r"""CoPersona facet summaries with grounded quotes and reliability labels (§3.1, Eq. 4).
+
+For every user $u$ and facet $f_m$ an LLM writes a concise summary $s_u^{(m)}$, at most
+two short quotes $\mathrm{ev}_u^{(m)}$ taken from the user's own text, and a reliability
+label $r_u^{(m)} \in \{\text{none}, \text{weak}, \text{moderate}, \text{strong}\}$.  The
+facet description is $t_u^{(m)} = [s_u^{(m)}; \mathrm{ev}_u^{(m)}]$; a facet labelled
+none or weak gets the neutral placeholder :data:`PLACEHOLDER` instead.
+
+**Quote grounding.**  A quote is kept only if it occurs in the user's text
+(:func:`quote_is_grounded`): after lower-casing and collapsing whitespace it must be a
+substring, or reach rapidfuzz ``partial_ratio`` $\ge$ :data:`QUOTE_THRESHOLD` (= 90)
+against the text, and have at least 3 words.  90 accepts a copied quote with a changed
+character or two (case, punctuation, a typo fixed) and rejects paraphrases and invented
+quotes (which score far lower).  A reply with an invented quote fails validation and
+is re-asked with the error (``ungrounded="retry"``) or has the quote dropped
+(``"drop"``).
+
+**Backends, cache, resume.**  Prompts go through any
+:class:`~personakit.llm.TextGenerator` (local HF model, OpenAI-compatible endpoint,
+callable) via :func:`~personakit.llm.generate_structured`, wrapped in a
+:class:`~personakit.llm.CachedGenerator` when ``cache`` is given (every completed
+batch is durable; a rerun costs nothing).  Finished users are stored in a second
+append-only :class:`~personakit.llm.ResponseCache` (``store``) keyed by
+(user id, hash of the user's history, schema, settings): summarising a population
+again only calls the LLM for new users and users whose history changed.
+
+Departure: the paper batches 8 users per call to GPT-4o-mini; one prompt per
+(user, facet) is used here, which small local models handle far better.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from personakit.config import BaseConfig
+from personakit.facets.schema import FacetSchema, FacetSpec
+from personakit.llm.base import GenerationSettings, Prompt, TextGenerator
+from personakit.llm.cache import CachedGenerator, ResponseCache
+from personakit.types import UserProfile
+
+__all__ = [
+    "RELIABILITY_LEVELS",
+    "PLACEHOLDER",
+    "QUOTE_THRESHOLD",
+    "FacetSummary",
+    "UserFacets",
+    "SummaryReply",
+    "quote_is_grounded",
+    "profile_hash",
+    "build_summary_prompt",
+    "SummarizeStats",
+    "FacetSummarizer",
+    "FacetSummarizerConfig",
+    "facet_biased_fraction",
+]
+
+RELIABILITY_LEVELS = ("none", "weak", "moderate", "strong")
+"""Ordinal reliability labels; their index is the integer label used by the graph."""
+PLACEHOLDER = "No explicit profile information provided."
+"""Neutral description of a none/weak facet (the paper's example text)."""
+QUOTE_THRESHOLD = 90.0
+"""Minimum rapidfuzz ``partial_ratio`` (0-100) for a quote to count as grounded."""
+MIN_QUOTE_WORDS = 3
+
+Reliability = Literal["none", "weak", "moderate", "strong"]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"').split())
+
+
+def quote_is_grounded(quote: str, text: str, threshold: float = QUOTE_THRESHOLD, min_words: int = MIN_QUOTE_WORDS
+                      ) -> bool:
+    """Whether ``quote`` occurs in ``text`` up to small edits (see the module docstring).
+
+    Example:
+        >>> text = "I honestly think kids deserve a fair start in life."
+        >>> quote_is_grounded("kids deserve a fair start", text)
+        True
+        >>> quote_is_grounded("Kids deserve a fair  start!", text)  # case, spacing, punctuation
+        True
+        >>> quote_is_grounded("I donate to charity every month", text)
+        False
+    """
+    q, t = _norm(quote).strip(" \"'"), _norm(text)
+    if len(q.split()) < min_words:
+        return False
+    if q in t:
+        return True
+    from rapidfuzz import fuzz
+
+    return fuzz.partial_ratio(q, t) >= threshold
+
+
+class FacetSummary(BaseModel):
+    """One facet of one user: summary, grounded quotes, reliability.
+
+    ``summary`` is :data:`PLACEHOLDER` for none/weak facets; the model's own text is kept
+    in ``llm_summary``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    facet: str
+    summary: str
+    quotes: list[str] = Field(default_factory=list, max_length=2)
+    reliability: Reliability = "none"
+    llm_summary: str = ""
+
+    @property
+    def level(self) -> int:
+        """Integer reliability label (0 = none ... 3 = strong)."""
+        return RELIABILITY_LEVELS.index(self.reliability)
+
+    def text(self) -> str:
+        """$t_u^{(m)} = [s_u^{(m)}; \\mathrm{ev}_u^{(m)}]$ (Eq. 4): the text that is embedded."""
+        if self.reliability in ("none", "weak"):
+            return PLACEHOLDER
+        return " ".join([self.summary, *(f'"{q}"' for q in self.quotes)])
+
+
+class UserFacets(BaseModel):
+    """All facet summaries of one user, in schema order, with the hash of the history they came from."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: str
+    content_hash: str
+    facets: list[FacetSummary]
+
+    @property
+    def reliability(self) -> list[int]:
+        return [f.level for f in self.facets]
+
+
+class SummaryReply(BaseModel):
+    """What the LLM must return per (user, facet)."""
+
+    model_config = ConfigDict(extra="ignore")
+    summary: str = Field(..., min_length=1)
+    quotes: list[str] = Field(default_factory=list)
+    reliability: Reliability
+
+    @field_validator("reliability", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("quotes", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [v] if v.strip() else []
+        return [q for q in v if isinstance(q, str) and q.strip()] if isinstance(v, list) else v
+
+
+def profile_hash(texts: Sequence[str]) -> str:
+    """sha256 (16 hex digits) of a user's history texts, in order."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+SUMMARY_SYSTEM = (
+    "You analyse a user's own messages along one persona facet. Reply with JSON only: "
+    '{"summary": one or two sentences, "quotes": up to 2 short phrases copied exactly from the messages, '
+    '"reliability": "none" | "weak" | "moderate" | "strong" (how much evidence the messages give)}.'
+)
+
+
+def build_summary_prompt(texts: Sequence[str], facet: FacetSpec) -> list[dict[str, str]]:
+    """The chat for one (user, facet): the facet's definition and value specification, then the user's messages."""
+    body = "\n".join(f"- {' '.join(t.split())}" for t in texts)
+    return [{"role": "system", "content": SUMMARY_SYSTEM},
+            {"role": "user", "content": f"Facet: {facet.name}\nDefinition: {facet.definition}\n"
+                                        f"Values: {facet.values}\n\nThe user's messages:\n{body}\n\nJSON:"}]
+
+
+@dataclass(frozen=True)
+class SummarizeStats:
+    """What the last :meth:`FacetSummarizer.summarize` call did.
+
+    Attributes:
+        users: users asked for.
+        reused: users served from the store (unchanged history): no LLM call.
+        summarized: users summarised in this call.
+        prompts: (user, facet) prompts sent.
+        failures: prompts that never validated (replaced by a ``none`` placeholder).
+        dropped_quotes: ungrounded quotes removed.
+        seconds: wall time.
+    """
+
+    users: int
+    reused: int
+    summarized: int
+    prompts: int
+    failures: int
+    dropped_quotes: int
+    seconds: float
+
+
+class FacetSummarizer:
+    """Summarise every user along every facet of a :class:`~personakit.facets.FacetSchema`.
+
+    Args:
+        generator: any :class:`~personakit.llm.TextGenerator` (``None`` with ``constrained``).
+        schema: the facet schema.
+        max_items: history items per user shown to the LLM (paper: 6, the most recent).
+        max_chars_per_item: each item cut to this many characters.
+        settings: decoding settings (default greedy, 160 new tokens).
+        cache: LLM response cache (a :class:`~personakit.llm.ResponseCache` or a path).
+        store: per-user result store (path or cache), keyed by user and content hash.
+        quote_threshold: see :data:`QUOTE_THRESHOLD`.
+        ungrounded: ``"retry"`` (invalid reply, re-asked with the error) or ``"drop"``.
+        max_attempts: attempts per prompt.
+        on_failure: ``"raise"`` (a :class:`~personakit.llm.StructuredOutputError` with the
+            raw reply) or ``"placeholder"`` (the facet becomes ``none``).
+        constrained: a :class:`~personakit.facets.constrained.SchemaGuidedGenerator`
+            used instead of free generation (ungrounded quotes are then dropped).
+        batch_size: prompts per generator call.
+
+    Example:
+        >>> import json
+        >>> from personakit.llm import CallableGenerator
+        >>> from personakit.facets import FacetSchema
+        >>> schema = FacetSchema(facets=[{"name": "Tone", "definition": "d", "values": "v"}])
+        >>> reply = json.dumps({"summary": "Warm.", "quotes": ["so happy to help"], "reliability": "strong"})
+        >>> s = FacetSummarizer(CallableGenerator(lambda chat: reply), schema)
+        >>> out = s.summarize([UserProfile(user_id="u", items=[{"id": "1", "text": "I am so happy to help!"}])])
+        >>> out["u"].facets[0].quotes, out["u"].reliability
+        (['so happy to help'], [3])
+    """
+
+    def __init__(self, generator: Optional[TextGenerator], schema: FacetSchema, *, max_items: Optional[int] = 6,
+                 max_chars_per_item: int = 400, settings: Optional[GenerationSettings] = None,
+                 cache: Union[ResponseCache, str, "os.PathLike[str]", None] = None,
+                 store: Union[ResponseCache, str, "os.PathLike[str]", None] = None,
+                 quote_threshold: float = QUOTE_THRESHOLD, ungrounded: Literal["retry", "drop"] = "retry",
+                 max_attempts: int = 3, on_failure: Literal["raise", "placeholder"] = "raise",
+                 constrained: Any = None, batch_size: int = 16):
+        if generator is None and constrained is None:
+            raise ValueError("FacetSummarizer: give a generator or a constrained SchemaGuidedGenerator")
+        if ungrounded not in ("retry", "drop") or on_failure not in ("raise", "placeholder"):
+            raise ValueError(f"FacetSummarizer: bad ungrounded={ungrounded!r} or on_failure={on_failure!r}")
+        self.generator = generator
+        if generator is not None and cache is not None:
+            self.generator = CachedGenerator(generator, cache)
+        self.schema = schema
+        self.max_items, self.max_chars_per_item = max_items, max_chars_per_item
+        self.settings = settings or GenerationSettings(max_new_tokens=160)
+        self.store = store if store is None or isinstance(store, ResponseCache) else ResponseCache(store)
+        self.quote_threshold, self.ungrounded = quote_threshold, ungrounded
+        self.max_attempts, self.on_failure = max_attempts, on_failure
+        self.constrained, self.batch_size = constrained, batch_size
+        self.last_stats: Optional[SummarizeStats] = None
+
+    # ------------------------------------------------------------------ helpers
+    def user_texts(self, profile: UserProfile) -> list[str]:
+        texts = [it.text[: self.max_chars_per_item] for it in profile.items]
+        return texts[-self.max_items:] if self.max_items is not None else texts
+
+    def store_key(self, profile: UserProfile) -> str:
+        """(user, content hash, schema, settings): a change in any of them re-summarises the user."""
+        payload = json.dumps({"u": profile.user_id, "h": profile_hash(self.user_texts(profile)),
+                              "s": self.schema.fingerprint(), "g": self.settings.cache_fields(),
+                              "m": getattr(self.generator, "model_id", None) or getattr(self.constrained, "model_id", ""),
+                              "c": self.constrained is not None}, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def _validator(self, texts: Sequence[str], dropped: list[int]):
+        joined = "\n".join(texts)
+
+        def check(value: Any) -> SummaryReply:
+            reply = SummaryReply.model_validate(value)
+            bad = [q for q in reply.quotes if not quote_is_grounded(q, joined, self.quote_threshold)]
+            if bad and self.ungrounded == "retry" and self.constrained is None:
+                raise ValueError(f"field 'quotes': {bad[0]!r} does not occur in the user's messages; "
+                                 "copy quotes exactly or give none")
+            kept = [q for q in reply.quotes if q not in bad]
+            if len(kept) > 2:
+                raise ValueError(f"field 'quotes': at most 2 quotes, got {len(kept)}")
+            dropped[0] += len(bad)
+            return reply.model_copy(update={"quotes": kept})
+
+        return check
+
+    # ------------------------------------------------------------------ main
+    def _replies(self, profile: UserProfile, dropped: list[int]) -> list[Optional[SummaryReply]]:
+        """One validated reply (or ``None`` after the last failed attempt) per facet of the schema."""
+        from personakit.llm.structured import StructuredOutputError, extract_json, generate_structured
+
+        texts = self.user_texts(profile)
+        prompts: list[Prompt] = [build_summary_prompt(texts, spec) for spec in self.schema.facets]
+        check = self._validator(texts, dropped)
+        if self.constrained is None:
+            return generate_structured(self.generator, prompts, check, self.settings,  # type: ignore[arg-type]
+                                       max_attempts=self.max_attempts, progress=False, batch_size=self.batch_size,
+                                       on_failure="raise" if self.on_failure == "raise" else "none")
+        from personakit.facets.constrained import summary_skeleton
+
+        out: list[Optional[SummaryReply]] = []
+        for i, raw in enumerate(self.constrained.generate_json(prompts, summary_skeleton())):
+            try:
+                out.append(check(extract_json(raw)))
+            except Exception as err:  # noqa: BLE001 - shown with the raw reply
+                if self.on_failure == "raise":
+                    raise StructuredOutputError(i, raw, str(err), 1) from err
+                out.append(None)
+        return out
+
+    def summarize(self, profiles: Sequence[UserProfile], progress: bool = False) -> dict[str, UserFacets]:
+        """``{user_id: UserFacets}`` for ``profiles``; users whose (history, schema, settings) are in the
+        store are reused without any LLM call, every finished user is stored at once (resume)."""
+        start = time.perf_counter()
+        out: dict[str, UserFacets] = {}
+        todo: list[UserProfile] = []
+        for p in profiles:
+            if not isinstance(p, UserProfile):
+                raise TypeError(f"FacetSummarizer.summarize: expected UserProfile, got {type(p).__name__}")
+            key = self.store_key(p)
+            if self.store is not None and key in self.store:
+                out[p.user_id] = UserFacets.model_validate_json(self.store.get(key))  # type: ignore[arg-type]
+            else:
+                todo.append(p)
+        reused = len(out)
+        failures = 0
+        dropped = [0]
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="facet summaries", unit="user")
+        for p in todo:
+            replies = self._replies(p, dropped)
+            facets = []
+            for spec, r in zip(self.schema.facets, replies):
+                if r is None:
+                    failures += 1
+                    facets.append(FacetSummary(facet=spec.name, summary=PLACEHOLDER, reliability="none"))
+                    continue
+                placeholder = r.reliability in ("none", "weak")
+                facets.append(FacetSummary(facet=spec.name, summary=PLACEHOLDER if placeholder else r.summary,
+                                           quotes=r.quotes[:2], reliability=r.reliability, llm_summary=r.summary))
+            uf = UserFacets(user_id=p.user_id, content_hash=profile_hash(self.user_texts(p)), facets=facets)
+            out[p.user_id] = uf
+            if self.store is not None:
+                self.store.put(self.store_key(p), uf.model_dump_json())
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        self.last_stats = SummarizeStats(users=len(profiles), reused=reused, summarized=len(todo),
+                                         prompts=len(todo) * len(self.schema.facets), failures=failures,
+                                         dropped_quotes=dropped[0], seconds=time.perf_counter() - start)
+        return {p.user_id: out[p.user_id] for p in profiles}
+
+
+def facet_biased_fraction(users: Sequence[UserFacets]) -> float:
+    """Fraction of *facet-biased* users (CoPersona Table 4): at least one facet with support no
+    stronger than ``moderate``, i.e. not every facet labelled ``strong``.
+
+    Example:
+        >>> a = UserFacets(user_id="a", content_hash="", facets=[FacetSummary(facet="x", summary="s", reliability="strong")])
+        >>> b = UserFacets(user_id="b", content_hash="", facets=[FacetSummary(facet="x", summary="s", reliability="moderate")])
+        >>> facet_biased_fraction([a, b])
+        0.5
+    """
+    if not users:
+        return 0.0
+    return sum(1 for u in users if any(f.reliability != "strong" for f in u.facets)) / len(users)
+
+
+class FacetSummarizerConfig(BaseConfig):
+    """Config of :class:`FacetSummarizer` (generator and schema are passed to ``build``)."""
+
+    _target_ = FacetSummarizer
+    max_items: Optional[int] = Field(6, ge=1, description="History items per user (paper: 6).")
+    max_chars_per_item: int = Field(400, ge=16, description="Characters kept per history item.")
+    settings: GenerationSettings = Field(default_factory=lambda: GenerationSettings(max_new_tokens=160),
+                                         description="Decoding settings.")
+    cache: Optional[str] = Field(None, description="LLM response cache (JSON lines).")
+    store: Optional[str] = Field(None, description="Per-user summary store (JSON lines).")
+    quote_threshold: float = Field(QUOTE_THRESHOLD, ge=0, le=100, description="rapidfuzz partial_ratio threshold.")
+    ungrounded: Literal["retry", "drop"] = Field("retry", description="Invented quotes: re-ask or drop.")
+    max_attempts: int = Field(3, ge=1, description="Attempts per prompt.")
+    on_failure: Literal["raise", "placeholder"] = Field("raise", description="After the last attempt.")
+    batch_size: int = Field(16, ge=1, description="Prompts per generator call.")

@@ -1,0 +1,194 @@
+"""Checkpoint-folder helpers shared by the models' ``save_pretrained`` / ``from_pretrained``.
+
+The models wrap some backbone layers (style-injection layers, specific-stream layers)
+as ``<layer>.base_layer``; their checkpoints store the keys *without* that segment so
+that the backbone's part is the backbone's own state dict.  Tied tensors (e.g. input
+and output embeddings) are written once and listed in the safetensors metadata under
+``personakit_aliases``.
+
+Checkpoint folder:
+    * ``config.json``: the model config (``to_json_string(use_diff=False)``);
+    * ``model.safetensors``: the state dict (see :func:`save_state_dict`);
+    * ``generation_config.json``: the backbone's generation defaults, when it has some;
+    * the tokenizer files, when the model holds a tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ALIAS_KEY", "strip_wrapper_keys", "add_wrapper_keys", "save_state_dict", "load_state_dict_file",
+    "write_config_files", "load_saved_tokenizer", "load_saved_generation_config", "WrappedCheckpointMixin",
+]
+
+ALIAS_KEY = "personakit_aliases"
+_WRAPPED = "base_layer."
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def strip_wrapper_keys(state: Mapping[str, Tensor], wrappers: Sequence[str]) -> dict[str, Tensor]:
+    """``state`` with ``<wrapper>.base_layer.`` renamed ``<wrapper>.`` for every wrapper module path.
+
+    Args:
+        state: a module's state dict.
+        wrappers: module paths of the wrapper layers (``named_modules`` names).
+
+    Returns:
+        A new dict, same order and tensors, clean keys.
+    """
+    prefixes = [p + "." + _WRAPPED for p in wrappers]
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        for p in prefixes:
+            if key.startswith(p):
+                key = p[: -len(_WRAPPED)] + key[len(p):]
+                break
+        out[key] = value
+    return out
+
+
+def add_wrapper_keys(state: Mapping[str, Tensor], wrappers: Sequence[str]) -> dict[str, Tensor]:
+    """Inverse of :func:`strip_wrapper_keys`: ``<wrapper>.`` becomes ``<wrapper>.base_layer.``."""
+    prefixes = [p + "." for p in wrappers]
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        for p in prefixes:
+            if key.startswith(p):
+                key = p + _WRAPPED + key[len(p):]
+                break
+        out[key] = value
+    return out
+
+
+def save_state_dict(state: Mapping[str, Tensor], path: Union[str, os.PathLike]) -> Path:
+    """Write ``state`` to a safetensors file atomically, each shared tensor once.
+
+    A tensor whose storage, offset, shape, stride and dtype equal an earlier one's is an
+    alias: it is not written, and the ``personakit_aliases`` metadata entry (a JSON
+    object ``{alias: stored key}``) records it for :func:`load_state_dict_file`.
+
+    Args:
+        state: name -> tensor (any device; written as contiguous CPU tensors).
+        path: the ``.safetensors`` file to write (``<path>.tmp`` then renamed).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    kept: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}
+    tensors: dict[str, Tensor] = {}
+    for key, value in state.items():
+        ident = (value.device.type, value.untyped_storage().data_ptr(), value.storage_offset(),
+                 tuple(value.shape), tuple(value.stride()), value.dtype)
+        if value.numel() and ident in kept:
+            aliases[key] = kept[ident]
+            continue
+        kept[ident] = key
+        tensors[key] = value.detach().contiguous().cpu()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", ALIAS_KEY: json.dumps(aliases)})
+    os.replace(tmp, path)
+    return path
+
+
+def load_state_dict_file(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"
+                         ) -> dict[str, Tensor]:
+    """Read a file written by :func:`save_state_dict`, aliases restored (sharing the stored tensor)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    state = load_file(str(path), device=str(map_location))
+    with safe_open(str(path), framework="pt") as f:
+        aliases = json.loads((f.metadata() or {}).get(ALIAS_KEY, "{}"))
+    for alias, source in aliases.items():
+        state[alias] = state[source]
+    return state
+
+
+def write_config_files(directory: Union[str, os.PathLike], config: Any, base_model: Optional[nn.Module] = None,
+                       tokenizer: Any = None) -> None:
+    """Write ``config.json``, the backbone's ``generation_config.json`` (if any) and the tokenizer (if given).
+
+    Args:
+        directory: an existing checkpoint folder.
+        config: a transformers ``PreTrainedConfig`` (written in full, ``use_diff=False``).
+        base_model: the backbone whose ``generation_config`` is saved; ``None`` saves none.
+        tokenizer: saved with ``save_pretrained`` unless ``None``.
+    """
+    from personakit.config import atomic_write_text
+
+    directory = Path(directory)
+    atomic_write_text(directory / "config.json", config.to_json_string(use_diff=False))
+    gen = getattr(base_model, "generation_config", None) if base_model is not None else None
+    if gen is not None:
+        atomic_write_text(directory / "generation_config.json", gen.to_json_string(use_diff=True))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+
+
+def load_saved_tokenizer(directory: Union[str, os.PathLike], tokenizer: Any = None,
+                         names: Sequence[str] = TOKENIZER_FILES) -> Any:
+    """``tokenizer`` if given, else the tokenizer saved in ``directory`` (one of ``names`` exists), else ``None``."""
+    directory = Path(directory)
+    if tokenizer is None and any((directory / n).exists() for n in names):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    return tokenizer
+
+
+def load_saved_generation_config(directory: Union[str, os.PathLike], base_model: nn.Module) -> None:
+    """Set ``base_model.generation_config`` from ``directory/generation_config.json`` when that file exists."""
+    directory = Path(directory)
+    if (directory / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        base_model.generation_config = GenerationConfig.from_pretrained(str(directory))
+
+
+class WrappedCheckpointMixin:
+    """``clean_state_dict`` / ``load_clean_state_dict`` / ``save_pretrained`` for a model whose wrapper layers hold
+    the backbone's layer as ``base_layer``.
+
+    The model class sets :attr:`WRAPPER_TYPE` (the wrapper layer class) and has ``config``,
+    ``base_model`` and ``tokenizer``; its ``from_pretrained`` reads the weights back with
+    :meth:`load_weights`.
+    """
+
+    WRAPPER_TYPE: type = nn.Module
+    WEIGHTS_NAME = "model.safetensors"
+
+    def _wrapper_prefixes(self) -> list[str]:
+        return [name for name, m in self.named_modules() if isinstance(m, self.WRAPPER_TYPE)]  # type: ignore[attr-defined]
+
+    def clean_state_dict(self) -> dict[str, Tensor]:
+        """The state dict with the layer wrappers' ``base_layer.`` segment removed."""
+        return strip_wrapper_keys(self.state_dict(), self._wrapper_prefixes())  # type: ignore[attr-defined]
+
+    def load_clean_state_dict(self, state: Mapping[str, Tensor], strict: bool = True) -> Any:
+        """Load a state dict written by :meth:`clean_state_dict` (inverse key mapping)."""
+        return self.load_state_dict(add_wrapper_keys(state, self._wrapper_prefixes()), strict=strict)  # type: ignore
+
+    def save_pretrained(self, directory: Union[str, os.PathLike], save_tokenizer: bool = True) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (atomically), ``generation_config.json`` and the tokenizer."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_state_dict(self.clean_state_dict(), directory / self.WEIGHTS_NAME)
+        tokenizer = self.tokenizer if save_tokenizer else None  # type: ignore[attr-defined]
+        write_config_files(directory, self.config, self.base_model, tokenizer)  # type: ignore[attr-defined]
+        return directory
+
+    def load_weights(self, directory: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> None:
+        """Load ``directory``'s generation config (if any) and ``model.safetensors`` (strict key check)."""
+        load_saved_generation_config(directory, self.base_model)  # type: ignore[attr-defined]
+        self.load_clean_state_dict(load_state_dict_file(Path(directory) / self.WEIGHTS_NAME, map_location), strict=True)
