@@ -49,7 +49,8 @@ def load_examples(n: int, cache: Path, progress: bool):
     augmenter = GenericResponseAugmenter(generator, template=AugmentTemplate(**DEMO_TEMPLATE),
                                          settings=GenerationSettings(max_new_tokens=32),
                                          cache=ResponseCache(cache), batch_size=16)
-    return augmenter.augment(examples, progress=progress)
+    augmented = augmenter.augment(examples, progress=progress)
+    return [ex for ex in augmented if ex.generic_response]  # the 135M model sometimes returns an empty reply
 
 
 def time_backbone(name: str, examples: list, args: argparse.Namespace) -> dict:
