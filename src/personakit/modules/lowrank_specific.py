@@ -28,6 +28,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from personakit.config import BaseConfig
+from personakit.modules._wrapper import LayerWrapper
 
 __all__ = [
     "LowRankFeedForward",
@@ -189,7 +190,7 @@ def _expand_rows(x: Tensor, batch: int, what: str) -> Tensor:
     return x.repeat_interleave(batch // x.size(0), dim=0)  # beam search / num_return_sequences expansion
 
 
-class SpecificStreamLayer(nn.Module):
+class SpecificStreamLayer(LayerWrapper):
     r"""Wraps one decoder layer: runs it unchanged and advances the specific stream beside it.
 
     With the attention output $a_l$ of the wrapped layer (captured by a forward hook on
@@ -214,9 +215,7 @@ class SpecificStreamLayer(nn.Module):
 
     def __init__(self, base_layer: nn.Module, attention: nn.Module, encoder: "LowRankSpecificEncoder",
                  layer_index: int, is_last: bool):
-        super().__init__()
-        self.base_layer = base_layer
-        self.layer_index = int(layer_index)
+        super().__init__(base_layer, int(layer_index))
         self.is_last = bool(is_last)
         object.__setattr__(self, "_encoder_ref", weakref.ref(encoder))
         object.__setattr__(self, "_attn_out", None)
@@ -257,19 +256,8 @@ class SpecificStreamLayer(nn.Module):
         if not self.is_last:
             return output
         state.last_stream = state.delta  # (B, T, D): delta_L
-        if isinstance(output, Tensor):
-            return output + state.delta  # fused: h_L + delta_L
-        if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
-            return (output[0] + state.delta,) + tuple(output[1:])
-        raise TypeError(f"SpecificStreamLayer: {type(self.base_layer).__name__} returned {type(output).__name__}")
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
+        delta = state.delta
+        return self.map_hidden(output, lambda hidden: hidden + delta)  # fused: h_L + delta_L
 
     def extra_repr(self) -> str:
         return f"layer_index={self.layer_index}, is_last={self.is_last}"

@@ -8,6 +8,8 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import Tensor, nn
 
+from personakit.modules._wrapper import LayerWrapper
+
 __all__ = ["StyleInjectionLayer", "StyleEnhancedDecoder", "add_style", "unwrap_peft"]
 
 
@@ -43,7 +45,7 @@ def add_style(hidden: Tensor, style: Tensor) -> Tensor:
     return hidden + style.unsqueeze(1)  # (B, T, D) + (B, 1, D)
 
 
-class StyleInjectionLayer(nn.Module):
+class StyleInjectionLayer(LayerWrapper):
     r"""Wraps one decoder layer and adds the current style to its output hidden state.
 
     $h_i \leftarrow \mathcal{S} + h_i$, where $h_i$ is the hidden-state output of the
@@ -61,9 +63,7 @@ class StyleInjectionLayer(nn.Module):
     """
 
     def __init__(self, base_layer: nn.Module, layer_index: int = 0):
-        super().__init__()
-        self.base_layer = base_layer
-        self.layer_index = layer_index
+        super().__init__(base_layer, layer_index)
         self.style: Tensor | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -71,22 +71,7 @@ class StyleInjectionLayer(nn.Module):
         style = self.style
         if style is None:
             return output
-        if isinstance(output, Tensor):
-            return add_style(output, style)  # (B, T, D)
-        if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
-            return (add_style(output[0], style),) + tuple(output[1:])  # hidden state first, rest unchanged
-        raise TypeError(
-            f"StyleInjectionLayer: {type(self.base_layer).__name__} returned {type(output).__name__}; "
-            "expected a hidden-state tensor or a tuple whose first element is one"
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
+        return self.map_hidden(output, lambda hidden: add_style(hidden, style))  # (B, T, D)
 
     def extra_repr(self) -> str:
         return f"layer_index={self.layer_index}, style={'set' if self.style is not None else 'None'}"
