@@ -9,8 +9,9 @@ after-retry rate (:func:`~personakit.llm.generate_structured`, 3 attempts) and t
 (constrained) rate.  Writes ``benchmarks/results/copersona_pfg.{json,md}`` with the machine, the
 command, the sizes and the paper's numbers beside ours.
 
-Settings: default CPU scale (40 users, 2 examples per user, 1 epoch, 32 output tokens; estimated
-~45 min on 2 idle cores from the timed quick run); ``--quick`` smoke (8 users, 2 variants' worth of
+Settings: default CPU scale (24 users, 2 examples per user, 1 epoch, 32 output tokens, 5 facets; about
+40 min on 2 idle cores, most of it the 120 schema-guided facet summaries, which run one prompt at a time
+at about 10 s each; 40 users would take over an hour); ``--quick`` smoke (8 users, 2 variants' worth of
 steps, 8 tokens); ``--scale`` GPU (all 257 users, 3 epochs, 64 tokens; add ``--device cuda``).
 
     python benchmarks/copersona_pfg.py --quick
@@ -31,7 +32,7 @@ from _common import (  # noqa: E402
 )
 
 SETTINGS = {
-    "default": dict(max_users=40, per_user=2, epochs=1, max_steps=None, new_tokens=32, facets=5, clusters=6,
+    "default": dict(max_users=24, per_user=2, epochs=1, max_steps=None, new_tokens=32, facets=5, clusters=6,
                     prompt_tokens=384, structured_prompts=30),
     "quick": dict(max_users=8, per_user=1, epochs=1, max_steps=2, new_tokens=8, facets=3, clusters=3,
                   prompt_tokens=192, structured_prompts=6),

@@ -19,11 +19,14 @@ Cases (default sizes; ``--quick`` shrinks them for a smoke run):
 * ``dense``: all-pairs ``N x N`` score matrices then top-k (10^4 only: where it fits);
 * ``ivf`` (plain torch) and ``faiss`` approximate backends: 10^4 and 10^5, and ``ivf``
   at 10^6; recall@K against the exact graph (all layers) where the exact graph was
-  built, otherwise against exact neighbours of a random sample of users;
+  built, otherwise against exact neighbours of a random sample of users (``--approx-sizes``
+  run ``--approx-backends``, default ``ivf``, without the exact build);
 * ``forward``: one ``FacetGraph`` forward (no grad) over 10^5 users, 5 neighbours each.
 
     python benchmarks/graph_scale.py            # writes benchmarks/results/graph_scale.{json,md}
     python benchmarks/graph_scale.py --quick    # small sizes, for a smoke run (writes to benchmarks/results/tmp/)
+    python benchmarks/graph_scale.py --sizes 10000 --approx-sizes 100000 1000000 --approx-backends faiss ivf \
+        --name graph_scale_approx   # the approximate backends without the 10^5 exact build
 """
 
 from __future__ import annotations
@@ -229,7 +232,10 @@ def run(args) -> dict:
                     approx["recall"] = recall(torch.load(approx["saved"]), torch.load(exact["saved"]))
                 rows.append(approx)
         for n in args.approx_sizes:
-            rows.append(_child("ivf", n, args, tmp))
+            for backend in args.approx_backends:
+                if backend == "faiss" and n > args.faiss_max:
+                    continue
+                rows.append(_child(backend, n, args, tmp))
         for n in args.forward_users:
             rows.append(_child("forward", n, args, tmp))
     for row in rows:
@@ -239,7 +245,9 @@ def run(args) -> dict:
         "description": "multiplex graph construction (exact / approximate top-k) and FacetGraph forward",
         "date_utc": now(),
         "command": command_line(),
-        "settings": {"sizes": args.sizes, "approx_sizes": args.approx_sizes, "forward_users": args.forward_users,
+        "settings": {"sizes": args.sizes, "approx_sizes": args.approx_sizes, "approx_backends": args.approx_backends,
+                     "faiss_max": args.faiss_max,
+                     "forward_users": args.forward_users,
                      "facets": args.facets, "dim": args.dim, "top_k": args.top_k, "threshold": args.threshold,
                      "combined_threshold": args.combined_threshold,
                      "nprobe": args.nprobe, "backends": args.backends, "dense_max": args.dense_max,
@@ -301,7 +309,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="exact + approximate sizes")
-    parser.add_argument("--approx-sizes", type=int, nargs="*", default=None, help="approximate (ivf) only")
+    parser.add_argument("--approx-sizes", type=int, nargs="*", default=None,
+                        help="sizes run with the --approx-backends only (recall on a sample of users)")
+    parser.add_argument("--approx-backends", nargs="+", default=["ivf"], choices=["ivf", "faiss"],
+                        help="backends of the --approx-sizes (default: ivf)")
+    parser.add_argument("--faiss-max", type=int, default=100_000,
+                        help="largest --approx-sizes size run with faiss (its k-means at 10^6 takes ~15 min here)")
     parser.add_argument("--forward-users", type=int, nargs="*", default=None)
     parser.add_argument("--backends", nargs="*", default=None, choices=["ivf", "faiss"])
     parser.add_argument("--dense-max", type=int, default=10_000)
@@ -315,6 +328,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--recall-sample", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="graph_scale", help="results file name (default: %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="default benchmarks/results (--quick: benchmarks/results/tmp)")
     # child mode (one case per subprocess)
@@ -344,7 +358,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     md = to_markdown(report)
     print()
     print(md)
-    write_results("graph_scale", report, md, args.out_dir or (RESULTS / "tmp" if args.quick else RESULTS))
+    write_results(args.name, report, md, args.out_dir or (RESULTS / "tmp" if args.quick else RESULTS))
     return report
 
 

@@ -7,11 +7,12 @@ serving as the LoRA backbone, and MiniLM as the facet encoder.  Writes ``results
 
     python examples/copersona_recipe.py
     python examples/copersona_recipe.py --max-users 6 --variants rag,copersona
+    python examples/copersona_recipe.py --max-users 3 --num-facets 2 --variants copersona   # the quickest run
     python examples/copersona_recipe.py --config examples/configs/copersona.yaml --output-dir runs/copersona
 """
 
 # personakit-example: real_model, real_data
-# personakit-example-args: --max-users 4 --variants copersona --quiet
+# personakit-example-args: --max-users 3 --num-facets 2 --variants copersona --quiet
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="Persuasion-for-Good FullData folder (default: the config's)")
     parser.add_argument("--output-dir", default=None, help="results and caches (default: a new temporary folder)")
     parser.add_argument("--max-users", type=int, help="seeded sample of this many users")
+    parser.add_argument("--num-facets", type=int, help="facets M to induce (default: the config's)")
     parser.add_argument("--variants", help="comma-separated: nonperso,rag,pag,copersona,no_nonparametric,no_parametric")
     add_run_options(parser)
     args = parser.parse_args(argv)
@@ -49,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_users:
         data["max_users"] = args.max_users
     update: dict = {"data": data, "output_dir": args.output_dir or tempfile.mkdtemp(prefix="personakit-copersona-")}
+    if args.num_facets:
+        facets = config.facets.to_dict()
+        facets["num_facets"] = args.num_facets
+        update["facets"] = facets
     if args.variants:
         update["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
     return run_example(CoPersonaRecipeConfig, config, update, args, run_copersona_recipe, source=args.config)

@@ -9,11 +9,12 @@ questioner diversity) and the cost table, and writes ``results.md``, ``results.j
 
     python examples/questioner_recipe.py
     python examples/questioner_recipe.py --max-train 16 --max-test 4 --steps 2
+    python examples/questioner_recipe.py --systems dual-tower,lora      # only these systems of the config
     python examples/questioner_recipe.py --config examples/configs/questioner.yaml --device cuda
 """
 
 # personakit-example: real_model, real_data
-# personakit-example-args: --max-train 8 --max-test 2 --steps 1 --diversity-inputs 2 --quiet
+# personakit-example-args: --max-train 8 --max-test 2 --steps 1 --diversity-inputs 2 --systems dual-tower --quiet
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-test", type=int, help="seeded subset of this many test examples")
     parser.add_argument("--steps", type=int, help="training steps per system")
     parser.add_argument("--diversity-inputs", type=int, help="test inputs of the questioner-diversity measure")
+    parser.add_argument("--systems", help="comma-separated kinds (dual-tower, lora, persona-prompt) of the "
+                                          "config's systems to run (default: all)")
     add_run_options(parser)
     args = parser.parse_args(argv)
 
@@ -59,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         update["training"] = {**config.training.to_dict(), "max_steps": args.steps}
     if args.diversity_inputs is not None:
         update["eval"] = {**config.eval.to_dict(), "diversity_inputs": args.diversity_inputs}
+    if args.systems:
+        kinds = {k.strip() for k in args.systems.split(",") if k.strip()}
+        chosen = [spec.to_dict() for spec in config.systems if spec.kind in kinds]
+        if not chosen:
+            parser.error(f"--systems {args.systems!r}: the config {args.config} has none of these kinds "
+                         f"(it has {sorted({spec.kind for spec in config.systems})})")
+        update["systems"] = chosen
     return run_example(QuestionerRecipeConfig, config, update, args, run_questioner_recipe, source=args.config)
 
 

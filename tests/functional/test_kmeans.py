@@ -39,3 +39,15 @@ def test_duplicates_and_bad_arguments():
         kmeans(x, 5)
     with pytest.raises(ValueError, match=r"\[n, d\]"):
         kmeans(torch.ones(3), 1)
+
+
+def test_assign_in_blocks_equals_brute_force():
+    """Nearest centres found block by block (chunk smaller than n) equal the full distance matrix's argmin."""
+    g = torch.Generator().manual_seed(3)
+    x, centers = torch.randn(37, 5, generator=g), torch.randn(6, 5, generator=g)
+    brute = torch.cdist(x, centers).argmin(1)
+    for chunk in (1, 4, 37, 100):
+        assert torch.equal(kmeans_assign(x, centers, chunk=chunk), brute)
+    result = kmeans(x, 4, n_init=2, seed=1, chunk=5)
+    assert torch.equal(result.labels, torch.cdist(x, result.centers).argmin(1))
+    assert result.inertia == pytest.approx(float(((x - result.centers[result.labels]) ** 2).sum()), rel=1e-5)

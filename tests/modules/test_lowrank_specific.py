@@ -49,6 +49,43 @@ def test_stream_changes_logits_per_questioner(kind):
     assert not torch.allclose(out[0], out[1])
 
 
+def test_stream_equals_hand_written_loop():
+    """delta_{l+1} = delta_l + FFN_s(Norm_s(h_l + a_l + delta_l) + e_q); logits = head(norm(h_L + delta_L))."""
+    lm = build_lm("llama")
+    enc = LowRankSpecificEncoder(lm, num_questioners=3, rank=4)
+    _randomise(enc)
+    with torch.no_grad():
+        enc.questioner_embeddings.weight.normal_(std=1.0)
+    ids = _ids(b=2)
+    qids = torch.tensor([1, 3])
+    inputs, attn, hooks = [], [], []
+    for layer in enc._layers:
+        hooks.append(layer.base_layer.register_forward_pre_hook(
+            lambda m, args, kwargs: inputs.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True))
+        hooks.append(layer.base_layer.self_attn.register_forward_hook(lambda m, a, out: attn.append(out[0])))
+    with torch.no_grad():
+        hidden_out = lm.model(ids).last_hidden_state  # general stream only (no questioners set): norm(h_L)
+        inner = lm.model.norm
+        lm.model.norm = torch.nn.Identity()
+        h_last = lm.model(ids).last_hidden_state  # (B, T, D): h_L
+        lm.model.norm = inner
+    for h in hooks:
+        h.remove()
+    n = len(enc.blocks)
+    assert len(inputs) == len(attn) == 2 * n
+    e = enc.questioner_embeddings.weight[qids][:, None, :]  # (B, 1, D)
+    delta = torch.zeros_like(h_last)
+    with torch.no_grad():
+        for l_, block in enumerate(enc.blocks):
+            delta = delta + block.ffn(block.norm(inputs[l_] + attn[l_] + delta) + e)
+        expected = lm.lm_head(inner(h_last + delta))
+        assert torch.allclose(lm.lm_head(hidden_out), lm(ids).logits, atol=1e-6)
+        with enc.use_questioners(qids):
+            got = lm(ids).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got[0], got[1])
+
+
 def test_default_init_scale_zero_starts_as_backbone():
     lm = build_lm()
     ids = _ids()

@@ -41,6 +41,7 @@ class KMeansResult:
 
 
 def _sq_dists(x: torch.Tensor, centers: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``[n, k]`` squared distances (only for small ``k``: k-means++ draws one centre at a time)."""
     out = []
     c_sq = (centers * centers).sum(-1)  # [k]
     for start in range(0, x.shape[0], chunk):
@@ -48,6 +49,22 @@ def _sq_dists(x: torch.Tensor, centers: torch.Tensor, chunk: int) -> torch.Tenso
         d = (part * part).sum(-1, keepdim=True) - 2.0 * part @ centers.T + c_sq  # [b, k]
         out.append(d.clamp_min_(0.0))
     return torch.cat(out)
+
+
+def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(squared distance [n], index [n])`` of the nearest centre, one ``[chunk, k]`` block at a time.
+
+    Never holds the whole ``[n, k]`` matrix (10^6 points x 4,000 centres would be 16 GB).
+    """
+    dist = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    index = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    c_sq = (centers * centers).sum(-1)  # [k]
+    for start in range(0, x.shape[0], chunk):
+        part = x[start:start + chunk]  # [b, d]
+        d = (part * part).sum(-1, keepdim=True) - 2.0 * part @ centers.T + c_sq  # [b, k]
+        v, i = d.min(-1)
+        dist[start:start + len(part)], index[start:start + len(part)] = v.clamp_min_(0.0), i
+    return dist, index
 
 
 def kmeans_assign(x: torch.Tensor, centers: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -63,7 +80,7 @@ def kmeans_assign(x: torch.Tensor, centers: torch.Tensor, chunk: int = 8192) -> 
     """
     if x.ndim != 2 or centers.ndim != 2 or x.shape[1] != centers.shape[1]:
         raise ValueError(f"kmeans_assign: x {tuple(x.shape)} and centers {tuple(centers.shape)} must be [n, d] and [k, d]")
-    return _sq_dists(x.float(), centers.float(), chunk).argmin(-1)
+    return _nearest(x.float(), centers.float(), chunk)[1]
 
 
 def _plus_plus(x: torch.Tensor, k: int, gen: torch.Generator, chunk: int) -> torch.Tensor:
@@ -119,22 +136,20 @@ def kmeans(x: torch.Tensor, k: int, *, n_init: int = 4, max_iter: int = 100, tol
         centers = _plus_plus(x, k, gen, chunk)
         it = 0
         for it in range(1, max_iter + 1):
-            d = _sq_dists(x, centers, chunk)  # [n, k]
-            labels = d.argmin(-1)
+            dist, labels = _nearest(x, centers, chunk)  # [n], [n]
             sums = torch.zeros_like(centers).index_add_(0, labels, x)
             counts = torch.bincount(labels, minlength=k).to(x.dtype)
             new = sums / counts.clamp_min(1.0).unsqueeze(-1)
             empty = (counts == 0).nonzero().flatten()
             if len(empty):
-                far = d.gather(1, labels[:, None]).squeeze(1).argsort(descending=True)
+                far = dist.argsort(descending=True)
                 new[empty] = x[far[: len(empty)]]
             shift = float(((new - centers) ** 2).sum()) / scale
             centers = new
             if shift <= tol:
                 break
-        d = _sq_dists(x, centers, chunk)
-        labels = d.argmin(-1)
-        inertia = float(d.gather(1, labels[:, None]).sum())
+        dist, labels = _nearest(x, centers, chunk)
+        inertia = float(dist.sum())
         if best is None or inertia < best.inertia:
             best = KMeansResult(centers=centers, labels=labels, inertia=inertia, n_iter=it)
     assert best is not None

@@ -168,8 +168,10 @@ class FacetGraph(MessagePassing):
             adj_t = torch.sparse_csr_tensor(crow, src[order], norm[order], (n, n), check_invariants=False)  # (N, N)
         flat = x.reshape(n, -1)  # (N, M d)
         mean = self.propagate(adj_t, x=flat).view_as(x)  # (N, M, d)
-        isolated = (total <= 0).view(n, *([1] * (x.ndim - 1)))
-        return torch.where(isolated, x, mean)
+        isolated = (total <= 0).nonzero().flatten()
+        if len(isolated):  # in place, on the isolated rows only (a full-size where() cost a copy of x)
+            mean[isolated] = x[isolated]
+        return mean
 
     def message(self, x_j: Tensor, edge_weight: Tensor | None = None) -> Tensor:  # used only for edge_index inputs
         return x_j if edge_weight is None else edge_weight.unsqueeze(-1) * x_j
@@ -190,7 +192,8 @@ class FacetGraph(MessagePassing):
             ``[N, M, d]``: ``x`` where $\gamma = 1$, ``neighbor_mean`` where $\gamma = 0$.
         """
         g = gamma.unsqueeze(-1).to(x.dtype)  # (N, M, 1)
-        return g * x + (1.0 - g) * neighbor_mean
+        # lerp(a, b, g) = a + g (b - a) in one pass; exact at g = 0 (a) and g = 1 (b)
+        return torch.lerp(neighbor_mean, x, g.expand_as(x))
 
     def gated_input(self, x: Tensor, reliability: Tensor, edge_index: Tensor,
                     edge_weight: Tensor | None = None) -> Tensor:

@@ -158,7 +158,9 @@ class SpecificBlock(nn.Module):
     r"""One layer of the specific stream: $f_l(u) = \mathrm{FFN}_s^{(l)}(\mathrm{Norm}_s^{(l)}(u))$.
 
     ``norm`` is a copy of the general layer's post-attention norm (trainable, starting
-    from the backbone's weights); ``ffn`` a :class:`LowRankFeedForward`.
+    from the backbone's weights); ``ffn`` a :class:`LowRankFeedForward`.  ``forward(u, e)``
+    computes $\mathrm{FFN}_s(\mathrm{Norm}_s(u) + e)$: the questioner embedding $e$ is added
+    after the norm (see :class:`LowRankSpecificEncoder`).
     """
 
     def __init__(self, norm: nn.Module, ffn: LowRankFeedForward):
@@ -166,8 +168,9 @@ class SpecificBlock(nn.Module):
         self.norm = norm
         self.ffn = ffn
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.ffn(self.norm(x))
+    def forward(self, x: Tensor, embedding: Optional[Tensor] = None) -> Tensor:
+        h = self.norm(x)
+        return self.ffn(h if embedding is None else h + embedding)
 
 
 class _StreamState:
@@ -195,10 +198,10 @@ class SpecificStreamLayer(LayerWrapper):
 
     With the attention output $a_l$ of the wrapped layer (captured by a forward hook on
     its attention module) and its input $h_l$, the general stream after attention is
-    $r_l = h_l + a_l$.  The specific stream $s_l = e_q + \delta_l$ (questioner embedding
-    plus the sum of the previous block outputs) is advanced by
+    $r_l = h_l + a_l$.  The specific stream $\delta_l$ (the sum of the previous block
+    outputs) is advanced with the questioner embedding $e_q$ by
 
-    $$\delta_{l+1} = \delta_l + m \cdot f_l(r_l + s_l),$$
+    $$\delta_{l+1} = \delta_l + m \cdot \mathrm{FFN}_s^{(l)}\big(\mathrm{Norm}_s^{(l)}(r_l + \delta_l) + e_q\big),$$
 
     ($m \in \{0, 1\}$ per row: 0 turns the stream off for that row).  The last layer adds
     $\delta_L$ to its output, before the final norm and the LM head.  With no
@@ -251,7 +254,7 @@ class SpecificStreamLayer(LayerWrapper):
             state.delta = torch.zeros_like(hidden)
         general = hidden + attn  # (B, T, D): r_l, the general stream after attention
         block = encoder.blocks[self.layer_index]
-        update = block(general + start + state.delta) * active  # (B, T, D)
+        update = block(general + state.delta, start) * active  # (B, T, D): FFN_s(Norm_s(r_l + delta_l) + e_q)
         state.delta = state.delta + update
         if not self.is_last:
             return output
@@ -274,8 +277,8 @@ class LowRankSpecificEncoder(nn.Module):
     layer $l$ of the backbone with input $h_l$ and attention output $a_l$:
 
     $$\begin{aligned}
-    s_0 &= e_q, \quad \delta_0 = 0, \qquad \text{(so the specific input is } h_0 + e_q = E(x) + e_q\text{)}\\
-    \delta_{l+1} &= \delta_l + \mathrm{FFN}^{(l)}_s\big(\mathrm{Norm}^{(l)}_s(h_l + a_l + e_q + \delta_l)\big),\\
+    \delta_0 &= 0, \qquad \text{(so the first block reads } \mathrm{Norm}(E(x) + a_0) + e_q\text{)}\\
+    \delta_{l+1} &= \delta_l + \mathrm{FFN}^{(l)}_s\big(\mathrm{Norm}^{(l)}_s(h_l + a_l + \delta_l) + e_q\big),\\
     \mathrm{logits} &= \mathrm{LMHead}\big(\mathrm{Norm}(h_L + \delta_L)\big),
     \end{aligned}$$
 
@@ -294,7 +297,12 @@ class LowRankSpecificEncoder(nn.Module):
     **Departures and choices** (the paper's code was not available): the specific stream
     is a residual correction $\delta$ of the general one (it shares the attention
     outputs, so a separate full residual stream would count them twice when the towers
-    are summed); the low-rank down projections start at ``init_scale`` times their default
+    are summed); the questioner embedding is added to every block's input *after* its
+    norm, not to the residual stream before it: the residual stream of a pretrained LM
+    is far larger than an embedding (SmolLM2-135M's hidden states reach norms of about
+    2,000 while $\lVert e_q \rVert \approx 0.5$), so added before the norm the questioner
+    changed SmolLM2's logits by about $10^{-5}$ and training could not make the responses
+    depend on it; the low-rank down projections start at ``init_scale`` times their default
     initialisation (0: the model starts exactly as the backbone); the norm before each
     block is a trainable copy of the layer's own.
 
