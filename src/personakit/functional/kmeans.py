@@ -58,12 +58,9 @@ def _nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int) -> tuple[torch.
     """
     dist = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
     index = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    c_sq = (centers * centers).sum(-1)  # [k]
     for start in range(0, x.shape[0], chunk):
         part = x[start:start + chunk]  # [b, d]
-        d = (part * part).sum(-1, keepdim=True) - 2.0 * part @ centers.T + c_sq  # [b, k]
-        v, i = d.min(-1)
-        dist[start:start + len(part)], index[start:start + len(part)] = v.clamp_min_(0.0), i
+        dist[start:start + len(part)], index[start:start + len(part)] = _sq_dists(part, centers, chunk).min(-1)
     return dist, index
 
 
