@@ -189,13 +189,15 @@ def to_markdown(report: dict) -> str:
         "with a \"User:\" turn, which the clean-up removes; a 7-8B instruct model behind an endpoint is the "
         "intended generic LLM).",
         "",
-        "Why the batched speed-up is bounded on a CPU: every prompt is first prefilled (here "
+        "How batching gains on a CPU: every prompt is first prefilled (here "
         f"{r['prompt_tokens']['mean']:.0f} tokens on average, most of them the system message that every prompt "
-        "shares), which is compute-bound and costs about the same per token at any batch size; batching speeds up "
-        "only the token-by-token decoding, which at batch 1 is bound by reading the weights. The ratio therefore "
-        "grows with the number of new tokens and shrinks with the prompt length. On a GPU, where batch-1 decoding "
-        "leaves the device idle, batching gains far more. Reusing the key/value cache of the shared system "
-        "message across prompts would remove most of the prefill cost (not implemented).",
+        "shares), which is compute-bound and costs about the same per token at any batch size. The batched run "
+        "encodes the token prefix its batch shares once and repeats its key/value cache over the batch "
+        "(`HFGenerator(share_prefix=True)`, the default), so only the rest of each prompt is prefilled; one at a "
+        "time, every prompt is prefilled in full. Batching also speeds up the token-by-token decoding, which at "
+        "batch 1 is bound by reading the weights. What is left (the per-prompt part of the prefill, decoding at "
+        "batch 16) bounds the ratio on a CPU; on a GPU, where batch-1 decoding leaves the device idle, batching "
+        "gains far more.",
         "",
         "Sample generic replies (first run):",
         "",

@@ -27,15 +27,11 @@ stream could only fall back to the general one; see docs/families/questioner.md.
 
 Settings:
 
-* default: CPU scale (240 training and 48 test examples, 40 steps of 8 per trained system,
-  prompts of at most 128 tokens, 24 output tokens, diversity over 12 inputs x 3 questioners,
-  seven trained systems plus the prompted one).  Estimated at about 40 minutes on 2 idle
-  cores: 7 x 40 LoRA-sized steps at about 7 s (the measured SmolLM2 full fine-tune step,
-  batch 8 x 128 tokens, is 9 s; SPEC section 3), plus about 5 minutes of batched generation
-  (89 tokens/s at batch 16) and model loading.  A timed tiny run on this machine could not
-  calibrate it: the machine was shared and the run got about a quarter of a core
-  (``examples/questioner_recipe.py --max-train 8 --max-test 2 --steps 1``: 15 min wall,
-  3.8 min of CPU time).
+* default: CPU scale (240 training and 40 test examples, 28 steps of 8 per trained system,
+  prompts of at most 96 tokens, 24 output tokens, diversity over 10 inputs x 3 questioners,
+  seven trained systems plus the prompted one), sized to finish within 45 minutes on 2
+  idle cores (with 48 test examples, 32 steps and 128-token prompts the LoRA system alone
+  took 7.4 minutes on an idle machine, about 58 minutes for the whole run).
 * ``--quick``: smoke setting (24 training examples, 2 steps of 4, 6 test examples, 8 tokens).
 * ``--scale``: a GPU run (all examples, 3 epochs, 48 tokens, the queue of 512); add ``--device cuda``.
 
@@ -59,8 +55,8 @@ from _common import (  # noqa: E402
 )
 
 SETTINGS = {
-    "default": dict(max_train=240, max_test=48, steps=40, epochs=None, batch_size=8, new_tokens=24, prompt_tokens=128,
-                    response_tokens=32, div_inputs=12, div_questioners=3, clusters=10, queue=64, lr=5e-4),
+    "default": dict(max_train=240, max_test=40, steps=28, epochs=None, batch_size=8, new_tokens=24, prompt_tokens=96,
+                    response_tokens=32, div_inputs=10, div_questioners=3, clusters=10, queue=64, lr=5e-4),
     "quick": dict(max_train=24, max_test=6, steps=2, epochs=None, batch_size=4, new_tokens=8, prompt_tokens=64,
                   response_tokens=16, div_inputs=2, div_questioners=2, clusters=4, queue=16, lr=5e-4),
     "scale": dict(max_train=None, max_test=None, steps=None, epochs=3, batch_size=16, new_tokens=48,

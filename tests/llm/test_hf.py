@@ -118,3 +118,44 @@ def test_smollm2_batched_equals_single(smollm2):
     assert batched == single
     assert all(isinstance(t, str) and t.strip() for t in batched)
     assert all("<|im_start|>" not in t and "assistant" not in t[:10] for t in batched)
+
+
+SYSTEM = "you are a friendly baker who likes to talk about bread and cats and the sea every day"
+TEMPLATED = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": u}]
+             for u in ["hello", "what do you like to bake", "cats", "my name is a dog and i like the sea"]]
+
+
+def test_shared_prefix_encoded_once_gives_the_unshared_outputs(tiny_lm):
+    model, tok = tiny_lm
+    shared = HFGenerator(model, tok, batch_size=4, min_shared_prefix=4)
+    plain = HFGenerator(model, tok, batch_size=4, share_prefix=False)
+    encoded = [shared.encode(p) for p in TEMPLATED]
+    p = shared.shared_prefix_length(encoded)
+    assert p >= 10  # the rendered system message is common to all four
+    assert all(ids[:p] == encoded[0][:p] for ids in encoded) and min(map(len, encoded)) > p
+    assert any(ids[p] != encoded[0][p] for ids in encoded)  # the longest common prefix, not shorter
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        settings = GenerationSettings(max_new_tokens=6)
+        out = shared.generate(TEMPLATED, settings)
+    finally:
+        hook.remove()
+    assert calls[0] == (1, p)  # the prefix ran once, for the whole batch
+    assert calls[1][1] == max(map(len, encoded)) - p  # then only the rest of each prompt
+    assert out == plain.generate(TEMPLATED, settings)
+    assert out == [shared.generate([t], settings, batch_size=1)[0] for t in TEMPLATED]
+    sampled = shared.generate(TEMPLATED, GenerationSettings(max_new_tokens=6, temperature=0.8, seed=3))
+    assert sampled == shared.generate(TEMPLATED, GenerationSettings(max_new_tokens=6, temperature=0.8, seed=3))
+
+
+def test_shared_prefix_length_rules(tiny_lm):
+    model, tok = tiny_lm
+    gen = HFGenerator(model, tok, min_shared_prefix=3)
+    assert gen.shared_prefix_length([[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]]) == 4
+    assert gen.shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 4, 6]]) == 3  # one token of each prompt is left
+    assert gen.shared_prefix_length([[1, 2, 9, 4], [1, 2, 3, 4]]) == 0  # shorter than min_shared_prefix
+    assert gen.shared_prefix_length([[1, 2, 3, 4, 5]]) == 0  # a single prompt: nothing to share
+    assert HFGenerator(model, tok, share_prefix=False).shared_prefix_length([[1] * 40, [1] * 40 + [2]]) == 0
+    with pytest.raises(ValueError, match="min_shared_prefix"):
+        HFGenerator(model, tok, min_shared_prefix=0)

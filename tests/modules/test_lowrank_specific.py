@@ -50,7 +50,7 @@ def test_stream_changes_logits_per_questioner(kind):
 
 
 def test_stream_equals_hand_written_loop():
-    """delta_{l+1} = delta_l + FFN_s(Norm_s(h_l + a_l + delta_l) + e_q); logits = head(norm(h_L + delta_L))."""
+    """delta_{l+1} = delta_l + FFN_s(Norm_s(h_l + a_l + delta_l) + e_q); logits = head(norm(h_L) + delta_L)."""
     lm = build_lm("llama")
     enc = LowRankSpecificEncoder(lm, num_questioners=3, rank=4)
     _randomise(enc)
@@ -78,7 +78,7 @@ def test_stream_equals_hand_written_loop():
     with torch.no_grad():
         for l_, block in enumerate(enc.blocks):
             delta = delta + block.ffn(block.norm(inputs[l_] + attn[l_] + delta) + e)
-        expected = lm.lm_head(inner(h_last + delta))
+        expected = lm.lm_head(inner(h_last) + delta)
         assert torch.allclose(lm.lm_head(hidden_out), lm(ids).logits, atol=1e-6)
         with enc.use_questioners(qids):
             got = lm(ids).logits
@@ -205,6 +205,7 @@ def test_unwrap_restores_layers_and_rejects_double_wrap():
         LowRankSpecificEncoder(lm, num_questioners=2, rank=2)
     enc.unwrap()
     assert not any(isinstance(layer, SpecificStreamLayer) for layer in lm.model.layers)
+    assert not lm.model.norm._forward_hooks  # the hook adding delta_L after the final norm is gone too
 
 
 def test_unsupported_layout():

@@ -52,12 +52,13 @@ class _Glue:
     norm: str  # attribute of a layer: the norm before its feed-forward block
     gate: Optional[str]  # attribute of layer.mlp whose presence means a gated FFN (None: never gated)
     activation: tuple[str, ...]  # attributes of layer.mlp holding the activation module
+    final_norm: str  # attribute of the stack: the norm after the last layer (before the LM head)
 
 
 SPECIFIC_STREAM_GLUE: dict[str, _Glue] = {
     "llama": _Glue(layers="layers", attention="self_attn", norm="post_attention_layernorm", gate="gate_proj",
-                   activation=("act_fn",)),
-    "gpt2": _Glue(layers="h", attention="attn", norm="ln_2", gate=None, activation=("act",)),
+                   activation=("act_fn",), final_norm="norm"),
+    "gpt2": _Glue(layers="h", attention="attn", norm="ln_2", gate=None, activation=("act",), final_norm="ln_f"),
 }
 """Layer layouts the specific stream knows: ``"llama"`` (Llama, SmolLM2, Mistral, Qwen2, Qwen3, ...) and
 ``"gpt2"``.  A model is matched by the attributes present, not by its name."""
@@ -75,11 +76,12 @@ def _find_glue(stack: nn.Module) -> tuple[str, _Glue, nn.ModuleList]:
             first = layers[0]
             if isinstance(first, SpecificStreamLayer):
                 raise ValueError("LowRankSpecificEncoder: the model's layers are already wrapped")
-            if hasattr(first, glue.attention) and hasattr(first, glue.norm) and hasattr(first, "mlp"):
+            if (hasattr(first, glue.attention) and hasattr(first, glue.norm) and hasattr(first, "mlp")
+                    and isinstance(getattr(stack, glue.final_norm, None), nn.Module)):
                 return name, glue, layers
     raise TypeError(
         f"LowRankSpecificEncoder: unsupported layer layout in {type(stack).__name__}; supported: "
-        + ", ".join(f"{k} (layers '{g.layers}' with '{g.attention}', '{g.norm}', 'mlp')"
+        + ", ".join(f"{k} (layers '{g.layers}' with '{g.attention}', '{g.norm}', 'mlp'; final norm '{g.final_norm}')"
                     for k, g in SPECIFIC_STREAM_GLUE.items()))
 
 
@@ -176,13 +178,14 @@ class SpecificBlock(nn.Module):
 class _StreamState:
     """Per-call state of the specific stream (set by :meth:`LowRankSpecificEncoder.use_questioners`)."""
 
-    __slots__ = ("start", "active", "delta", "last_stream")
+    __slots__ = ("start", "active", "delta", "last_stream", "pending")
 
     def __init__(self, start: Tensor, active: Tensor):
         self.start = start  # (B', 1, D): the questioner embeddings
         self.active = active  # (B', 1, 1): 1 where the specific stream runs, 0 where it is off
         self.delta: Optional[Tensor] = None  # (B, T, D): sum of the block outputs so far
         self.last_stream: Optional[Tensor] = None  # (B, T, D): delta_L, the stream's output after the last layer
+        self.pending = False  # delta_L computed by the last layer, not yet added after the final norm
 
 
 def _expand_rows(x: Tensor, batch: int, what: str) -> Tensor:
@@ -203,9 +206,9 @@ class SpecificStreamLayer(LayerWrapper):
 
     $$\delta_{l+1} = \delta_l + m \cdot \mathrm{FFN}_s^{(l)}\big(\mathrm{Norm}_s^{(l)}(r_l + \delta_l) + e_q\big),$$
 
-    ($m \in \{0, 1\}$ per row: 0 turns the stream off for that row).  The last layer adds
-    $\delta_L$ to its output, before the final norm and the LM head.  With no
-    questioners set the wrapped layer's output is returned as is (bit for bit).
+    ($m \in \{0, 1\}$ per row: 0 turns the stream off for that row).  The last layer
+    hands $\delta_L$ to the encoder, which adds it to the output of the model's final norm,
+    before the LM head.  The wrapped layer's output is always returned as is (bit for bit).
     Unknown attributes are looked up on ``base_layer``.
 
     Args:
@@ -256,14 +259,27 @@ class SpecificStreamLayer(LayerWrapper):
         block = encoder.blocks[self.layer_index]
         update = block(general + state.delta, start) * active  # (B, T, D): FFN_s(Norm_s(r_l + delta_l) + e_q)
         state.delta = state.delta + update
-        if not self.is_last:
-            return output
-        state.last_stream = state.delta  # (B, T, D): delta_L
-        delta = state.delta
-        return self.map_hidden(output, lambda hidden: hidden + delta)  # fused: h_L + delta_L
+        if self.is_last:
+            state.last_stream = state.delta  # (B, T, D): delta_L, added after the final norm
+            state.pending = True
+        return output
 
     def extra_repr(self) -> str:
         return f"layer_index={self.layer_index}, is_last={self.is_last}"
+
+
+def _add_after_final_norm(encoder_ref: "weakref.ref[LowRankSpecificEncoder]", output: Tensor) -> Optional[Tensor]:
+    """Forward hook of the model's final norm: ``Norm(h_L) + delta_L`` when the last layer left a pending delta_L."""
+    encoder = encoder_ref()
+    state = None if encoder is None else encoder._state
+    if state is None or not state.pending:
+        return None  # keep the norm's output
+    state.pending = False
+    delta = state.last_stream
+    if delta is None or delta.shape != output.shape:
+        raise RuntimeError(f"LowRankSpecificEncoder: the final norm's output {tuple(output.shape)} does not match "
+                           f"the specific stream {None if delta is None else tuple(delta.shape)}")
+    return output + delta.to(output.dtype)  # (B, T, D)
 
 
 class LowRankSpecificEncoder(nn.Module):
@@ -279,14 +295,15 @@ class LowRankSpecificEncoder(nn.Module):
     $$\begin{aligned}
     \delta_0 &= 0, \qquad \text{(so the first block reads } \mathrm{Norm}(E(x) + a_0) + e_q\text{)}\\
     \delta_{l+1} &= \delta_l + \mathrm{FFN}^{(l)}_s\big(\mathrm{Norm}^{(l)}_s(h_l + a_l + \delta_l) + e_q\big),\\
-    \mathrm{logits} &= \mathrm{LMHead}\big(\mathrm{Norm}(h_L + \delta_L)\big),
+    \mathrm{logits} &= \mathrm{LMHead}\big(\mathrm{Norm}(h_L) + \delta_L\big),
     \end{aligned}$$
 
     with $e_q$ the learned embedding of questioner $q$, broadcast over the positions, and
     $\mathrm{FFN}^{(l)}_s$ a :class:`LowRankFeedForward` of rank $r$.  The general stream
     $h_l$ is the backbone's own and never sees the specific one; the specific stream
     reads the same attention output $a_l$ as the general layer, and the two are added
-    element-wise ($h_L + \delta_L$) before the final norm and the LM head.  The stream is
+    element-wise before the LM head: $\delta_L$ is added to the output of the model's
+    final norm.  The stream is
     position-wise (it has no attention of its own), so generation with a KV cache
     computes it for the new positions only and matches a full forward exactly.
     The *questioner-specific representation* used by the contrastive loss is
@@ -300,10 +317,20 @@ class LowRankSpecificEncoder(nn.Module):
     are summed); the questioner embedding is added to every block's input *after* its
     norm, not to the residual stream before it: the residual stream of a pretrained LM
     is far larger than an embedding (SmolLM2-135M's hidden states reach norms of about
-    2,000 while $\lVert e_q \rVert \approx 0.5$), so added before the norm the questioner
+    2,000 while an embedding of token-embedding scale has a norm of about 0.5), so added
+    before the norm the questioner
     changed SmolLM2's logits by about $10^{-5}$ and training could not make the responses
-    depend on it; the low-rank down projections start at ``init_scale`` times their default
-    initialisation (0: the model starts exactly as the backbone); the norm before each
+    depend on it; for the same reason $\delta_L$ joins the general stream *after* the
+    final norm (added before it, as in an earlier version, the normalisation of a residual
+    stream of norm ~1,000 shrank it to nothing and the trained model still answered every
+    questioner alike); the questioner embeddings start at the scale of the normalised block
+    input, not of token embeddings (``embedding_std=0.5``: SmolLM2's post-attention norms
+    output an RMS of 0.1 to 0.5 per element; with 0.02, a token-embedding scale, the
+    questioners were indistinguishable at the start and Adam moved them by about the learning
+    rate per step, so a short run never told them apart; measured on SmolLM2 with two
+    questioners given opposite targets, 12 steps moved the logits by 0.07 with 0.02 and by
+    10.9 with 0.5, and only 0.5 made the greedy replies differ); the low-rank down
+    projections start at ``init_scale`` times their default initialisation (0: the model starts exactly as the backbone); the norm before each
     block is a trainable copy of the layer's own.
 
     **Unknown questioners.** Embedding row 0 is a *default* questioner.
@@ -324,7 +351,7 @@ class LowRankSpecificEncoder(nn.Module):
         rank: $r$ (default 16).
         unknown_questioner: ``"general"`` or ``"default"`` (see above).
         init_scale: factor on the initial low-rank down projections (0: zero, the model starts as the backbone).
-        embedding_std: standard deviation of the initial questioner embeddings.
+        embedding_std: standard deviation of the initial questioner embeddings (default 0.5, see below).
 
     Shapes:
         - questioner_ids: ``[B]`` long in ``[0, N]``
@@ -350,7 +377,7 @@ class LowRankSpecificEncoder(nn.Module):
 
     def __init__(self, model: nn.Module, num_questioners: int, rank: int = 16,
                  unknown_questioner: UnknownQuestioner = "general", init_scale: float = 0.0,
-                 embedding_std: float = 0.02):
+                 embedding_std: float = 0.5):
         super().__init__()
         if num_questioners < 0:
             raise ValueError(f"LowRankSpecificEncoder: num_questioners must be >= 0, got {num_questioners}")
@@ -392,6 +419,9 @@ class LowRankSpecificEncoder(nn.Module):
             layers[i] = SpecificStreamLayer(layer, getattr(layer, glue.attention), self, i, is_last=i == n - 1)
         object.__setattr__(self, "_layers", layers)
         object.__setattr__(self, "_state", None)
+        ref_self = weakref.ref(self)
+        object.__setattr__(self, "_final_norm_hook", getattr(stack, glue.final_norm).register_forward_hook(
+            lambda module, args, output: _add_after_final_norm(ref_self, output)))
 
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self, blocks_too: bool = True) -> None:
@@ -467,6 +497,7 @@ class LowRankSpecificEncoder(nn.Module):
 
     def unwrap(self) -> None:
         """Put the original layers back into the model (the encoder's parameters stay)."""
+        self._final_norm_hook.remove()
         layers = self._layers
         for i, layer in enumerate(layers):
             if isinstance(layer, SpecificStreamLayer):
@@ -490,5 +521,5 @@ class LowRankSpecificEncoderConfig(BaseConfig):
     """Unknown questioners: ``"general"`` (no specific stream) or ``"default"`` (the default embedding)."""
     init_scale: float = Field(0.0, ge=0.0, description="Factor on the initial down projections (0: zero).")
     """Factor on the default initialisation of the low-rank down projections (0: the model starts as the backbone)."""
-    embedding_std: float = Field(0.02, ge=0.0, description="Std of the initial questioner embeddings.")
+    embedding_std: float = Field(0.5, ge=0.0, description="Std of the initial questioner embeddings.")
     """Standard deviation of the initial questioner embeddings."""
