@@ -27,11 +27,12 @@ stream could only fall back to the general one; see docs/families/questioner.md.
 
 Settings:
 
-* default: CPU scale (240 training and 40 test examples, 28 steps of 8 per trained system,
-  prompts of at most 96 tokens, 24 output tokens, diversity over 10 inputs x 3 questioners,
+* default: CPU scale (240 training and 32 test examples, 16 steps of 8 per trained system,
+  prompts of at most 96 tokens, 24 output tokens, diversity over 8 inputs x 3 questioners,
   seven trained systems plus the prompted one), sized to finish within 45 minutes on 2
-  idle cores (with 48 test examples, 32 steps and 128-token prompts the LoRA system alone
-  took 7.4 minutes on an idle machine, about 58 minutes for the whole run).
+  idle cores (with 40 test examples, 10 diversity inputs and 28 steps the whole run took
+  48.6 minutes; the less a model is trained, the longer its replies and the slower its
+  evaluation).
 * ``--quick``: smoke setting (24 training examples, 2 steps of 4, 6 test examples, 8 tokens).
 * ``--scale``: a GPU run (all examples, 3 epochs, 48 tokens, the queue of 512); add ``--device cuda``.
 
@@ -55,8 +56,8 @@ from _common import (  # noqa: E402
 )
 
 SETTINGS = {
-    "default": dict(max_train=240, max_test=40, steps=28, epochs=None, batch_size=8, new_tokens=24, prompt_tokens=96,
-                    response_tokens=32, div_inputs=10, div_questioners=3, clusters=10, queue=64, lr=5e-4),
+    "default": dict(max_train=240, max_test=32, steps=16, epochs=None, batch_size=8, new_tokens=24, prompt_tokens=96,
+                    response_tokens=32, div_inputs=8, div_questioners=3, clusters=10, queue=64, lr=5e-4),
     "quick": dict(max_train=24, max_test=6, steps=2, epochs=None, batch_size=4, new_tokens=8, prompt_tokens=64,
                   response_tokens=16, div_inputs=2, div_questioners=2, clusters=4, queue=16, lr=5e-4),
     "scale": dict(max_train=None, max_test=None, steps=None, epochs=3, batch_size=16, new_tokens=48,
