@@ -11,7 +11,10 @@ model alike; the table reports the median step time and its ratio to PreSFT(Hist
 Goal (issue 3): PostGRAG / PreSFT(Hist) <= 1.5x at equal batch and backbone.  PostGRAG
 does more work by construction (it encodes P, H, R_G and R_P, and decodes both R_P and
 the style-removal target R_G); :mod:`personakit.models.grag.encoding` packs the four
-encodings into as few batched passes as possible and the two decodings into one.
+encodings into as few batched passes as compute no more padding than necessary (the
+default ``encoder_passes=4``; the row "PostGRAG, 1 encoder pass" pads all four to the
+longest) and the two decodings into one.  On a decoder-only backbone the decodings
+continue the key/value caches of the encodings of H and R_P, so nothing is read twice.
 
 Backbones: the MiniLM BERT2BERT encoder-decoder (default) and SmolLM2-135M with LoRA
 (``--backbones minilm smollm2``).
@@ -33,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, command_line, machine_info, machine_line, now, write_results  # noqa: E402
 
 MODELS = [("PreSFT(Hist)", "presft-hist", {}), ("PreSFT(TST)", "presft-tst", {}),
-          ("PreGRAG", "pregrag", {"beta": 0.05}), ("PostGRAG", "postgrag", {"alpha": 0.5, "beta": 0.05})]
+          ("PreGRAG", "pregrag", {"beta": 0.05}), ("PostGRAG", "postgrag", {"alpha": 0.5, "beta": 0.05}),
+          ("PostGRAG, 1 encoder pass", "postgrag", {"alpha": 0.5, "beta": 0.05, "encoder_passes": 1})]
 LENGTHS = dict(max_persona_tokens=96, max_history_tokens=128, max_generic_tokens=48, max_response_tokens=48)
 
 

@@ -133,3 +133,16 @@ def test_config_matches_constructor():
     assert "num_facets=3" in repr(layer)
     with pytest.raises(ValueError):
         FacetGraphConfig(in_dim=D, out_dim=5, num_facets=M, num_heads=2)
+
+
+def test_no_grad_forward_in_row_blocks_equals_the_whole():
+    """Without grad, large inputs run the per-user update in row blocks; the result is the same."""
+    torch.manual_seed(0)
+    layer = FacetGraph(D, DOUT, M, num_heads=2).eval()
+    x, r = _inputs(3)
+    whole = layer(x, r, EDGES, WEIGHTS)  # grad enabled: one block
+    layer.ROW_BLOCK = 3  # 4 users -> blocks of 3 and 1
+    with torch.no_grad():
+        blocks = layer(x, r, EDGES, WEIGHTS)
+    torch.testing.assert_close(blocks, whole.detach(), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(blocks, loop_reference(layer, x, r, EDGES, WEIGHTS).detach(), atol=1e-5, rtol=1e-5)

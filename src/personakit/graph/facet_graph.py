@@ -224,13 +224,30 @@ class FacetGraph(MessagePassing):
             ``[N, M * out_dim]``.
         """
         n = x.shape[0]
-        mixed = self.gated_input(x, reliability, edge_index, edge_weight)  # (N, M, d)
-        h = _ACTIVATIONS[self.activation](self.lin(mixed))  # (N, M, d')
+        self._check(x, reliability)
+        gamma = self.gate(reliability)  # (N, M)
+        mean = self.neighbor_mean(x, edge_index, edge_weight)  # (N, M, d)
+        if torch.is_grad_enabled() or n <= self.ROW_BLOCK:
+            return self._update(x, gamma, mean)
+        # inference on many users: the per-user update in row blocks, so that its intermediates
+        # ([rows, M, 3 d'] in the attention) stay small and no [N, M, d] mix is materialised
+        out = x.new_empty(n, self.num_facets * self.out_dim)  # (N, M d')
+        for start in range(0, n, self.ROW_BLOCK):
+            rows = slice(start, start + self.ROW_BLOCK)
+            out[rows] = self._update(x[rows], gamma[rows], mean[rows])
+        return out
+
+    ROW_BLOCK = 8192
+    """Users per block of the no-grad forward (the result does not depend on it)."""
+
+    def _update(self, x: Tensor, gamma: Tensor, mean: Tensor) -> Tensor:
+        """Eqs. 11-12 for a block of users: gate mix, $W$, $\sigma$, dropout, cross-facet attention: ``[n, M d']``."""
+        h = _ACTIVATIONS[self.activation](self.lin(self.mix(x, gamma, mean)))  # (n, M, d')
         h = F.dropout(h, p=self.dropout, training=self.training)
         if self.attn is not None:
-            attended, _ = self.attn(h, h, h, need_weights=False)  # (N, M, d')
+            attended, _ = self.attn(h, h, h, need_weights=False)  # (n, M, d')
             h = h + attended
-        return h.reshape(n, self.num_facets * self.out_dim)  # (N, M d')
+        return h.reshape(x.shape[0], self.num_facets * self.out_dim)  # (n, M d')
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, out_dim={self.out_dim}, num_facets={self.num_facets}, "

@@ -847,7 +847,8 @@ class GRAGTrainer:
                 out = model(**batch)
             for key, value in out.losses().items():
                 sums[key] = sums.get(key, 0.0) + value * len(chunk) / len(examples)
-            logits, labels = out.logits, batch["labels"]  # (B, T, V), (B, T)
+            labels = out.labels if out.labels is not None else batch["labels"]  # (B, T): aligned with the logits
+            logits = out.logits  # (B, T, V)
             if not encdec:  # position t predicts token t + 1
                 logits, labels = logits[:, :-1], labels[:, 1:]
             logp = torch.log_softmax(logits.float(), dim=-1)

@@ -60,3 +60,47 @@ def test_batched_encoding_equals_separate_encoding(kind, max_passes):
             assert torch.equal(out_mask, mask)
             valid = mask.bool()
             torch.testing.assert_close(states[valid], alone[valid], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("max_passes", [1, 2])
+def test_encoded_caches_equal_separate_encoding(max_passes):
+    """The cache cut from a stacked pass equals the cache of encoding the segment alone (real tokens)."""
+    from personakit.models.grag import PostGRAG
+
+    model = PostGRAG.from_backbone(build_backbone("llama"), tokenizer_for("llama"), extractor_heads=2).eval()
+    model.config.encoder_passes = max_passes
+    batch = model.make_collator()(make_examples())
+    segments = [(batch[f"{n}_ids"], batch[f"{n}_mask"]) for n in ("persona", "history", "generic", "response")]
+    with torch.no_grad():
+        states, caches = model.encode_segments_with_cache(segments, (1, 3))
+        assert sorted(caches) == [1, 3]
+        for index in (1, 3):
+            ids, mask = trim_padding(*segments[index])
+            alone_states, alone = model.encode_with_cache(ids, mask)
+            assert len(caches[index]) == len(alone) == model.base_model.config.num_hidden_layers
+            real = mask.bool()
+            for (k, v), (k_ref, v_ref) in zip(caches[index], alone):
+                assert k.shape == k_ref.shape == (ids.size(0), k_ref.size(1), ids.size(1), k_ref.size(3))
+                torch.testing.assert_close(k.transpose(1, 2)[real], k_ref.transpose(1, 2)[real], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(v.transpose(1, 2)[real], v_ref.transpose(1, 2)[real], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(states[index][0][real], alone_states[real], atol=1e-5, rtol=1e-5)
+
+
+def test_continuation_and_stack_key_values():
+    from personakit.models.grag.encoding import continuation, stack_key_values
+
+    ids = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]])
+    mask = (ids > 0).long()
+    labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 7, 8, -100, -100]])
+    tail, tail_mask, tail_labels, pos = continuation(ids, mask, labels, torch.tensor([1, 2]), pad_id=0)
+    assert tail.tolist() == [[2, 3, 4, 5], [8, 0, 0, 0]]
+    assert tail_mask.tolist() == [[1, 1, 1, 1], [1, 0, 0, 0]]
+    assert tail_labels.tolist() == [[-100, 3, 4, 5], [8, -100, -100, -100]]
+    assert pos[:, 0].tolist() == [1, 2] and pos[0].tolist() == [1, 2, 3, 4]
+    a = [(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))]
+    b = [(torch.full((2, 2, 5, 4), 2.0), torch.full((2, 2, 5, 4), 3.0))]
+    (k, v), = stack_key_values([a, b])
+    assert k.shape == (3, 2, 5, 4) and bool((k[0, :, 3:] == 0).all()) and bool((k[0, :, :3] == 1).all())
+    assert bool((v[1:] == 3).all())
+    with pytest.raises(ValueError, match="same number of layers"):
+        stack_key_values([a, a + a])

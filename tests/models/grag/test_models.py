@@ -101,15 +101,66 @@ def test_postgrag_stacked_decoding_equals_separate_passes(kind):
                 lg = model.token_loss(model.decode_encoder_decoder(*enc["response"], batch["generic_labels"]),
                                       batch["generic_labels"])
         else:
-            with model.style_decoder.use_style(s_p):
-                lp = model.token_loss(model.backbone(input_ids=batch["input_ids"],
-                                                     attention_mask=batch["attention_mask"]).logits, batch["labels"])
-            with model.style_decoder.use_style(s_g):
-                lg = model.token_loss(model.backbone(input_ids=batch["generic_input_ids"],
-                                                     attention_mask=batch["generic_attention_mask"]).logits,
-                                      batch["generic_labels"])
+            lp = _continued_loss(model, s_p, batch["history_mask"], batch["input_ids"], batch["labels"])
+            lg = _continued_loss(model, s_g, batch["response_mask"], batch["generic_input_ids"],
+                                 batch["generic_labels"])
     torch.testing.assert_close(out.loss_p, lp, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.loss_g, lg, atol=1e-5, rtol=1e-5)
+
+
+def _continued_loss(model, style, prefix_mask, ids, labels):
+    """Decoder-only reference, one row at a time without padding: the prefix but its last token is
+    read without style (its cache), the rest (from that last token on) with the style."""
+    nll, count = 0.0, 0
+    for i in range(ids.size(0)):
+        n_prefix, n_all = int(prefix_mask[i].sum()), int((labels[i] != -100).nonzero().max()) + 1
+        row, lab = ids[i:i + 1, :n_all], labels[i, :n_all]
+        cache = model.backbone(input_ids=row[:, : n_prefix - 1], use_cache=True).past_key_values
+        with model.style_decoder.use_style(style[i:i + 1]):
+            logits = model.backbone(input_ids=row[:, n_prefix - 1:], past_key_values=cache).logits[0]  # (T', V)
+        target = lab[n_prefix:]  # position j of the tail predicts token n_prefix + j
+        keep = target != -100
+        nll += float(torch.nn.functional.cross_entropy(logits[:-1][keep], target[keep], reduction="sum"))
+        count += int(keep.sum())
+    return torch.tensor(nll / count)
+
+
+def test_postgrag_decoder_only_prefix_is_unstyled_and_continuation_styled():
+    """Decoder-only PostGRAG returns the continuation's logits with labels aligned to them, scores every
+    target token, and another S_P changes L_P (the continuation runs under the style)."""
+    model = build(PostGRAG, "llama", alpha=0.0, beta=0.0).eval()
+    batch = batch_for(model)
+    with torch.no_grad():
+        out = model(**batch)
+        assert out.labels is not None and out.logits.shape[:2] == out.labels.shape
+        assert int((out.labels != -100).sum()) == int((batch["labels"] != -100).sum())  # every target token scored
+        model.style_extractor.out_proj.bias.add_(3.0)  # another S_P
+        other = model(**batch)
+    assert not torch.allclose(out.loss_p, other.loss_p)
+
+
+def test_postgrag_decoder_only_generation_matches_teacher_forcing():
+    """Greedy generation continues H exactly as the training pass does: teacher-forcing the generated
+    tokens gives them as the argmax at every step."""
+    model = build(PostGRAG, "llama", alpha=0.0, beta=0.0).eval()
+    examples = make_examples()
+    infer = model.make_collator(with_targets=False)(examples)
+    with torch.no_grad():
+        new = model.generate(infer, max_new_tokens=4, min_new_tokens=4, do_sample=False)  # (B, 4)
+        for i in range(new.size(0)):
+            n_h = int(infer["history_mask"][i].sum())
+            h = infer["history_ids"][i:i + 1, :n_h]
+            seq = torch.cat([h, new[i:i + 1]], dim=1)
+            labels = torch.cat([torch.full_like(h, -100), new[i:i + 1]], dim=1)
+            enc = model.encode_segments([(infer["persona_ids"][i:i + 1], infer["persona_mask"][i:i + 1]),
+                                         (h, torch.ones_like(h)),
+                                         (infer["generic_ids"][i:i + 1], infer["generic_mask"][i:i + 1])])
+            style = model.personal_style(*enc)
+            _, caches = model.encode_segments_with_cache([(h, torch.ones_like(h))], (0,))
+            logits, tail = model._continue(style, [caches[0]], [torch.ones_like(h)],
+                                           [(seq, torch.ones_like(seq), labels)])
+            predicted = logits[0, :-1].argmax(-1)[tail[0, 1:] != -100]
+            assert torch.equal(predicted, new[i]), i
 
 
 @pytest.mark.parametrize("kind", BACKBONES)

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from personakit.backbones.text import decode_batch
 from personakit.functional.losses import token_cross_entropy
 from personakit.models.grag.config import GRAGConfig, LoraSettings
-from personakit.models.grag.encoding import Segment, encode_segments, left_pad
+from personakit.models.grag.encoding import (KeyValues, Segment, encode_segments, encode_segments_with_cache,
+                                             left_pad)
 from personakit.models._save import WrappedCheckpointMixin, load_saved_tokenizer
 from personakit.models.grag.outputs import GRAGOutput
 from personakit.modules.style_decoder.base import StyleInjectionLayer, unwrap_peft
@@ -213,6 +214,23 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
     def encode_segments(self, segments: Sequence[Segment]) -> list[Segment]:
         """Encode segments separately in at most ``config.encoder_passes`` batched passes."""
         return encode_segments(self.encode, segments, self.pad_token_id, self.config.encoder_passes)
+
+    def encode_with_cache(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, KeyValues]:
+        """Decoder-only :meth:`encode` that also returns the key/value cache of the pass (right padding).
+
+        Shapes: ``[B, T]`` → states ``[B, T, D]`` and per layer ``(keys, values)`` ``[B, H_kv, T, d]``.
+        """
+        if self.is_encoder_decoder:
+            raise ValueError(f"{type(self).__name__}.encode_with_cache is for decoder-only backbones")
+        stack = self.base_model.base_model
+        out = stack(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+        return out.last_hidden_state, [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+    def encode_segments_with_cache(self, segments: Sequence[Segment], cache_for: Sequence[int]
+                                   ) -> tuple[list[Segment], dict[int, KeyValues]]:
+        """:meth:`encode_segments` plus the caches of the segments ``cache_for`` (decoder-only)."""
+        return encode_segments_with_cache(self.encode_with_cache, segments, self.pad_token_id,
+                                          self.config.encoder_passes, cache_for)
 
     def decode_encoder_decoder(self, encoder_states: Tensor, encoder_mask: Tensor, labels: Tensor) -> Tensor:
         """Teacher-forced decoder logits of an encoder-decoder backbone over given encoder states.

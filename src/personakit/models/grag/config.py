@@ -82,7 +82,8 @@ class GRAGConfig(PreTrainedConfig):
         encoder_passes: PostGRAG encodes $P$, $H$, $R_G$, $R_P$ separately but batched:
             stacked along the batch dimension in at most this many encoder passes
             (1: one pass padded to the longest; 2+: segments grouped by length so less
-            padding is computed).  See :func:`~personakit.models.grag.encoding.encode_segments`.
+            padding is computed; 4, the default, computes the least padding in the fewest
+            passes that do).  See :func:`~personakit.models.grag.encoding.encode_segments`.
         compute_unweighted_losses: also compute $L_G$ / $L_{CJEPA}$ when their weight
             is 0 (detached, for logging; not added to the loss).
     """
@@ -98,7 +99,7 @@ class GRAGConfig(PreTrainedConfig):
     backbone: Optional[dict] = None
     backbone_class: Optional[str] = None
     lora: Optional[dict] = None
-    encoder_passes: int = 1
+    encoder_passes: int = 4
     compute_unweighted_losses: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:

@@ -9,19 +9,23 @@ non-padding tokens) at a fraction of the cost.  :func:`plan_passes` groups segme
 of similar length so that at most ``max_passes`` passes compute little padding.
 
 Also here: :func:`pad_stack` (stack right-padded sequences of different widths),
-:func:`trim_padding` (drop all-padding columns) and :func:`left_pad` (turn right
-padding into left padding, as decoder-only generation wants).
+:func:`trim_padding` (drop all-padding columns), :func:`left_pad` (turn right
+padding into left padding, as decoder-only generation wants), and for decoder-only
+backbones :func:`encode_segments_with_cache` / :func:`stack_key_values` /
+:func:`continuation`, with which PostGRAG continues the encodings of $H$ and $R_P$
+(their key/value caches) with the styled target tokens instead of reading them again.
 """
 
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Callable, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["Segment", "pad_stack", "trim_padding", "left_pad", "plan_passes", "encode_segments"]
+__all__ = ["Segment", "KeyValues", "pad_stack", "trim_padding", "left_pad", "plan_passes", "encode_segments",
+           "encode_segments_with_cache", "stack_key_values", "continuation"]
 
 Segment = tuple[Tensor, Tensor]
 """``(input_ids [B, T], attention_mask [B, T])`` of one input source, right-padded."""
@@ -130,6 +134,10 @@ def plan_passes(widths: Sequence[int], rows: Sequence[int], max_passes: int = 1)
     return best[1]
 
 
+KeyValues = list[tuple[Tensor, Tensor]]
+"""A decoder-only key/value cache as plain tensors: per layer ``(keys, values)``, each ``[B, H_kv, T, d]``."""
+
+
 def encode_segments(
     encode: Callable[[Tensor, Tensor], Tensor],
     segments: Sequence[Segment],
@@ -153,16 +161,93 @@ def encode_segments(
     Returns:
         ``(states [B_i, T_i, D], mask [B_i, T_i])`` per segment, in input order.
     """
+    states, _ = encode_segments_with_cache(lambda ids, mask: (encode(ids, mask), None), segments, pad_id,
+                                           max_passes, cache_for=())
+    return states
+
+
+def encode_segments_with_cache(
+    encode: Callable[[Tensor, Tensor], tuple[Tensor, Optional[KeyValues]]],
+    segments: Sequence[Segment],
+    pad_id: int,
+    max_passes: int = 1,
+    cache_for: Collection[int] = (),
+) -> tuple[list[Segment], dict[int, KeyValues]]:
+    r""":func:`encode_segments` that also returns the key/value cache of some segments.
+
+    Decoder-only PostGRAG continues the encodings of $H$ and $R_P$ with styled tokens
+    instead of reading them again (see :func:`continuation`); it needs their caches.
+
+    Args:
+        encode: ``(input_ids [N, T], attention_mask [N, T]) -> (states [N, T, D], cache)``,
+            ``cache`` a :data:`KeyValues` over the same ``N`` rows (``None`` allowed when
+            no segment of the pass is in ``cache_for``).
+        segments, pad_id, max_passes: as :func:`encode_segments`.
+        cache_for: indices of the segments whose cache is returned.
+
+    Returns:
+        The segments' ``(states, mask)`` as :func:`encode_segments`, and ``{index: cache}``
+        with each cache cut to its segment's rows and width ``[B_i, H_kv, T_i, d]``.
+    """
     trimmed = [trim_padding(ids, mask) for ids, mask in segments]
     plan = plan_passes([ids.size(1) for ids, _ in trimmed], [ids.size(0) for ids, _ in trimmed], max_passes)
     out: list[Segment | None] = [None] * len(trimmed)
+    caches: dict[int, KeyValues] = {}
     for group in plan:
         ids = pad_stack([trimmed[i][0] for i in group], pad_id)  # (sum B_i, T)
         mask = pad_stack([trimmed[i][1] for i in group], 0)  # (sum B_i, T)
-        states = encode(ids, mask)  # (sum B_i, T, D)
+        states, cache = encode(ids, mask)  # (sum B_i, T, D)
         start = 0
         for i in group:
             b, t = trimmed[i][0].shape
             out[i] = (states[start:start + b, :t], trimmed[i][1])  # (B_i, T_i, D), (B_i, T_i)
+            if i in cache_for:
+                if cache is None:
+                    raise ValueError(f"encode_segments_with_cache: segment {i} needs a cache but encode gave none")
+                caches[i] = [(k[start:start + b, :, :t], v[start:start + b, :, :t]) for k, v in cache]
             start += b
-    return [o for o in out if o is not None]
+    return [o for o in out if o is not None], caches
+
+
+def stack_key_values(caches: Sequence[KeyValues]) -> KeyValues:
+    """Concatenate caches along the batch, right-padding the time axis with zeros: ``[sum B_i, H, max T_i, d]``."""
+    if not caches or any(len(c) != len(caches[0]) for c in caches):
+        raise ValueError("stack_key_values: give caches with the same number of layers")
+    out: KeyValues = []
+    for layer in zip(*caches):
+        keys = pad_stack([k.transpose(1, 2) for k, _ in layer], 0.0).transpose(1, 2)  # (sum B, H, T, d)
+        values = pad_stack([v.transpose(1, 2) for _, v in layer], 0.0).transpose(1, 2)
+        out.append((keys, values))
+    return out
+
+
+def continuation(ids: Tensor, mask: Tensor, labels: Tensor, start: Tensor, pad_id: int
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""The tail of every row from its own ``start`` column, right-padded: what a cached prefix continues with.
+
+    Args:
+        ids, mask, labels: ``[B, T]`` right-padded sequences (prefix + target) and labels.
+        start: ``[B]`` first column of each row's tail.
+        pad_id: fill of the padded ids.
+
+    Returns:
+        ``(ids [B, W], mask [B, W], labels [B, W], position_ids [B, W])`` with ``W`` the
+        longest tail; ``position_ids`` continue each row's positions (``start + j``);
+        padded labels are ``-100``.
+
+    Example:
+        >>> ids = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
+        >>> mask = (ids > 0).long()
+        >>> continuation(ids, mask, ids, torch.tensor([2, 1]), 0)[0]
+        tensor([[3, 4],
+                [6, 0]])
+    """
+    width_in = ids.size(1)
+    total = mask.sum(dim=1)  # (B,)
+    width = max(1, int((total - start).max()))
+    cols = start.unsqueeze(1) + torch.arange(width, device=ids.device)  # (B, W)
+    valid = cols < total.unsqueeze(1)
+    src = cols.clamp(max=width_in - 1)
+    tail_ids = torch.where(valid, ids.gather(1, src), torch.full_like(src, pad_id))
+    tail_labels = torch.where(valid, labels.gather(1, src), torch.full_like(src, -100))
+    return tail_ids, valid.to(mask.dtype), tail_labels, cols

@@ -31,7 +31,11 @@ class GRAGOutput:
             of $R_P$ with the null style $\mathcal{S}_G$ (PostGRAG style removal).
         loss_cjepa: $L_{CJEPA} = \cos(\mathcal{E}_C, \mathcal{E}_G) - \cos(\mathcal{E}_C, \mathcal{E}_P)$.
         logits: ``[B, T, V]`` logits of the $R_P$ decoding (for decoder-only backbones
-            over the whole sequence prompt + response, position $t$ predicting $t+1$).
+            position $t$ predicts $t+1$; PreSFT / PreGRAG: over the whole sequence prompt +
+            response; PostGRAG: over the styled continuation only, see ``labels``).
+        labels: ``[B, T]`` the targets aligned with ``logits`` when they are not the
+            batch's ``labels`` (decoder-only PostGRAG: the continuation of the cached
+            encoding of $H$, from its last token on); ``None`` otherwise.
         style: ``[B, D]`` personalisation style $\mathcal{S}_P$ (PostGRAG only).
     """
 
@@ -41,6 +45,7 @@ class GRAGOutput:
     loss_cjepa: Optional[Tensor] = None
     logits: Optional[Tensor] = None
     style: Optional[Tensor] = None
+    labels: Optional[Tensor] = None
 
     LOSS_FIELDS = ("loss", "loss_p", "loss_g", "loss_cjepa")
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from personakit.functional.losses import last_token_pool
 from personakit.losses import CJEPALoss
 from personakit.models.grag.base import GRAGModel
-from personakit.models.grag.encoding import pad_stack
+from personakit.models.grag.encoding import KeyValues, continuation, left_pad, pad_stack, stack_key_values
 from personakit.models.grag.outputs import GRAGOutput
 from personakit.modules import StyleEnhancedDecoder, StyleExtractor, concat_masked, wrap_style_decoder
 
@@ -22,8 +22,9 @@ class PostGRAG(GRAGModel):
 
     1. **Separate encodings** (§3.3): $E_P$, $E_H$, $E_{R_G}$ (and $E_{R_P}$ in training) are
        encoded separately, stacked along the batch dimension in at most
-       ``config.encoder_passes`` encoder passes (1 by default: one pass over the
-       $4B$ rows padded to a common length; the states equal separate passes).
+       ``config.encoder_passes`` encoder passes (4 by default: the segments are grouped
+       by length into the fewest passes that compute the least padding; 1 puts all $4B$
+       rows in one pass padded to the longest; the states equal separate passes).
     2. **Style extractor** (§3.3.1): $\mathcal{S}_P = \text{SE}_P(E_P, [E_H; E_{R_G}])$.
     3. **Style-enhanced decoder** (§3.3.2): the decoder attends to $E_H$ (encoder
        hidden states) and $h_i \leftarrow \mathcal{S}_P + h_i$ at every decoder layer;
@@ -46,14 +47,19 @@ class PostGRAG(GRAGModel):
     **Decoder-only backbones** (GRAG §4.3.2, "the decoder is repurposed to execute the
     encoding steps"): $E_X$ is the LM's last hidden states (after its final norm) of
     $X$ alone, with no style.  There is no cross-attention, so "the decoder attends to
-    $E_H$" becomes: the LM reads $H$ (ending with the agent cue) as its own prompt and
-    continues with $R_P$, and $\mathcal{S}_P$ is added to the output of every layer at
-    **every position of that pass, the prompt $H$ included** (the prompt's keys and
-    values are therefore styled too; this is what ``generate`` does under
-    ``use_style``).  Style removal likewise runs the LM over $R_P$ + ``"generic
-    response:"`` cue + $R_G$ with $\mathcal{S}_G$ added everywhere, loss on the $R_G$
-    tokens.  Both styled passes are one LM pass over $2B$ rows.  Cost: $H$ is read
-    twice (unstyled for $E_H$, styled for the response).
+    $E_H$" becomes: the LM **continues** its own unstyled encoding of $H$ (ending with the
+    agent cue; its key/value cache) with $R_P$, and $\mathcal{S}_P$ is added to the output
+    of every layer at the positions of that continuation only.  The prompt keeps its
+    unstyled keys and values, as an encoder-decoder's decoder attends to unstyled
+    encoder states; the last token of $H$ is fed again under the style (its cached copy
+    masked) so that the first token of $R_P$ is predicted from a styled state too.
+    Style removal likewise continues the encoding of $R_P$ with the ``"generic
+    response:"`` cue + $R_G$ under $\mathcal{S}_G$, loss on the $R_G$ tokens.  Both
+    continuations are one LM pass over $2B$ rows, and nothing is read twice: a
+    training step costs the four encodings plus about $|R_P| + |R_G|$ styled tokens
+    per example.  ``generate`` does the same (the prompt but its last token is read
+    without style, then generation continues under $\mathcal{S}_P$), so training and
+    inference agree.
 
     Modules: ``style_extractor`` ($\text{SE}_P$), ``generic_style_extractor``
     ($\text{SE}_G$, always built so checkpoints do not depend on $\alpha$),
@@ -68,7 +74,7 @@ class PostGRAG(GRAGModel):
     ``generic_input_ids``/``generic_attention_mask``/``generic_labels`` ($R_P$ + $R_G$).
 
     Args (config): ``alpha`` (0.5), ``beta`` (0.05), ``extractor_heads`` (8),
-    ``extractor_dropout`` (0.1), ``encoder_passes`` (1).
+    ``extractor_dropout`` (0.1), ``encoder_passes`` (4).
 
     Example:
         >>> from transformers import BartConfig, BartForConditionalGeneration
@@ -126,6 +132,42 @@ class PostGRAG(GRAGModel):
                 return self.decode_encoder_decoder(states, states_mask, labels)  # type: ignore[arg-type]
             return self.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
+    def _continue(self, style: Tensor, caches: list[KeyValues], prefix_masks: list[Tensor],
+                  sequences: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        r"""Decoder-only styled decoding that continues cached encodings (one LM pass over all branches).
+
+        Branch $i$ has a prefix already encoded without style (``caches[i]``, mask
+        ``prefix_masks[i]``, right-padded, e.g. $H$ + cue) and a full sequence
+        ``(ids, mask, labels)`` = prefix + target.  Each row continues from the **last
+        token of its prefix**, which is fed again (its cached copy is masked out) so
+        that the first target token is predicted from a styled state, as every later
+        one; position ids continue the prefix's.  The style is added at every layer to
+        the continuation's positions only: the prefix keeps its unstyled keys and values,
+        as an encoder-decoder's decoder attends to unstyled encoder states.
+
+        Returns:
+            ``(logits [sum B_i, W, V], labels [sum B_i, W])`` of the stacked continuations.
+        """
+        from transformers import DynamicCache
+
+        tails, prefix = [], []
+        for mask_p, (ids, mask, labels) in zip(prefix_masks, sequences):
+            start = (mask_p.sum(dim=1) - 1).clamp_min(0)  # (B,): the prefix's last token is fed again
+            tails.append(continuation(ids, mask, labels, start, self.pad_token_id))
+            kept = mask_p.clone()
+            kept[torch.arange(kept.size(0), device=kept.device), start] = 0  # (B, T_p)
+            prefix.append(kept)
+        tail_ids = pad_stack([t[0] for t in tails], self.pad_token_id)  # (N, W)
+        tail_mask = pad_stack([t[1] for t in tails], 0)  # (N, W)
+        tail_labels = pad_stack([t[2] for t in tails], -100)  # (N, W)
+        positions = pad_stack([t[3] for t in tails], 0)  # (N, W)
+        prefix_mask = pad_stack(prefix, 0)  # (N, T_p)
+        cache = DynamicCache(ddp_cache_data=stack_key_values(caches))  # (N, H, T_p, d) per layer
+        with self.style_decoder.use_style(style):
+            out = self.base_model(input_ids=tail_ids, attention_mask=torch.cat([prefix_mask, tail_mask], dim=1),
+                                  position_ids=positions, past_key_values=cache, use_cache=True)
+        return out.logits, tail_labels
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -173,13 +215,18 @@ class PostGRAG(GRAGModel):
         segments = [(persona_ids, persona_mask), (history_ids, history_mask), (generic_ids, generic_mask)]
         if want_g or want_c:
             segments.append((response_ids, response_mask))  # type: ignore[arg-type]
-        encoded = self.encode_segments(segments)
+        caches: dict[int, KeyValues] = {}
+        if encdec:
+            encoded = self.encode_segments(segments)
+        else:  # the caches of H (and R_P) are continued by the styled decodings
+            encoded, caches = self.encode_segments_with_cache(segments, (1, 3) if want_g else (1,))
         persona, history, generic = encoded[:3]  # (B, T_x, D_enc), (B, T_x)
         response = encoded[3] if len(encoded) > 3 else None
         style_p = self.personal_style(persona, history, generic)  # (B, D_dec)
 
         batch = persona_ids.size(0)
         loss_g = logits_g = None
+        out_labels = None
         if want_g:
             assert response is not None and generic_labels is not None
             style = torch.cat([style_p, self.generic_style(persona, history, response)])  # (2B, D_dec)
@@ -188,20 +235,27 @@ class PostGRAG(GRAGModel):
                 states_mask = pad_stack([history[1], response[1]], 0)  # (2B, S)
                 stacked = pad_stack([labels, generic_labels], -100)  # (2B, T)
                 logits_all = self._styled_logits(style, states=states, states_mask=states_mask, labels=stacked)
+                labels_p, labels_g = labels, generic_labels
             else:
-                ids = pad_stack([input_ids, generic_input_ids], self.pad_token_id)  # (2B, T)
-                mask = pad_stack([attention_mask, generic_attention_mask], 0)  # (2B, T)
-                logits_all = self._styled_logits(style, input_ids=ids, attention_mask=mask)
-            logits = logits_all[:batch, : labels.size(1)]  # (B, T, V)
-            logits_g = logits_all[batch:, : generic_labels.size(1)]  # (B, T', V)
-            loss_g = self.token_loss(logits_g, generic_labels)
+                logits_all, cont_labels = self._continue(
+                    style, [caches[1], caches[3]], [history[1], response[1]],
+                    [(input_ids, attention_mask, labels),
+                     (generic_input_ids, generic_attention_mask, generic_labels)])  # type: ignore[list-item]
+                labels_p, labels_g = cont_labels[:batch], cont_labels[batch:]
+                out_labels = labels_p
+            logits = logits_all[:batch, : labels_p.size(1)]  # (B, T, V)
+            logits_g = logits_all[batch:, : labels_g.size(1)]  # (B, T', V)
+            loss_g = self.token_loss(logits_g, labels_g)
             if self.config.alpha == 0:
                 loss_g = loss_g.detach()
+            loss_p = self.token_loss(logits, labels_p)
         elif encdec:
             logits = self._styled_logits(style_p, states=history[0], states_mask=history[1], labels=labels)
+            loss_p = self.token_loss(logits, labels)
         else:
-            logits = self._styled_logits(style_p, input_ids=input_ids, attention_mask=attention_mask)
-        loss_p = self.token_loss(logits, labels)
+            logits, out_labels = self._continue(style_p, [caches[1]], [history[1]],
+                                                [(input_ids, attention_mask, labels)])  # type: ignore[list-item]
+            loss_p = self.token_loss(logits, out_labels)
 
         loss_cjepa = None
         if want_c:
@@ -212,7 +266,7 @@ class PostGRAG(GRAGModel):
             if self.config.beta == 0:
                 loss_cjepa = loss_cjepa.detach()
         return GRAGOutput(loss=self._combine(loss_p, loss_g, loss_cjepa), loss_p=loss_p, loss_g=loss_g,
-                          loss_cjepa=loss_cjepa, logits=logits, style=style_p)
+                          loss_cjepa=loss_cjepa, logits=logits, style=style_p, labels=out_labels)
 
     # ------------------------------------------------------------------ generation
     def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
@@ -220,7 +274,31 @@ class PostGRAG(GRAGModel):
             inputs, "persona_ids", "persona_mask", "history_ids", "history_mask", "generic_ids", "generic_mask")
         persona, history, generic = self.encode_segments([(p_ids, p_mask), (h_ids, h_mask), (g_ids, g_mask)])
         style_p = self.personal_style(persona, history, generic)  # (B, D_dec)
-        with self.style_decoder.use_style(style_p):
-            if self.is_encoder_decoder:
+        if self.is_encoder_decoder:
+            with self.style_decoder.use_style(style_p):
                 return self._generate_encoder_decoder(history[0], history[1], **kwargs)
-            return self._generate_from_prompt(h_ids, h_mask, **kwargs)
+        return self._generate_continuing(h_ids, h_mask, style_p, **kwargs)
+
+    def _generate_continuing(self, ids: Tensor, mask: Tensor, style: Tensor, **kwargs: Any) -> Tensor:
+        """Decoder-only generation as in training: $H$ without its last token is read
+        without style (its cache), then generation continues under the style from that
+        last token on (see :meth:`_continue`).  Returns the new tokens ``[B, T_new]``."""
+        from transformers import DynamicCache
+
+        ids, mask = left_pad(ids, mask, self.pad_token_id)  # (B, T)
+        base = self.base_model
+        if ids.size(1) < 2:  # nothing to cache
+            with self.style_decoder.use_style(style):
+                return self._generate_from_prompt(ids, mask, **kwargs)
+        positions = (mask.long().cumsum(dim=1) - 1).clamp_min(0)  # as generate() computes them
+        cache = DynamicCache(config=base.config)
+        base(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+             past_key_values=cache, use_cache=True)
+        config = base.generation_config
+        expand = max(int(kwargs.get("num_beams") or config.num_beams or 1),
+                     int(kwargs.get("num_return_sequences") or config.num_return_sequences or 1))
+        if expand > 1:  # generate() expands the inputs, not a given cache
+            cache.batch_repeat_interleave(expand)
+        with self.style_decoder.use_style(style):
+            out = base.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
+        return out[:, ids.size(1):]
