@@ -46,7 +46,9 @@ with exact scores inside the probed cells:
   centre.  Holds a cell-ordered copy of one layer's vectors when it fits in 2 GiB,
   otherwise gathers them per cell.
 * ``"faiss"``: a faiss ``IndexIVFFlat`` (inner product) per layer, probing ``nprobe``
-  cells per user (optional dependency ``faiss-cpu``).
+  cells per user (optional dependency ``faiss-cpu``).  The combined layer ($M d$ wide)
+  is indexed in a 384-dimensional projection that keeps inner products best, and the
+  8 K best candidates found there are re-scored with the exact vectors.
 
 Both are exact with ``nlist=0``.
 
@@ -481,11 +483,31 @@ def _ivf_search(e: Tensor, w: Tensor, layer: int, users: Tensor, k: int, nlist: 
 
 
 _FAISS_TRAIN_PER_LIST = 16  # training points per inverted list of the faiss index
+_FAISS_REDUCE_ABOVE = 1024  # wider layers (the combined one: M x d) are searched in a reduced space ...
+_FAISS_REDUCED_DIM = 384  # ... of this many dimensions ...
+_FAISS_REFINE = 8  # ... for refine x k candidates, re-scored with the exact vectors
+
+
+def _inner_product_basis(x: Tensor, dim: int) -> Tensor:
+    """``[D, dim]`` orthonormal basis of the top eigenvectors of the uncentred second moment of ``x`` ``[n, D]``.
+
+    Projecting on it keeps inner products best in the least-squares sense (no centring: the
+    search ranks by inner product, not by distance from the mean).
+    """
+    moment = (x.T @ x).double() / max(1, x.shape[0])  # (D, D)
+    _, vectors = torch.linalg.eigh(moment)  # ascending eigenvalues
+    return vectors[:, -dim:].flip(1).float().contiguous()  # (D, dim)
 
 
 def _faiss_search(e: Tensor, w: Tensor, layer: int, users: Tensor, k: int, nlist: int, nprobe: int, seed: int,
                   chunk: int) -> tuple[Tensor, Tensor]:
-    """Top-k (self excluded) among ``users`` with a faiss inverted-file (flat when ``nlist <= 1``) index."""
+    """Top-k (self excluded) among ``users`` with a faiss inverted-file (flat when ``nlist <= 1``) index.
+
+    Layers wider than ``_FAISS_REDUCE_ABOVE`` dimensions (the combined layer, $M d$ wide) are
+    indexed in a ``_FAISS_REDUCED_DIM``-dimensional projection (:func:`_inner_product_basis`)
+    when an inverted file is used; the ``_FAISS_REFINE`` $\times k$ best candidates found
+    there are re-scored with the exact vectors, so the returned scores are exact.
+    """
     import faiss  # optional (personakit[ann]); checked by build_multiplex_graph
     import numpy as np
 
@@ -494,12 +516,19 @@ def _faiss_search(e: Tensor, w: Tensor, layer: int, users: Tensor, k: int, nlist
     idxs = torch.full((n_a, k), -1, dtype=torch.long)
     if n_a < 2:
         return vals, idxs
+    gen = torch.Generator().manual_seed(seed)
+    dim = _layer_vectors(e, w, layer, users[:1]).shape[1]
+    nlist = min(nlist, n_a)
+    basis = None
+    if nlist > 1 and dim > _FAISS_REDUCE_ABOVE:
+        sample = torch.randperm(n_a, generator=gen)[: 4 * dim].sort().values
+        basis = _inner_product_basis(_layer_vectors(e, w, layer, users[sample]), _FAISS_REDUCED_DIM)
+        dim = _FAISS_REDUCED_DIM
 
     def rows(start: int, stop: int) -> Any:
-        return np.ascontiguousarray(_layer_vectors(e, w, layer, users[start:stop]).numpy(), dtype=np.float32)
+        x = _layer_vectors(e, w, layer, users[start:stop])
+        return np.ascontiguousarray((x if basis is None else x @ basis).numpy(), dtype=np.float32)
 
-    dim = rows(0, 1).shape[1]
-    nlist = min(nlist, n_a)
     if nlist <= 1:
         index = faiss.IndexFlatIP(dim)
     else:
@@ -510,16 +539,18 @@ def _faiss_search(e: Tensor, w: Tensor, layer: int, users: Tensor, k: int, nlist
         # 64 points per list (10^5 users: 200 s of which most was training); 16 keep the recall
         index.cp.max_points_per_centroid = _FAISS_TRAIN_PER_LIST
         index.cp.min_points_per_centroid = 1  # no warning about the (deliberately) small sample
-        gen = torch.Generator().manual_seed(seed)
         pick = torch.randperm(n_a, generator=gen)[: _FAISS_TRAIN_PER_LIST * nlist].sort().values
-        index.train(np.ascontiguousarray(_layer_vectors(e, w, layer, users[pick]).numpy(), dtype=np.float32))
+        train = _layer_vectors(e, w, layer, users[pick])
+        index.train(np.ascontiguousarray((train if basis is None else train @ basis).numpy(), dtype=np.float32))
         index.nprobe = min(nprobe, nlist)
     for start in range(0, n_a, chunk):
         index.add(rows(start, start + chunk))
-    kk = min(k + 1, n_a)
+    kk = min(k + 1 if basis is None else _FAISS_REFINE * k + 1, n_a)
     for start in range(0, n_a, chunk):
         v, i = index.search(rows(start, start + chunk), kk)
         v, i = torch.from_numpy(v), torch.from_numpy(i).long()  # local ids
+        if basis is not None:  # exact scores of the candidates
+            v = _exact_candidate_scores(e, w, layer, users, start, i)
         own = torch.arange(start, start + len(v)).unsqueeze(1)
         v = torch.where((i == own) | (i < 0), torch.full_like(v, _NEG_INF), v)
         v, pos = v.topk(min(k, kk), dim=1)
@@ -527,6 +558,26 @@ def _faiss_search(e: Tensor, w: Tensor, layer: int, users: Tensor, k: int, nlist
         vals[start:start + len(v), : v.shape[1]] = v
         idxs[start:start + len(v), : v.shape[1]] = torch.where(torch.isinf(v), torch.full_like(i, -1), users[i.clamp_min(0)])
     return vals, idxs
+
+
+def _exact_candidate_scores(e: Tensor, w: Tensor, layer: int, users: Tensor, start: int, cand: Tensor,
+                            block: int = 512) -> Tensor:
+    """Exact layer scores of queries ``start ..`` (local ids) against their candidates ``cand`` ``[q, c]`` (-1: none)."""
+    out = torch.empty(cand.shape)
+    n_facets = e.shape[1]
+    for a in range(0, cand.shape[0], block):
+        c = users[cand[a:a + block].clamp_min(0)]  # (b, c) global ids
+        q = _layer_vectors(e, w, layer, users[start + a:start + a + len(c)])  # (b, D): weighted
+        flat = c.flatten()
+        if layer < n_facets:
+            x = e[:, layer].index_select(0, flat).float()  # (b c, d)
+            wc = w[:, layer].index_select(0, flat).view(-1, 1)  # (b c, 1)
+        else:
+            x = e.index_select(0, flat).float()  # (b c, M, d)
+            wc = w.index_select(0, flat).unsqueeze(-1)  # (b c, M, 1)
+        x.mul_(wc)  # in place: the gathered copy is ours
+        out[a:a + len(c)] = torch.bmm(x.view(len(c), c.shape[1], -1), q.unsqueeze(-1)).squeeze(-1)  # (b, c)
+    return out
 
 
 def _approx_tables(e: Tensor, w: Tensor, k: int, thresholds: list[float], backend: str, nlist: int | None,
