@@ -395,10 +395,15 @@ def _auto_nlist(n: int, nlist: int | None) -> int:
 
 
 def _layer_vectors(e: Tensor, w: Tensor, layer: int, rows: Tensor) -> Tensor:
-    """Rows of one layer's vectors: the weighted facet embedding, or all facets concatenated (combined)."""
+    """Rows of one layer's vectors: the weighted facet embedding, or all facets concatenated (combined).
+
+    One gathered copy (``index_select``), weighted in place.
+    """
     if layer < e.shape[1]:
-        return e[rows, layer].float() * w[rows, layer].unsqueeze(-1)  # (r, d)
-    return (e[rows].float() * w[rows].unsqueeze(-1)).reshape(len(rows), -1)  # (r, M d)
+        x = e[:, layer].index_select(0, rows).float()  # (r, d)
+        return x.mul_(w[:, layer].index_select(0, rows).unsqueeze(-1))
+    x = e.index_select(0, rows).float()  # (r, M, d)
+    return x.mul_(w.index_select(0, rows).unsqueeze(-1)).reshape(len(rows), -1)  # (r, M d)
 
 
 def _active_users(w: Tensor, layer: int, threshold: float) -> Tensor:
@@ -564,19 +569,11 @@ def _exact_candidate_scores(e: Tensor, w: Tensor, layer: int, users: Tensor, sta
                             block: int = 512) -> Tensor:
     """Exact layer scores of queries ``start ..`` (local ids) against their candidates ``cand`` ``[q, c]`` (-1: none)."""
     out = torch.empty(cand.shape)
-    n_facets = e.shape[1]
     for a in range(0, cand.shape[0], block):
         c = users[cand[a:a + block].clamp_min(0)]  # (b, c) global ids
-        q = _layer_vectors(e, w, layer, users[start + a:start + a + len(c)])  # (b, D): weighted
-        flat = c.flatten()
-        if layer < n_facets:
-            x = e[:, layer].index_select(0, flat).float()  # (b c, d)
-            wc = w[:, layer].index_select(0, flat).view(-1, 1)  # (b c, 1)
-        else:
-            x = e.index_select(0, flat).float()  # (b c, M, d)
-            wc = w.index_select(0, flat).unsqueeze(-1)  # (b c, M, 1)
-        x.mul_(wc)  # in place: the gathered copy is ours
-        out[a:a + len(c)] = torch.bmm(x.view(len(c), c.shape[1], -1), q.unsqueeze(-1)).squeeze(-1)  # (b, c)
+        q = _layer_vectors(e, w, layer, users[start + a:start + a + len(c)])  # (b, D)
+        x = _layer_vectors(e, w, layer, c.flatten()).view(len(c), c.shape[1], -1)  # (b, c, D)
+        out[a:a + len(c)] = torch.bmm(x, q.unsqueeze(-1)).squeeze(-1)  # (b, c)
     return out
 
 

@@ -124,13 +124,10 @@ class PostGRAG(GRAGModel):
         style = self.generic_style_extractor(persona[0], persona[1], *concat_masked(history, response))  # (B, D_enc)
         return self.style_projection(style)  # (B, D_dec)
 
-    def _styled_logits(self, style: Tensor, *, states: Optional[Tensor] = None, states_mask: Optional[Tensor] = None,
-                       labels: Optional[Tensor] = None, input_ids: Optional[Tensor] = None,
-                       attention_mask: Optional[Tensor] = None) -> Tensor:
+    def _styled_logits(self, style: Tensor, states: Tensor, states_mask: Tensor, labels: Tensor) -> Tensor:
+        """Encoder-decoder: teacher-forced decoder logits over given encoder states under ``style``."""
         with self.style_decoder.use_style(style):
-            if self.is_encoder_decoder:
-                return self.decode_encoder_decoder(states, states_mask, labels)  # type: ignore[arg-type]
-            return self.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            return self.decode_encoder_decoder(states, states_mask, labels)
 
     def _continue(self, style: Tensor, caches: list[KeyValues], prefix_masks: list[Tensor],
                   sequences: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
