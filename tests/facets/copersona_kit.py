@@ -54,6 +54,8 @@ def fake_llm(calls: list, schema_reply: str = SCHEMA_REPLY):
         text = chat[-1]["content"] if not isinstance(chat, str) else chat
         if "facets as JSON" in text or "propose" in chat[0]["content"]:
             return schema_reply
+        if "one facet as JSON" in text:  # per-cluster induction: the schema's next facet not yet chosen
+            return json.dumps(next(f for f in json.loads(schema_reply)["facets"] if f["name"] not in text))
         msgs = text.split("The user's messages:\n", 1)[-1].split("\n")
         first = msgs[0].lstrip("- ").strip()
         quote = " ".join(first.split()[:4])

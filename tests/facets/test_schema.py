@@ -86,3 +86,40 @@ def test_constrained_inducer_end_to_end():
     gen = SchemaGuidedGenerator(model.eval(), tok, use_chat_template=False, max_input_tokens=64)
     inducer = FacetSchemaInducer(None, encoder, num_facets=2, num_clusters=2, constrained=gen)
     assert len(inducer.induce(users())) == 2
+
+
+def test_per_cluster_induction_asks_once_per_facet_and_repairs_generic_or_repeated_names():
+    replies = iter([json.dumps({"name": "Baking", "definition": "Talks about baking.", "values": "no / yes"}),
+                    json.dumps({"name": "baking", "definition": "Same again.", "values": "no / yes"}),  # repeated
+                    json.dumps({"name": "Night work", "definition": "Works at night.", "values": "no / yes"})])
+    chats = []
+    gen = CallableGenerator(lambda chat: chats.append(chat) or next(replies))
+    inducer = FacetSchemaInducer(gen, encoder, num_facets=2, num_clusters=2, per_cluster=True, max_attempts=2)
+    schema = inducer.induce(users())
+    assert schema.names == ["Baking", "Night work"]
+    assert len(chats) == 3  # one prompt per facet + one retry of the repeated name with the error
+    assert "Facets already chosen" in chats[1][-1]["content"] and "Baking" in chats[1][-1]["content"]
+    assert "already a facet" in chats[2][-1]["content"]
+    assert [f.keywords for f in schema.facets] == [e.keywords for e in inducer.last_evidence[:2]]
+    assert all(f.keywords for f in schema.facets) and "Keywords:" in schema.facets[0].describe()
+
+
+def test_per_cluster_generic_names_are_replaced_by_the_cluster_keywords():
+    from personakit.facets.schema import ClusterEvidence, FacetSpec, _repair_facet
+
+    ev = ClusterEvidence(cluster=0, size=3, keywords=["cookies", "bake", "oven"], excerpts=["x"])
+    for name, definition in [("name", "not specified"), ("facet 2", "Yes"), ("Facet", "Talks about baking."),
+                             ("Baking", "x"), ("I love to bake in my oven", "no")]:
+        spec = _repair_facet(FacetSpec(name=name, definition=definition, values="v"), ev, ["Baking"],
+                             ["Talks about baking."])
+        assert spec.name == "cookies / bake" and spec.definition.startswith("How the user writes about cookies")
+    kept = _repair_facet(FacetSpec(name="Tone", definition="How warm they sound.", values="v"), ev, ["Baking"])
+    assert (kept.name, kept.definition, kept.keywords) == ("Tone", "How warm they sound.", ["cookies", "bake", "oven"])
+
+
+def test_constrained_per_cluster_inducer_gives_distinct_names():
+    model, tok = tiny_llama(0)
+    gen = SchemaGuidedGenerator(model.eval(), tok, use_chat_template=False, max_input_tokens=64)
+    schema = FacetSchemaInducer(None, encoder, num_facets=3, num_clusters=2, constrained=gen,
+                                per_cluster=True).induce(users())
+    assert len(schema) == 3 and len({n.lower() for n in schema.names}) == 3  # 3 facets from 2 clusters still distinct

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,3 +94,31 @@ def test_facet_biased_fraction():
                                                                 for i, r in enumerate(levels)])
     assert facet_biased_fraction([uf("strong", "strong"), uf("strong", "moderate"), uf("none", "weak")]) == pytest.approx(2 / 3)
     assert facet_biased_fraction([]) == 0.0
+
+
+def test_evidence_reliability_ranks_the_users_facets_by_their_own_messages():
+    from personakit.facets import evidence_reliability
+
+    axes = {"cat": 0, "cash": 1, "rain": 2, "song": 3}
+
+    def enc(texts):
+        out = np.full((len(texts), 4), 0.01)
+        for i, t in enumerate(texts):
+            for w, j in axes.items():
+                out[i, j] += t.count(w)
+        return out
+
+    facets = FacetSchema(facets=[{"name": n, "definition": n, "values": "v"} for n in ("cat", "cash", "rain", "song")])
+    levels = evidence_reliability(["my cat", "cat cat cash", "rain and cash"], facets.facets, enc)
+    assert levels == [3, 2, 1, 0]  # cat strongest, then cash, rain; song has no support
+    assert evidence_reliability([], facets.facets, enc) == [0, 0, 0, 0]
+    gen = CallableGenerator(lambda c: json.dumps({"summary": "s", "quotes": [], "reliability": "none"}))
+    s = FacetSummarizer(gen, facets, reliability="evidence", encoder=enc)
+    user = UserProfile(user_id="u", items=[ProfileItem(id=str(i), text=t) for i, t in
+                                           enumerate(["my song", "song", "cash song", "a cat"])])
+    out = s.summarize([user])["u"]
+    assert out.reliability == [2, 1, 0, 3]  # the LLM said none everywhere; the messages decide
+    assert out.facets[0].summary == "s" and out.facets[1].summary == out.facets[2].summary == PLACEHOLDER
+    with pytest.raises(ValueError, match="needs an encoder"):
+        FacetSummarizer(gen, facets, reliability="evidence")
+    assert FacetSummarizer(gen, facets).store_key(user) != s.store_key(user)

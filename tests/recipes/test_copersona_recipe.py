@@ -42,7 +42,9 @@ def test_recipe_end_to_end(tmp_path):
     for row in res.rows.values():
         assert {"rouge1", "rougeL", "meteor", "bleu"} <= set(row)
     assert [f["name"] for f in res.schema["facets"]] == ["Hobbies", "Tone", "Work"]
-    assert 0.0 <= res.facet_biased_fraction <= 1.0
+    assert res.facet_biased_fraction == 1.0  # evidence-graded reliability: one strong facet per user, the rest less
+    assert res.sizes["reliability_counts"] == {"none": 0, "weak": 4, "moderate": 4, "strong": 4}
+    assert len(res.sizes["facet_edges"]) == 3
     for name in ("results.md", "results.json", "predictions.jsonl", "facet_schema.json"):
         assert (tmp_path / name).is_file()
     n_calls = len(calls)

@@ -13,6 +13,7 @@ from personakit.facets.constrained import (
     LiteralPiece,
     SchemaGuidedGenerator,
     StringSlot,
+    facet_skeleton,
     schema_skeleton,
     summary_skeleton,
 )
@@ -24,6 +25,7 @@ from personakit.facets.schema import (
     FacetSchemaInducer,
     FacetSchemaInducerConfig,
     FacetSpec,
+    build_facet_prompt,
     build_schema_prompt,
     cluster_profiles,
     profile_text,
@@ -40,6 +42,7 @@ from personakit.facets.summarize import (
     SummaryReply,
     UserFacets,
     build_summary_prompt,
+    evidence_reliability,
     facet_biased_fraction,
     profile_hash,
     quote_is_grounded,
@@ -47,10 +50,10 @@ from personakit.facets.summarize import (
 
 __all__ = [
     "FacetSpec", "FacetSchema", "ClusterEvidence", "STYLE_FEATURES", "style_statistics", "profile_text",
-    "cluster_profiles", "build_schema_prompt", "FacetSchemaInducer", "FacetSchemaInducerConfig",
+    "cluster_profiles", "build_schema_prompt", "build_facet_prompt", "FacetSchemaInducer", "FacetSchemaInducerConfig",
     "RELIABILITY_LEVELS", "PLACEHOLDER", "QUOTE_THRESHOLD", "FacetSummary", "UserFacets", "SummaryReply",
     "quote_is_grounded", "profile_hash", "build_summary_prompt", "SummarizeStats", "FacetSummarizer",
-    "FacetSummarizerConfig", "facet_biased_fraction",
+    "FacetSummarizerConfig", "facet_biased_fraction", "evidence_reliability",
     "FacetEmbeddings", "FacetEmbedder", "embed_facets",
-    "LiteralPiece", "StringSlot", "ChoiceSlot", "SchemaGuidedGenerator", "schema_skeleton", "summary_skeleton",
+    "LiteralPiece", "StringSlot", "ChoiceSlot", "SchemaGuidedGenerator", "facet_skeleton", "schema_skeleton", "summary_skeleton",
 ]

@@ -21,7 +21,8 @@ from typing import Any, Optional, Sequence, Union
 
 from personakit.llm.base import Prompt, messages_to_text, prompt_to_messages
 
-__all__ = ["LiteralPiece", "StringSlot", "ChoiceSlot", "SchemaGuidedGenerator", "schema_skeleton", "summary_skeleton"]
+__all__ = ["LiteralPiece", "StringSlot", "ChoiceSlot", "SchemaGuidedGenerator", "facet_skeleton", "schema_skeleton",
+           "summary_skeleton"]
 
 
 @dataclass(frozen=True)
@@ -56,20 +57,25 @@ class ChoiceSlot:
 Part = Union[LiteralPiece, StringSlot, ChoiceSlot]
 
 
+def facet_skeleton(fallback_name: str = "facet 1", name_tokens: int = 8, text_tokens: int = 40,
+                   prefix: str = "") -> list[Part]:
+    """Skeleton of one facet object ``{"name", "definition", "values"}`` (see :class:`~personakit.facets.FacetSpec`)."""
+    return [LiteralPiece(prefix + '{"name": "'), StringSlot(name_tokens, fallback=fallback_name, unique=True),
+            LiteralPiece('", "definition": "'), StringSlot(text_tokens, fallback="not specified"),
+            LiteralPiece('", "values": "'), StringSlot(text_tokens // 2, fallback="low / medium / high"),
+            LiteralPiece('"}')]
+
+
 def schema_skeleton(num_facets: int, name_tokens: int = 8, text_tokens: int = 40) -> list[Part]:
     """Skeleton of ``{"facets": [{"name", "definition", "values"} × M]}`` (see :class:`~personakit.facets.FacetSchema`)."""
     parts: list[Part] = [LiteralPiece('{"facets": [')]
     for m in range(num_facets):
-        parts += [LiteralPiece(("" if m == 0 else ", ") + '{"name": "'),
-                  StringSlot(name_tokens, fallback=f"facet {m + 1}", unique=True),
-                  LiteralPiece('", "definition": "'), StringSlot(text_tokens, fallback="not specified"),
-                  LiteralPiece('", "values": "'), StringSlot(text_tokens // 2, fallback="low / medium / high"),
-                  LiteralPiece('"}')]
+        parts += facet_skeleton(f"facet {m + 1}", name_tokens, text_tokens, prefix="" if m == 0 else ", ")
     parts.append(LiteralPiece("]}"))
     return parts
 
 
-def summary_skeleton(max_quotes: int = 2, summary_tokens: int = 48, quote_tokens: int = 24,
+def summary_skeleton(max_quotes: int = 2, summary_tokens: int = 32, quote_tokens: int = 16,
                      levels: Sequence[str] = ("none", "weak", "moderate", "strong")) -> list[Part]:
     """Skeleton of a facet summary ``{"summary", "quotes": [...], "reliability"}``.
 

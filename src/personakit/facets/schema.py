@@ -42,6 +42,7 @@ __all__ = [
     "profile_text",
     "cluster_profiles",
     "build_schema_prompt",
+    "build_facet_prompt",
     "FacetSchemaInducer",
     "FacetSchemaInducerConfig",
 ]
@@ -67,6 +68,13 @@ class FacetSpec(BaseModel):
     name: str = Field(..., min_length=1, max_length=80, description="Concise facet name.")
     definition: str = Field(..., min_length=1, description="What behavioural attribute the facet describes.")
     values: str = Field(..., min_length=1, description="Value specification (categorical or ordinal scale).")
+    keywords: list[str] = Field(default_factory=list,
+                                description="Cluster keywords the facet was induced from (per-cluster induction).")
+
+    def describe(self) -> str:
+        """``"name: definition (values). Keywords: ..."``: the facet as one text (its evidence prototype)."""
+        text = f"{self.name}: {self.definition} ({self.values})"
+        return text + (". Keywords: " + ", ".join(self.keywords) if self.keywords else "")
 
     @field_validator("name", "definition", "values", mode="before")
     @classmethod
@@ -270,6 +278,47 @@ def build_schema_prompt(evidence: Sequence[ClusterEvidence], num_facets: int) ->
             {"role": "user", "content": SCHEMA_USER.format(evidence=body, m=num_facets)}]
 
 
+FACET_SYSTEM = (
+    "You design user-profile schemas. Given one cluster of users with keywords and excerpts, name one "
+    "persona facet (a behavioural attribute such as tone, topical preference or values) that characterises "
+    "these users. Reply with JSON only."
+)
+FACET_USER = (
+    "{evidence}\n\n{avoid}"
+    'Return one facet as JSON: {{"name": "...", "definition": "...", "values": "..."}}. "name" is 1-4 words, '
+    '"definition" one sentence, "values" the categorical or ordinal scale of the facet.'
+)
+
+
+def build_facet_prompt(evidence: ClusterEvidence, taken: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The chat that asks for the one facet of a cluster package (per-cluster induction); ``taken``
+    lists the facet names already chosen, which the reply must not repeat."""
+    avoid = ("Facets already chosen (pick a different one): " + ", ".join(taken) + "\n\n") if taken else ""
+    return [{"role": "system", "content": FACET_SYSTEM},
+            {"role": "user", "content": FACET_USER.format(evidence=evidence.render(), avoid=avoid)}]
+
+
+_GENERIC_NAME = re.compile(r"^(name|facet|definition|values?|unspecified|not specified|\.\.\.)?\s*\d*$", re.IGNORECASE)
+
+
+def _repair_facet(spec: FacetSpec, evidence: ClusterEvidence, taken: Sequence[str],
+                  taken_definitions: Sequence[str] = ()) -> FacetSpec:
+    """Per-cluster induction: a facet whose name is generic ("name", "facet 2"), longer than the
+    4 words the prompt asks for, or already taken is named after its cluster's keywords, and a
+    definition that is unspecified, shorter than 3 words or another facet's is written from them."""
+    used = {t.lower() for t in taken}
+    name, definition = spec.name, spec.definition
+    if _GENERIC_NAME.match(name.strip()) or name.lower() in used or len(name.split()) > 4:
+        words = [k for k in evidence.keywords if k.lower() not in " ".join(used)] or list(evidence.keywords)
+        name = " / ".join(words[:2]) if words else f"cluster {evidence.cluster + 1}"
+        while name.lower() in used:
+            name += "'"
+    other = {d.strip().lower() for d in taken_definitions}
+    if (len(definition.split()) < 3 or definition.strip().lower() in other) and evidence.keywords:
+        definition = "How the user writes about " + ", ".join(evidence.keywords[:4]) + "."
+    return spec.model_copy(update={"name": name, "definition": definition, "keywords": list(evidence.keywords)})
+
+
 class FacetSchemaInducer:
     r"""Induce the global facet schema $\hat{\mathcal F} = \mathrm{LLM}(P)$ (CoPersona Eq. 3).
 
@@ -291,6 +340,12 @@ class FacetSchemaInducer:
         max_attempts: attempts of :func:`~personakit.llm.generate_structured`.
         constrained: a :class:`~personakit.facets.constrained.SchemaGuidedGenerator`
             used instead of free generation (always parses).
+        per_cluster: ask for one facet per cluster (the ``num_facets`` largest clusters,
+            one small prompt each, :func:`build_facet_prompt`) instead of the whole schema in one
+            prompt.  Small models copy one facet five times when asked for a list; per cluster
+            each facet is tied to different evidence, keeps its cluster's keywords
+            (:attr:`FacetSpec.keywords`), and a generic or repeated name is replaced by those
+            keywords.  Needs ``num_clusters >= num_facets`` (otherwise clusters are reused).
         seed: k-means seed.
 
     Example:
@@ -306,7 +361,7 @@ class FacetSchemaInducer:
     def __init__(self, generator: Optional[TextGenerator], encoder: Encoder, *, num_facets: int = 5,
                  num_clusters: int = 6, max_items: Optional[int] = 8, style_features: bool = True,
                  num_keywords: int = 8, num_excerpts: int = 2, settings: Optional[GenerationSettings] = None,
-                 max_attempts: int = 3, constrained: Any = None, seed: int = 0):
+                 max_attempts: int = 3, constrained: Any = None, per_cluster: bool = False, seed: int = 0):
         if generator is None and constrained is None:
             raise ValueError("FacetSchemaInducer: give a generator or a constrained SchemaGuidedGenerator")
         if num_facets < 1 or num_clusters < 1:
@@ -315,7 +370,7 @@ class FacetSchemaInducer:
         self.num_facets, self.num_clusters, self.max_items = num_facets, num_clusters, max_items
         self.style_features, self.num_keywords, self.num_excerpts = style_features, num_keywords, num_excerpts
         self.settings = settings or GenerationSettings(max_new_tokens=512)
-        self.max_attempts, self.seed = max_attempts, seed
+        self.max_attempts, self.seed, self.per_cluster = max_attempts, seed, per_cluster
         self.last_evidence: list[ClusterEvidence] = []
         self.last_prompt: Optional[Prompt] = None
 
@@ -341,6 +396,8 @@ class FacetSchemaInducer:
         from personakit.llm.structured import generate_structured
 
         self.last_evidence = self.evidence(profiles)
+        if self.per_cluster:
+            return self._induce_per_cluster(self.last_evidence)
         prompt = build_schema_prompt(self.last_evidence, self.num_facets)
         self.last_prompt = prompt
         check = _exact_count(self.num_facets)
@@ -358,6 +415,36 @@ class FacetSchemaInducer:
                                        max_attempts=self.max_attempts, progress=False)
         return schema
 
+    def _induce_per_cluster(self, evidence: Sequence[ClusterEvidence]) -> FacetSchema:
+        """One prompt per facet m, on the evidence of the m-th largest cluster (reused when too few)."""
+        from personakit.llm.structured import StructuredOutputError, extract_json, generate_structured
+
+        facets: list[FacetSpec] = []
+        for m in range(self.num_facets):
+            ev = evidence[m % len(evidence)]
+            taken = [f.name for f in facets]
+            prompt = build_facet_prompt(ev, taken)
+            self.last_prompt = prompt
+            if self.constrained is not None:
+                from personakit.facets.constrained import facet_skeleton
+
+                [raw] = self.constrained.generate_json([prompt], facet_skeleton(f"facet {m + 1}"))
+                try:
+                    spec = FacetSpec.model_validate(extract_json(raw))
+                except Exception as err:  # noqa: BLE001 - shown with the raw reply
+                    raise StructuredOutputError(0, raw, str(err), 1) from err
+            else:
+                def check(value: Any, taken: Sequence[str] = tuple(taken)) -> FacetSpec:
+                    spec = FacetSpec.model_validate(value)
+                    if spec.name.lower() in {t.lower() for t in taken}:
+                        raise ValueError(f"field 'name': {spec.name!r} is already a facet; choose a different facet")
+                    return spec
+
+                [spec] = generate_structured(self.generator, [prompt], check, self.settings,
+                                             max_attempts=self.max_attempts, progress=False)
+            facets.append(_repair_facet(spec, ev, taken, [f.definition for f in facets]))
+        return FacetSchema(facets=facets)
+
 
 class FacetSchemaInducerConfig(BaseConfig):
     """Config of :class:`FacetSchemaInducer` (the generator and encoder are passed to ``build``)."""
@@ -372,4 +459,5 @@ class FacetSchemaInducerConfig(BaseConfig):
     settings: GenerationSettings = Field(default_factory=lambda: GenerationSettings(max_new_tokens=512),
                                          description="Decoding settings.")
     max_attempts: int = Field(3, ge=1, description="Attempts (first + retries with the validation error).")
+    per_cluster: bool = Field(False, description="One prompt per facet on one cluster's evidence (small models).")
     seed: int = Field(0, description="k-means seed.")

@@ -24,6 +24,19 @@ append-only :class:`~personakit.llm.ResponseCache` (``store``) keyed by
 (user id, hash of the user's history, schema, settings): summarising a population
 again only calls the LLM for new users and users whose history changed.
 
+**Evidence-graded reliability** (``reliability="evidence"``, a departure for small
+models).  A 135M model's reliability label carries no information: it picks ``none``
+for every user and facet (with the log-likelihood of ``none`` ahead by 7-9 nats), so
+every facet becomes a placeholder and the graph has no edge.  With ``"evidence"`` the
+label is graded from the user's own messages instead (:func:`evidence_reliability`):
+each facet scores the mean of the two highest cosine similarities between the user's
+messages and the facet's description (:meth:`FacetSpec.describe`), and the user's
+facets are ranked by that score: the best supported facet is ``strong``, the second
+``moderate``, the third ``weak``, the rest ``none``.  It needs a sentence ``encoder``,
+looks at one user at a time (adding users changes no one else's labels) and makes
+every user facet-biased by construction, as the paper finds nearly all users are
+(Table 4).  The LLM still writes the summaries and quotes.
+
 Departure: the paper batches 8 users per call to GPT-4o-mini; one prompt per
 (user, facet) is used here, which small local models handle far better.
 """
@@ -59,6 +72,7 @@ __all__ = [
     "FacetSummarizer",
     "FacetSummarizerConfig",
     "facet_biased_fraction",
+    "evidence_reliability",
 ]
 
 RELIABILITY_LEVELS = ("none", "weak", "moderate", "strong")
@@ -185,6 +199,41 @@ def build_summary_prompt(texts: Sequence[str], facet: FacetSpec) -> list[dict[st
                                         f"Values: {facet.values}\n\nThe user's messages:\n{body}\n\nJSON:"}]
 
 
+def evidence_reliability(texts: Sequence[str], facets: Sequence[FacetSpec], encoder: Any,
+                         facet_vectors: Any = None) -> list[int]:
+    """Reliability levels (0-3) of one user's facets graded from the user's own ``texts``.
+
+    Facet ``m`` scores the mean of the two highest cosine similarities between the messages
+    and ``facets[m].describe()``; facets are ranked by score (ties by schema order): rank 0 is
+    ``strong`` (3), rank 1 ``moderate`` (2), rank 2 ``weak`` (1), the rest ``none`` (0).  No
+    message: every facet ``none``.  ``facet_vectors`` (``[M, d]``) skips encoding the facets.
+
+    Example:
+        >>> from personakit.facets import FacetSpec
+        >>> enc = lambda t: [[1.0, 0.0] if "cat" in x else [0.0, 1.0] for x in t]
+        >>> fs = [FacetSpec(name="Pets", definition="cats", values="v"), FacetSpec(name="Money", definition="pay", values="v")]
+        >>> evidence_reliability(["my cat sleeps", "a cat"], fs, enc), evidence_reliability([], fs, enc)
+        ([3, 2], [0, 0])
+    """
+    import numpy as np
+
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        return [0] * len(facets)
+    f = np.asarray(facet_vectors if facet_vectors is not None else encoder([spec.describe() for spec in facets]),
+                   dtype=np.float64)  # (M, d)
+    x = np.asarray(encoder(list(texts)), dtype=np.float64)  # (n, d)
+    f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sims = np.sort(x @ f.T, axis=0)[::-1]  # (n, M), best message first
+    score = sims[:2].mean(axis=0)  # (M,)
+    order = sorted(range(len(facets)), key=lambda m: (-score[m], m))
+    levels = [0] * len(facets)
+    for rank, m in enumerate(order[:3]):
+        levels[m] = 3 - rank
+    return levels
+
+
 @dataclass(frozen=True)
 class SummarizeStats:
     """What the last :meth:`FacetSummarizer.summarize` call did.
@@ -227,6 +276,9 @@ class FacetSummarizer:
         constrained: a :class:`~personakit.facets.constrained.SchemaGuidedGenerator`
             used instead of free generation (ungrounded quotes are then dropped).
         batch_size: prompts per generator call.
+        reliability: ``"llm"`` (the model's label, as in the paper) or ``"evidence"``
+            (graded from the user's messages by :func:`evidence_reliability`; needs ``encoder``).
+        encoder: texts → ``[n, d]`` embeddings, for ``reliability="evidence"``.
 
     Example:
         >>> import json
@@ -246,9 +298,16 @@ class FacetSummarizer:
                  store: Union[ResponseCache, str, "os.PathLike[str]", None] = None,
                  quote_threshold: float = QUOTE_THRESHOLD, ungrounded: Literal["retry", "drop"] = "retry",
                  max_attempts: int = 3, on_failure: Literal["raise", "placeholder"] = "raise",
-                 constrained: Any = None, batch_size: int = 16):
+                 constrained: Any = None, batch_size: int = 16, reliability: Literal["llm", "evidence"] = "llm",
+                 encoder: Any = None):
         if generator is None and constrained is None:
             raise ValueError("FacetSummarizer: give a generator or a constrained SchemaGuidedGenerator")
+        if reliability not in ("llm", "evidence"):
+            raise ValueError(f"FacetSummarizer: reliability must be 'llm' or 'evidence', got {reliability!r}")
+        if reliability == "evidence" and encoder is None:
+            raise ValueError("FacetSummarizer: reliability='evidence' needs an encoder (texts -> [n, d] embeddings)")
+        self.reliability, self.encoder = reliability, encoder
+        self._facet_vectors: Any = None
         if ungrounded not in ("retry", "drop") or on_failure not in ("raise", "placeholder"):
             raise ValueError(f"FacetSummarizer: bad ungrounded={ungrounded!r} or on_failure={on_failure!r}")
         self.generator = generator
@@ -273,7 +332,7 @@ class FacetSummarizer:
         payload = json.dumps({"u": profile.user_id, "h": profile_hash(self.user_texts(profile)),
                               "s": self.schema.fingerprint(), "g": self.settings.cache_fields(),
                               "m": getattr(self.generator, "model_id", None) or getattr(self.constrained, "model_id", ""),
-                              "c": self.constrained is not None}, sort_keys=True)
+                              "c": self.constrained is not None, "r": self.reliability}, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def _validator(self, texts: Sequence[str], dropped: list[int]):
@@ -308,7 +367,9 @@ class FacetSummarizer:
         from personakit.facets.constrained import summary_skeleton
 
         out: list[Optional[SummaryReply]] = []
-        for i, raw in enumerate(self.constrained.generate_json(prompts, summary_skeleton())):
+        # graded from the messages afterwards: the label slot need not weigh four options
+        skeleton = summary_skeleton(levels=("none",)) if self.reliability == "evidence" else summary_skeleton()
+        for i, raw in enumerate(self.constrained.generate_json(prompts, skeleton)):
             try:
                 out.append(check(extract_json(raw)))
             except Exception as err:  # noqa: BLE001 - shown with the raw reply
@@ -341,6 +402,12 @@ class FacetSummarizer:
             bar = tqdm(total=len(todo), desc="facet summaries", unit="user")
         for p in todo:
             replies = self._replies(p, dropped)
+            if self.reliability == "evidence":
+                if self._facet_vectors is None:
+                    self._facet_vectors = self.encoder([spec.describe() for spec in self.schema.facets])
+                levels = evidence_reliability(self.user_texts(p), self.schema.facets, self.encoder, self._facet_vectors)
+                replies = [None if r is None else r.model_copy(update={"reliability": RELIABILITY_LEVELS[lv]})
+                           for r, lv in zip(replies, levels)]
             facets = []
             for spec, r in zip(self.schema.facets, replies):
                 if r is None:
@@ -394,3 +461,5 @@ class FacetSummarizerConfig(BaseConfig):
     max_attempts: int = Field(3, ge=1, description="Attempts per prompt.")
     on_failure: Literal["raise", "placeholder"] = Field("raise", description="After the last attempt.")
     batch_size: int = Field(16, ge=1, description="Prompts per generator call.")
+    reliability: Literal["llm", "evidence"] = Field("llm", description="Reliability from the LLM or graded from the "
+                                                    "user's messages (evidence_reliability; needs an encoder).")

@@ -81,6 +81,14 @@ class CoPersonaFacetsConfig(BaseConfig):
     encoder: str = Field("minilm", description="Sentence encoder of the facet texts (paper: mpnet).")
     top_k: int = Field(5, ge=1, description="Neighbours per user and facet (paper: 5).")
     threshold: float = Field(0.35, description="Similarity threshold (paper: 0.35).")
+    combined_threshold: Optional[float] = Field(
+        None, description="Threshold of the combined (user-level) layer; None: threshold / num_facets, i.e. the "
+                          "weighted facet scores of a pair must sum to the facet threshold (see the CoPersona docs).")
+    per_cluster_schema: bool = Field(True, description="Induce one facet per cluster (small local models); False: "
+                                                       "the whole schema in one prompt, as in the paper.")
+    reliability: Literal["llm", "evidence"] = Field(
+        "evidence", description="Reliability labels from the LLM (paper) or graded from the user's messages "
+                                "(evidence_reliability; the embedded 135M model labels everything 'none').")
 
 
 class CoPersonaModelSettings(BaseConfig):
@@ -148,7 +156,7 @@ class CoPersonaPipeline:
         inducer: a :class:`~personakit.facets.FacetSchemaInducer` (``None`` when ``schema`` is given).
         summarizer_factory: schema → :class:`~personakit.facets.FacetSummarizer` (with a ``store``).
         embedder: a :class:`~personakit.facets.FacetEmbedder`.
-        top_k, threshold: graph settings.
+        top_k, threshold, combined_threshold: graph settings (``combined_threshold=None``: ``threshold``).
         schema: a fixed schema (skips induction).
 
     :meth:`update` may be called again with more users or longer histories: only users
@@ -156,9 +164,9 @@ class CoPersonaPipeline:
     """
 
     def __init__(self, inducer: Any, summarizer_factory: Callable[[Any], Any], embedder: Any, *, top_k: int = 5,
-                 threshold: float = 0.35, schema: Any = None):
+                 threshold: float = 0.35, combined_threshold: Optional[float] = None, schema: Any = None):
         self.inducer, self.summarizer_factory, self.embedder = inducer, summarizer_factory, embedder
-        self.top_k, self.threshold = top_k, threshold
+        self.top_k, self.threshold, self.combined_threshold = top_k, threshold, combined_threshold
         self.schema = schema
         self.summarizer: Any = None
         self.facets: dict[str, Any] = {}
@@ -186,7 +194,8 @@ class CoPersonaPipeline:
             self.graph = update_multiplex_graph(self.graph, emb.embeddings, emb.reliability, changed)
         else:
             self.graph = build_multiplex_graph(emb.embeddings, emb.reliability, top_k=self.top_k,
-                                               threshold=self.threshold, facet_names=self.schema.names)
+                                               threshold=self.threshold, combined_threshold=self.combined_threshold,
+                                               facet_names=self.schema.names)
         self.facets, self.embeddings = facets, emb
         self.last_changed = [ordered[i].user_id for i in changed]
         return self
@@ -274,7 +283,7 @@ def run_copersona_recipe(config: CoPersonaRecipeConfig, *, data: Any = None, gen
     gen = CachedGenerator(generator, cache) if cache else generator
     inducer = FacetSchemaInducer(gen, encoder, num_facets=fc.num_facets, num_clusters=fc.num_clusters,
                                  max_items=fc.schema_items, settings=GenerationSettings(max_new_tokens=fc.schema_tokens),
-                                 constrained=constrained, seed=config.seed)
+                                 constrained=constrained, per_cluster=fc.per_cluster_schema, seed=config.seed)
     schema_path = out / "facet_schema.json"
     schema = None
     if schema_path.is_file():
@@ -287,10 +296,11 @@ def run_copersona_recipe(config: CoPersonaRecipeConfig, *, data: Any = None, gen
     def make_summarizer(s: Any) -> Any:
         return FacetSummarizer(gen, s, max_items=fc.summary_items, store=out / "facet_store.jsonl",
                                settings=GenerationSettings(max_new_tokens=fc.summary_tokens), on_failure=fc.on_failure,
-                               constrained=constrained)
+                               constrained=constrained, reliability=fc.reliability, encoder=encoder)
 
+    combined = fc.threshold / fc.num_facets if fc.combined_threshold is None else fc.combined_threshold
     pipe = CoPersonaPipeline(inducer, make_summarizer, FacetEmbedder(encoder), top_k=fc.top_k, threshold=fc.threshold,
-                             schema=schema)
+                             combined_threshold=combined, schema=schema)
     log(f"{len(data.users)} users, {len(data.train)} train / {len(data.test)} test examples; "
         f"facets: schema, summaries, embeddings, graph")
     pipe.update(data.users, progress=progress)
@@ -342,9 +352,13 @@ def run_copersona_recipe(config: CoPersonaRecipeConfig, *, data: Any = None, gen
     results = CoPersonaResults(
         rows=rows, schema=json.loads(pipe.schema.model_dump_json()), facet_biased_fraction=biased,
         sizes={**data.stats(), "facets": len(pipe.schema), "graph_edges": int(pipe.graph.edge_index.shape[1]),
+               "facet_edges": [int(e.shape[1]) for e in pipe.graph.facet_edge_index],
+               "reliability_counts": {lvl: sum(f.reliability == lvl for u in pipe.facets.values() for f in u.facets)
+                                      for lvl in ("none", "weak", "moderate", "strong")},
                "machine": platform.platform()},
         timings=timings, predictions=preds, references=refs,
         structured={"summary_failures": pipe.summarizer.last_stats.failures if pipe.summarizer.last_stats else 0,
+                    "summary_prompts": pipe.summarizer.last_stats.prompts if pipe.summarizer.last_stats else 0,
                     "constrained": constrained is not None})
     results.save(out)
     return results
