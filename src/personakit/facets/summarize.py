@@ -223,8 +223,9 @@ def evidence_reliability(texts: Sequence[str], facets: Sequence[FacetSpec], enco
     f = np.asarray(facet_vectors if facet_vectors is not None else encoder([spec.describe() for spec in facets]),
                    dtype=np.float64)  # (M, d)
     x = np.asarray(encoder(list(texts)), dtype=np.float64)  # (n, d)
-    f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    # not in place: ``facet_vectors`` may be the caller's own float64 array
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     sims = np.sort(x @ f.T, axis=0)[::-1]  # (n, M), best message first
     score = sims[:2].mean(axis=0)  # (M,)
     order = sorted(range(len(facets)), key=lambda m: (-score[m], m))
