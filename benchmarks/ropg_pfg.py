@@ -97,8 +97,10 @@ def markdown(report: dict) -> str:
         f"# ROPG / RSPG on PFG-LaMP ({report['setting']} setting)", "",
         f"Command: `{report['command']}`  ",
         f"Run on {report['date']}; wall time {report['wall_time_s'] / 60:.1f} min; device {report['machine']['device']}; "
-        f"1-minute load average {report['machine']['load_average_start'][0]:.1f} at the start (other jobs shared "
-        f"the machine).  {machine_line(report['machine'])}", "",
+        f"1-minute load average {report['machine']['load_average_start'][0]:.1f} at the start "
+        + ("(other jobs shared the machine)" if report['machine']['load_average_start'][0] >= 1.0
+           else "(the machine was otherwise idle)")
+        + f".  {machine_line(report['machine'])}", "",
         "Sizes: " + ", ".join(f"{k} {v}" for k, v in r["sizes"].items() if not isinstance(v, float)) + ".", "",
         "## Test split", "", r["table"], "",
     ]
