@@ -130,3 +130,20 @@ def write_results(name: str, report: dict[str, Any], markdown: str, out_dir: Pat
     atomic_write_text(json_path, json.dumps(report, indent=2, default=str) + "\n")
     atomic_write_text(md_path, markdown if markdown.endswith("\n") else markdown + "\n")
     return json_path, md_path
+
+
+def prompt_pass_seconds(generator: Any, prompts: list[Any], batch_size: int) -> float:
+    """Wall time of the prompt passes alone (``HFGenerator.prefill``, no decoding) over ``prompts``.
+
+    The prompts are grouped into the batches ``generator.generate`` would form (its length
+    order, ``batch_size`` per batch), so that the time is the part of a batched generation
+    that no batch size removes: on a compute-bound CPU it bounds what batching can gain
+    (one-at-a-time time per prompt / this time per prompt).
+    """
+    import time
+
+    order = generator._batch_order(list(prompts))
+    start = time.perf_counter()
+    for i in range(0, len(order), batch_size):
+        generator.prefill([prompts[j] for j in order[i:i + batch_size]])
+    return time.perf_counter() - start

@@ -36,7 +36,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, prompt_pass_seconds, write_results,
+)
 
 from personakit.augment import GenericResponseAugmenter  # noqa: E402
 from personakit.data import DEFAULT_AGENTS, dialogues_to_examples, load_builtin_corpus  # noqa: E402
@@ -104,6 +106,12 @@ def run(args: argparse.Namespace) -> dict:
         out_single, t_single = _timed(lambda: single.augment(subset, progress=False))
         print(f"one at a time (first {len(subset)}): {t_single:.1f} s", flush=True)
 
+        # the prompt passes alone (no decoding), on the same batches: what batching cannot remove
+        prompts = [probe.build_prompt(ex) for ex in examples]
+        t_pass = prompt_pass_seconds(generator, prompts, args.batch_size)
+        t_pass_single = prompt_pass_seconds(generator, prompts[: len(subset)], 1)
+        print(f"prompt passes only: batched {t_pass:.1f} s, one at a time {t_pass_single:.1f} s", flush=True)
+
         rerun = GenericResponseAugmenter(generator, template, settings=settings, cache=cache,
                                          batch_size=args.batch_size)
         out_rerun, t_rerun = _timed(lambda: rerun.augment(examples, progress=False))
@@ -124,6 +132,12 @@ def run(args: argparse.Namespace) -> dict:
         "speedup_batched_vs_one_at_a_time": per_single / per_batched,
         "speedup_same_subset": per_single / per_same if per_same is not None else None,
         "cached_rerun_fraction": t_rerun / t_batched,
+        "prompt_pass_only": {
+            "batched_total_s": t_pass, "batched_per_example_s": t_pass / len(examples),
+            "one_at_a_time_per_example_s": t_pass_single / len(subset),
+            "one_at_a_time_decoding_per_example_s": per_single - t_pass_single / len(subset),
+            "ceiling_speedup": per_single / (t_pass / len(examples)),
+        },
         "goals": {"speedup_at_least": 5.0, "cached_rerun_fraction_below": 0.02},
         "goals_met": {"speedup": per_single / per_batched >= 5.0, "cached_rerun": t_rerun / t_batched < 0.02},
         "one_at_a_time_equal_to_batched": {"equal": agree, "of": len(subset)},
@@ -152,6 +166,7 @@ def to_markdown(report: dict) -> str:
     s, m, r = report["settings"], report["machine"], report["results"]
     per, tot = r["per_example_s"], r["total_s"]
     ok = r["goals_met"]
+    pp = r["prompt_pass_only"]
     lines = [
         "# Generic-response augmentation speed",
         "",
@@ -176,11 +191,18 @@ def to_markdown(report: dict) -> str:
         f"| one at a time (batch 1) | {s['subset']} | {tot['one_at_a_time']:.1f} | {per['one_at_a_time']:.2f} |",
         f"| cached rerun (nothing generated) | {s['n']} | {tot['cached_rerun']:.3f} | "
         f"{tot['cached_rerun'] / s['n']:.4f} |",
+        f"| prompt pass only, batch {s['batch_size']} (no decoding) | {s['n']} | {pp['batched_total_s']:.1f} | "
+        f"{pp['batched_per_example_s']:.2f} |",
         "",
         f"- Batched vs one at a time, per example: **{r['speedup_batched_vs_one_at_a_time']:.1f}×**"
         + (f" (on the same {s['subset']} prompts: {r['speedup_same_subset']:.1f}×)"
            if r["speedup_same_subset"] is not None else "")
         + f"; goal ≥ 5×: {'met' if ok['speedup'] else 'not met'}.",
+        f"- Ceiling on this machine: **{pp['ceiling_speedup']:.1f}×**. One at a time, an example costs "
+        f"{per['one_at_a_time']:.2f} s: {pp['one_at_a_time_per_example_s']:.2f} s of prompt pass and "
+        f"{pp['one_at_a_time_decoding_per_example_s']:.2f} s of token-by-token decoding. The batched prompt passes "
+        f"alone (same batches, shared prefix once, nothing decoded) take {pp['batched_per_example_s']:.2f} s per "
+        "example, and no batched generation can take less, so no batching can beat one-at-a-time time / that.",
         f"- Cached rerun: **{100 * r['cached_rerun_fraction']:.3g}%** of the first run's time; goal < 2%: "
         f"{'met' if ok['cached_rerun'] else 'not met'}. It reproduces the first run's outputs exactly.",
         f"- One-at-a-time replies equal to the batched ones: {r['one_at_a_time_equal_to_batched']['equal']}"

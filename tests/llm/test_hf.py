@@ -159,3 +159,21 @@ def test_shared_prefix_length_rules(tiny_lm):
     assert HFGenerator(model, tok, share_prefix=False).shared_prefix_length([[1] * 40, [1] * 40 + [2]]) == 0
     with pytest.raises(ValueError, match="min_shared_prefix"):
         HFGenerator(model, tok, min_shared_prefix=0)
+
+
+def test_prefill_matches_each_prompt_alone_and_the_first_generated_token(tiny_lm):
+    model, tok = tiny_lm
+    for share in (True, False):
+        gen = HFGenerator(model, tok, batch_size=4, min_shared_prefix=4, share_prefix=share)
+        encoded = [gen.encode(p) for p in TEMPLATED]
+        assert (gen.shared_prefix_length(encoded) > 0) == share
+        logits = gen.prefill(TEMPLATED)  # (B, V)
+        assert logits.shape == (len(TEMPLATED), model.config.vocab_size)
+        with torch.inference_mode():
+            alone = torch.stack([model(input_ids=torch.tensor([ids])).logits[0, -1] for ids in encoded])
+        torch.testing.assert_close(logits, alone, atol=1e-4, rtol=1e-4)
+        first = [tok.decode([int(i)], skip_special_tokens=True) for i in logits.argmax(-1)]
+        out = gen.generate(TEMPLATED, {"max_new_tokens": 1}, batch_size=len(TEMPLATED))
+        assert [o.strip() for o in out] == [f.strip() for f in first]
+    with pytest.raises(ValueError, match="at least one prompt"):
+        gen.prefill([])

@@ -143,15 +143,19 @@ class HFGenerator(TextGenerator):
         # longest first: the slowest batch runs first, so a progress bar's estimate is pessimistic
         return sorted(range(len(prompts)), key=lambda i: -lengths[i])
 
-    # ------------------------------------------------------------ generation
-    def _generate_batch(self, prompts: list[Prompt], settings: GenerationSettings) -> list[str]:
+    # ------------------------------------------------------------ batching
+    def _batch_inputs(self, prompts: list[Prompt]) -> tuple[Any, Any, int]:
+        """``input_ids`` and ``attention_mask`` ``[B, P + T]`` of one batch and its shared prefix length P.
+
+        The first P tokens are the prefix every prompt shares (0: none, see
+        :meth:`shared_prefix_length`); the rest of each prompt is left-padded after it.
+        """
         import torch
 
         encoded = [self.encode(p) for p in prompts]
         shared = self.shared_prefix_length(encoded)  # P: tokens encoded once for the whole batch
         prefix, encoded = (encoded[0][:shared], [ids[shared:] for ids in encoded])
         width = max(len(ids) for ids in encoded)
-        device = _model_device(self.model)
         input_ids = torch.full((len(encoded), shared + width), self.pad_token_id, dtype=torch.long)  # (B, P + T)
         attention_mask = torch.zeros((len(encoded), shared + width), dtype=torch.long)  # (B, P + T)
         if shared:
@@ -161,7 +165,44 @@ class HFGenerator(TextGenerator):
             if ids:
                 input_ids[row, shared + width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 attention_mask[row, shared + width - len(ids):] = 1
-        width += shared
+        return input_ids, attention_mask, shared
+
+    def prefill(self, prompts: list[Prompt]) -> Any:
+        """Run only the prompt pass that generating ``prompts`` as one batch starts with.
+
+        The shared prefix is encoded once (as in generation), then the rest of every
+        prompt; nothing is decoded.  Returns the logits of each prompt's next token
+        ``[B, V]`` (float, on the model's device).  Useful to score a next token, and to
+        measure how much of a batched generation's time is the prompt pass, which no
+        batch size can shrink on a compute-bound device (see ``benchmarks/``).
+        """
+        import torch
+        from transformers import DynamicCache
+
+        if not prompts:
+            raise ValueError("prefill needs at least one prompt")
+        input_ids, attention_mask, shared = self._batch_inputs(list(prompts))
+        device = _model_device(self.model)
+        kwargs: dict[str, Any] = {}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            kwargs["logits_to_keep"] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # (B, T), as generation uses
+        with torch.inference_mode():
+            cache = (self._prefix_cache(input_ids[:1, :shared].to(device), len(prompts)) if shared
+                     else DynamicCache(config=self.model.config))
+            out = self.model(
+                input_ids=input_ids[:, shared:].to(device), attention_mask=attention_mask.to(device),
+                position_ids=position_ids.to(device), past_key_values=cache, use_cache=True, **kwargs,
+            )
+        return out.logits[:, -1].float()  # (B, V)
+
+    # ------------------------------------------------------------ generation
+    def _generate_batch(self, prompts: list[Prompt], settings: GenerationSettings) -> list[str]:
+        import torch
+
+        input_ids, attention_mask, shared = self._batch_inputs(prompts)
+        width = input_ids.shape[1]
+        device = _model_device(self.model)
         kwargs: dict[str, Any] = dict(
             max_new_tokens=settings.max_new_tokens,
             pad_token_id=self.pad_token_id,
@@ -183,7 +224,7 @@ class HFGenerator(TextGenerator):
             if settings.do_sample:
                 torch.manual_seed(settings.seed)
             if shared:
-                kwargs["past_key_values"] = self._prefix_cache(input_ids[:1, :shared].to(device), len(encoded))
+                kwargs["past_key_values"] = self._prefix_cache(input_ids[:1, :shared].to(device), len(prompts))
             out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
             )  # (B, T + new)
