@@ -125,6 +125,16 @@ TEMPLATED = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content":
              for u in ["hello", "what do you like to bake", "cats", "my name is a dog and i like the sea"]]
 
 
+def _with_input_shapes(model, fn):
+    """``fn()``'s result and the ``input_ids`` shape of every forward pass of ``model`` it made."""
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        return fn(), calls
+    finally:
+        hook.remove()
+
+
 def test_shared_prefix_encoded_once_gives_the_unshared_outputs(tiny_lm):
     model, tok = tiny_lm
     shared = HFGenerator(model, tok, batch_size=4, min_shared_prefix=4)
@@ -134,13 +144,8 @@ def test_shared_prefix_encoded_once_gives_the_unshared_outputs(tiny_lm):
     assert p >= 10  # the rendered system message is common to all four
     assert all(ids[:p] == encoded[0][:p] for ids in encoded) and min(map(len, encoded)) > p
     assert any(ids[p] != encoded[0][p] for ids in encoded)  # the longest common prefix, not shorter
-    calls = []
-    hook = model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
-    try:
-        settings = GenerationSettings(max_new_tokens=6)
-        out = shared.generate(TEMPLATED, settings)
-    finally:
-        hook.remove()
+    settings = GenerationSettings(max_new_tokens=6)
+    out, calls = _with_input_shapes(model, lambda: shared.generate(TEMPLATED, settings))
     assert calls[0] == (1, p)  # the prefix ran once, for the whole batch
     assert calls[1][1] == max(map(len, encoded)) - p  # then only the rest of each prompt
     assert out == plain.generate(TEMPLATED, settings)
@@ -177,3 +182,41 @@ def test_prefill_matches_each_prompt_alone_and_the_first_generated_token(tiny_lm
         assert [o.strip() for o in out] == [f.strip() for f in first]
     with pytest.raises(ValueError, match="at least one prompt"):
         gen.prefill([])
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS, TEMPLATED + PROMPTS[:3]], ids=["no-shared-prefix", "shared-prefix"])
+def test_prefill_in_sub_batches_decodes_all_rows_together_with_the_same_outputs(tiny_lm, prompts):
+    model, tok = tiny_lm
+    plain = HFGenerator(model, tok, batch_size=len(prompts), min_shared_prefix=4)
+    split = HFGenerator(model, tok, batch_size=len(prompts), min_shared_prefix=4, prefill_batch_size=2)
+    settings = GenerationSettings(max_new_tokens=7)
+    out, calls = _with_input_shapes(model, lambda: split.generate(prompts, settings))
+    single = [plain.generate([p], settings, batch_size=1)[0] for p in prompts]
+    assert out == single == plain.generate(prompts, settings)
+    prompt_passes = [shape for shape in calls if shape[1] > 1]
+    assert all(shape[0] <= 2 for shape in prompt_passes)  # prompts were prefilled two at a time (or the prefix once)
+    assert sum(1 for shape in calls if shape[0] == len(prompts)) >= 7  # every decoding step carried all rows
+    sampled = GenerationSettings(max_new_tokens=5, temperature=0.8, seed=1)
+    assert split.generate(prompts, sampled) == split.generate(prompts, sampled)
+    with pytest.raises(ValueError, match="prefill_batch_size"):
+        HFGenerator(model, tok, prefill_batch_size=0)
+
+
+def test_reserved_cache_layer_grows_in_place_and_falls_back_when_full():
+    from transformers.cache_utils import DynamicLayer
+
+    from personakit.llm.hf import _reserved_layer
+
+    keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    layer = _reserved_layer(DynamicLayer(), keys, values, extra=2)
+    torch.testing.assert_close(layer.keys, keys)
+    buffer = layer.keys.data_ptr()
+    new_k, new_v = torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5)
+    k, v = layer.update(new_k, new_v)
+    assert k.data_ptr() == buffer and layer.get_seq_length() == 5  # written into the reserved room
+    torch.testing.assert_close(k, torch.cat([keys, new_k], -2))
+    torch.testing.assert_close(v, torch.cat([values, new_v], -2))
+    layer.update(new_k, new_v)
+    k, _ = layer.update(new_k, new_v)  # the room was for 2: the third grows the plain way
+    assert layer.get_seq_length() == 7 and k.data_ptr() != buffer
+    torch.testing.assert_close(k[..., 4:, :], new_k.expand(2, 3, 3, 5))

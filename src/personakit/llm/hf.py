@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Optional
 
@@ -35,6 +36,14 @@ class HFGenerator(TextGenerator):
     prefilling is compute-bound, this removes most of a templated batch's prefill cost.
     Outputs equal the unshared run's up to floating-point ties.
 
+    **Prefill in smaller batches.** On a CPU the prompt pass is compute-bound (padding
+    costs as much as tokens) while a decoding step gets cheaper per row the more rows it
+    carries.  With ``prefill_batch_size`` smaller than ``batch_size``, each batch's prompts
+    (already sorted by length) are prefilled in sub-batches of ``prefill_batch_size``,
+    each left-padded only to its own longest prompt; their key/value caches are merged
+    (padding between the shared prefix and the rest of each prompt, masked) and all
+    ``batch_size`` rows decode together in a cache reserved for the new tokens up front.
+
     Greedy decoding (``temperature == 0``) gives the same output whatever the batch
     size (up to floating-point ties); sampling seeds every batch with ``settings.seed``
     inside a forked RNG, so a rerun with the same prompts, settings and batch size
@@ -51,6 +60,8 @@ class HFGenerator(TextGenerator):
             where the latest turn is); ``None`` keeps all.
         share_prefix: encode the token prefix shared by a batch once (see above).
         min_shared_prefix: shortest shared prefix worth encoding separately.
+        prefill_batch_size: prompts per prompt pass when smaller than ``batch_size``
+            (see above); ``None`` prefills each batch at once.
 
     Example:
         >>> gen = HFGenerator.from_pretrained("smollm2")  # doctest: +SKIP
@@ -68,6 +79,7 @@ class HFGenerator(TextGenerator):
         max_input_tokens: Optional[int] = None,
         share_prefix: bool = True,
         min_shared_prefix: int = 16,
+        prefill_batch_size: Optional[int] = None,
     ):
         if model_id is None:
             model_id = (
@@ -89,6 +101,9 @@ class HFGenerator(TextGenerator):
             raise ValueError(f"min_shared_prefix must be >= 1, got {min_shared_prefix}")
         self.share_prefix = bool(share_prefix)
         self.min_shared_prefix = int(min_shared_prefix)
+        if prefill_batch_size is not None and prefill_batch_size < 1:
+            raise ValueError(f"prefill_batch_size must be >= 1 or None, got {prefill_batch_size}")
+        self.prefill_batch_size = prefill_batch_size
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id
@@ -200,9 +215,17 @@ class HFGenerator(TextGenerator):
     def _generate_batch(self, prompts: list[Prompt], settings: GenerationSettings) -> list[str]:
         import torch
 
-        input_ids, attention_mask, shared = self._batch_inputs(prompts)
-        width = input_ids.shape[1]
         device = _model_device(self.model)
+        prefilled = None
+        if self.prefill_batch_size is not None and len(prompts) > self.prefill_batch_size:
+            prefilled = self._merged_prefill(prompts, settings.max_new_tokens)
+        merged = prefilled is not None
+        if prefilled is not None:
+            input_ids, attention_mask, cache = prefilled
+            shared = 0
+        else:
+            input_ids, attention_mask, shared = self._batch_inputs(prompts)
+        width = input_ids.shape[1]
         kwargs: dict[str, Any] = dict(
             max_new_tokens=settings.max_new_tokens,
             pad_token_id=self.pad_token_id,
@@ -223,13 +246,91 @@ class HFGenerator(TextGenerator):
         with torch.inference_mode(), torch.random.fork_rng(devices=_cuda_devices(device)):
             if settings.do_sample:
                 torch.manual_seed(settings.seed)
-            if shared:
+            if merged:
+                kwargs["past_key_values"] = cache
+            elif shared:
                 kwargs["past_key_values"] = self._prefix_cache(input_ids[:1, :shared].to(device), len(prompts))
             out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
             )  # (B, T + new)
         new_tokens = out[:, width:].cpu()  # (B, new)
         return [self.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in new_tokens]
+
+    def _merged_prefill(self, prompts: list[Prompt], max_new_tokens: int) -> Optional[tuple[Any, Any, Any]]:
+        """Prefill ``prompts`` in sub-batches of ``prefill_batch_size`` and merge their caches.
+
+        Every prompt but its last token is prefilled (generation starts by running the last
+        token).  The merged layout of a row is ``[shared prefix | padding | rest of the
+        prompt without its last token]``, the padding masked out; positions come from the
+        attention mask as in generation, so every token keeps the position it has unpadded.
+        Returns ``input_ids`` and ``attention_mask`` ``[B, P + W + 1]`` (the last column is
+        each prompt's last token) and the cache of the first ``P + W`` columns, with room
+        reserved for ``max_new_tokens`` more; ``None`` when there is nothing to prefill.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        encoded = [self.encode(p) for p in prompts]
+        shared = self.shared_prefix_length(encoded)  # P
+        rests = [ids[shared:-1] for ids in encoded]  # what the sub-batches prefill
+        width = max(len(r) for r in rests)  # W
+        if not shared and not width:
+            return None
+        device = _model_device(self.model)
+        order = sorted(range(len(prompts)), key=lambda i: -len(rests[i]))  # similar lengths together
+        size = self.prefill_batch_size or len(prompts)
+        kwargs: dict[str, Any] = {}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            kwargs["logits_to_keep"] = 1  # only the caches are used
+        parts = []  # (rows, columns of the merged layout, per-layer keys and values)
+        with torch.inference_mode():
+            prefix = None
+            if shared:
+                prefix = DynamicCache(config=self.model.config)
+                self.model(input_ids=torch.tensor([encoded[0][:shared]], device=device),
+                           past_key_values=prefix, use_cache=True, **kwargs)
+            for start in range(0, len(order), size):
+                rows = order[start:start + size]
+                sub_width = max(len(rests[i]) for i in rows)
+                cache = DynamicCache(config=self.model.config)
+                if prefix is not None:
+                    for layer, source in zip(cache.layers, prefix.layers):
+                        layer.update(source.keys.expand(len(rows), -1, -1, -1).contiguous(),
+                                     source.values.expand(len(rows), -1, -1, -1).contiguous())
+                if sub_width:
+                    ids = torch.full((len(rows), sub_width), self.pad_token_id, dtype=torch.long)
+                    mask = torch.zeros((len(rows), shared + sub_width), dtype=torch.long)
+                    mask[:, :shared] = 1
+                    for j, i in enumerate(rows):
+                        if rests[i]:
+                            ids[j, sub_width - len(rests[i]):] = torch.tensor(rests[i], dtype=torch.long)
+                            mask[j, shared + sub_width - len(rests[i]):] = 1
+                    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # as generation computes them
+                    self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                               position_ids=positions.to(device), past_key_values=cache, use_cache=True, **kwargs)
+                columns = list(range(shared)) + list(range(shared + width - sub_width, shared + width))
+                parts.append((rows, columns, [(layer.keys, layer.values) for layer in cache.layers]))
+
+            input_ids = torch.full((len(prompts), shared + width + 1), self.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(prompts), shared + width + 1), dtype=torch.long)
+            for i, ids in enumerate(encoded):
+                rest = ids[shared:]  # the prefilled rest and the last token, right-aligned
+                input_ids[i, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
+                input_ids[i, shared + width + 1 - len(rest):] = torch.tensor(rest, dtype=torch.long)
+                attention_mask[i, :shared] = 1
+                attention_mask[i, shared + width + 1 - len(rest):] = 1
+            merged = DynamicCache(config=self.model.config)
+            for index in range(len(parts[0][2])):
+                first = parts[0][2][index][0]  # (b, H, P + w, D)
+                shape = (len(prompts), first.shape[1], shared + width, first.shape[-1])
+                keys, values = first.new_zeros(shape), first.new_zeros(shape)  # padding stays zero and masked
+                for rows, columns, layers in parts:
+                    r = torch.tensor(rows, device=keys.device)[:, None]
+                    c = torch.tensor(columns, device=keys.device)[None, :]
+                    keys[r, :, c] = layers[index][0].transpose(1, 2)  # indexed view is (b, cols, H, D)
+                    values[r, :, c] = layers[index][1].transpose(1, 2)
+                merged.layers[index] = _reserved_layer(merged.layers[index], keys, values, max_new_tokens + 1)
+        return input_ids.to(device), attention_mask.to(device), merged
 
     def shared_prefix_length(self, encoded: list[list[int]]) -> int:
         """Tokens of the prefix common to ``encoded`` that :meth:`_generate_batch` encodes once (0: none).
@@ -263,6 +364,58 @@ class HFGenerator(TextGenerator):
             f"HFGenerator(model_id={self.model_id!r}, batch_size={self.batch_size}, "
             f"use_chat_template={self.use_chat_template})"
         )
+
+
+def _reserved_layer(layer: Any, keys: Any, values: Any, extra: int) -> Any:
+    """A cache layer holding ``keys``/``values`` ``[B, H, L, D]`` with room for ``extra`` more positions.
+
+    Decoding appends one position per step; a plain ``DynamicLayer`` copies its whole
+    cache to do so (``torch.cat``), which at a large batch costs a good part of the step on
+    a CPU.  The returned layer writes into a buffer reserved up front and falls back to the
+    plain behaviour once the buffer is full or the batch changes.  A layer of another kind
+    (sliding window, quantised) is filled the plain way.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    if type(layer) is not DynamicLayer:
+        layer.update(keys, values)
+        return layer
+    cls = _reserved_layer_class()
+    reserved = cls.__new__(cls)
+    reserved.__dict__.update(layer.__dict__)
+    reserved.reserve(keys, values, extra)
+    return reserved
+
+
+@functools.lru_cache(maxsize=None)
+def _reserved_layer_class() -> Any:
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        def reserve(self, keys: Any, values: Any, extra: int) -> None:
+            if not self.is_initialized:
+                self.lazy_initialization(keys, values)
+            length = keys.shape[-2]
+            self._key_buffer = keys.new_empty(*keys.shape[:-2], length + extra, keys.shape[-1])
+            self._value_buffer = values.new_empty(*values.shape[:-2], length + extra, values.shape[-1])
+            self._key_buffer[..., :length, :] = keys
+            self._value_buffer[..., :length, :] = values
+            self.keys = self._key_buffer[..., :length, :]
+            self.values = self._value_buffer[..., :length, :]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            buffer = self._key_buffer
+            if self.is_initialized and self.keys.data_ptr() == buffer.data_ptr():
+                start, count = self.keys.shape[-2], key_states.shape[-2]
+                if key_states.shape[0] == buffer.shape[0] and start + count <= buffer.shape[-2]:
+                    buffer[..., start:start + count, :] = key_states
+                    self._value_buffer[..., start:start + count, :] = value_states
+                    self.keys = buffer[..., :start + count, :]
+                    self.values = self._value_buffer[..., :start + count, :]
+                    return self.keys, self.values
+            return super().update(key_states, value_states, *args, **kwargs)
+
+    return ReservedLayer
 
 
 def _model_device(model: Any) -> Any:
