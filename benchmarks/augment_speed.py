@@ -105,10 +105,10 @@ def run(args: argparse.Namespace) -> dict:
         # decoding more rows than each prompt pass holds (HFGenerator(prefill_batch_size=...))
         t_wide = None
         if args.decode_batch > args.batch_size:
-            generator.prefill_batch_size = args.batch_size
-            wide = GenericResponseAugmenter(generator, template, settings=settings, batch_size=args.decode_batch)
+            split = HFGenerator(generator.model, tokenizer, batch_size=args.decode_batch, model_id=generator.model_id,
+                                prefill_batch_size=args.batch_size)  # the same loaded model
+            wide = GenericResponseAugmenter(split, template, settings=settings, batch_size=args.decode_batch)
             out_wide, t_wide = _timed(lambda: wide.augment(examples, progress=False))
-            generator.prefill_batch_size = None
             assert sum(a.generic_response == b.generic_response for a, b in zip(out_wide, out_batched)) >= len(examples) - 2
             print(f"batched (decoding {args.decode_batch} rows, prompt passes of {args.batch_size}): {t_wide:.1f} s",
                   flush=True)

@@ -208,7 +208,8 @@ def test_reserved_cache_layer_grows_in_place_and_falls_back_when_full():
     from personakit.llm.hf import _reserved_layer
 
     keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
-    layer = _reserved_layer(DynamicLayer(), keys, values, extra=2)
+    room = torch.zeros(2, 3, 2, 5)  # buffers with room for 2 more positions
+    layer = _reserved_layer(DynamicLayer(), torch.cat([keys, room], -2), torch.cat([values, room], -2), 4)
     torch.testing.assert_close(layer.keys, keys)
     buffer = layer.keys.data_ptr()
     new_k, new_v = torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5)
@@ -220,3 +221,12 @@ def test_reserved_cache_layer_grows_in_place_and_falls_back_when_full():
     k, _ = layer.update(new_k, new_v)  # the room was for 2: the third grows the plain way
     assert layer.get_seq_length() == 7 and k.data_ptr() != buffer
     torch.testing.assert_close(k[..., 4:, :], new_k.expand(2, 3, 3, 5))
+
+
+def test_prefill_in_sub_batches_with_one_token_prompts(tiny_lm, plain_tokenizer):
+    model, _ = tiny_lm
+    prompts = ["how are you i am fine thanks", "hello", "cats"]
+    split = HFGenerator(model, plain_tokenizer, batch_size=3, prefill_batch_size=1)
+    assert [len(split.encode(p)) for p in prompts][1:] == [1, 1]  # nothing of these is prefilled
+    settings = GenerationSettings(max_new_tokens=5)
+    assert split.generate(prompts, settings) == [split.generate([p], settings, batch_size=1)[0] for p in prompts]

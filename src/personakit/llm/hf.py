@@ -104,6 +104,8 @@ class HFGenerator(TextGenerator):
         if prefill_batch_size is not None and prefill_batch_size < 1:
             raise ValueError(f"prefill_batch_size must be >= 1 or None, got {prefill_batch_size}")
         self.prefill_batch_size = prefill_batch_size
+        # a prompt pass only needs the last position's logits (or none) when the model can skip the rest
+        self._last_logits = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id
@@ -165,22 +167,26 @@ class HFGenerator(TextGenerator):
         The first P tokens are the prefix every prompt shares (0: none, see
         :meth:`shared_prefix_length`); the rest of each prompt is left-padded after it.
         """
-        import torch
-
         encoded = [self.encode(p) for p in prompts]
         shared = self.shared_prefix_length(encoded)  # P: tokens encoded once for the whole batch
-        prefix, encoded = (encoded[0][:shared], [ids[shared:] for ids in encoded])
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), shared + width), self.pad_token_id, dtype=torch.long)  # (B, P + T)
-        attention_mask = torch.zeros((len(encoded), shared + width), dtype=torch.long)  # (B, P + T)
+        rests = [ids[shared:] for ids in encoded]
+        return (*self._layout(encoded[0][:shared], rests, max(len(r) for r in rests)), shared)
+
+    def _layout(self, prefix: list[int], rests: list[list[int]], width: int) -> tuple[Any, Any]:
+        """``input_ids`` and ``attention_mask`` ``[n, P + width]``: ``prefix``, then each rest left-padded."""
+        import torch
+
+        shared = len(prefix)
+        input_ids = torch.full((len(rests), shared + width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rests), shared + width), dtype=torch.long)
         if shared:
             input_ids[:, :shared] = torch.tensor(prefix, dtype=torch.long)
             attention_mask[:, :shared] = 1
-        for row, ids in enumerate(encoded):  # left padding (after the shared prefix)
+        for row, ids in enumerate(rests):  # left padding (after the shared prefix)
             if ids:
                 input_ids[row, shared + width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 attention_mask[row, shared + width - len(ids):] = 1
-        return input_ids, attention_mask, shared
+        return input_ids, attention_mask
 
     def prefill(self, prompts: list[Prompt]) -> Any:
         """Run only the prompt pass that generating ``prompts`` as one batch starts with.
@@ -198,18 +204,23 @@ class HFGenerator(TextGenerator):
             raise ValueError("prefill needs at least one prompt")
         input_ids, attention_mask, shared = self._batch_inputs(list(prompts))
         device = _model_device(self.model)
-        kwargs: dict[str, Any] = {}
-        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
-            kwargs["logits_to_keep"] = 1
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # (B, T), as generation uses
+        cache = (self._prefix_cache(input_ids[:1, :shared].to(device), len(prompts)) if shared
+                 else DynamicCache(config=self.model.config))
         with torch.inference_mode():
-            cache = (self._prefix_cache(input_ids[:1, :shared].to(device), len(prompts)) if shared
-                     else DynamicCache(config=self.model.config))
-            out = self.model(
-                input_ids=input_ids[:, shared:].to(device), attention_mask=attention_mask.to(device),
-                position_ids=position_ids.to(device), past_key_values=cache, use_cache=True, **kwargs,
-            )
+            out = self._continue(input_ids[:, shared:], attention_mask, cache)
         return out.logits[:, -1].float()  # (B, V)
+
+    def _continue(self, input_ids: Any, attention_mask: Any, cache: Any) -> Any:
+        """Run ``input_ids`` ``[n, T]`` after what ``cache`` holds; ``attention_mask`` ``[n, cached + T]``.
+
+        Positions come from the mask, as generation computes them, so left padding anywhere
+        leaves every token the position it has unpadded.
+        """
+        device = _model_device(self.model)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        return self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                          position_ids=positions.to(device), past_key_values=cache, use_cache=True,
+                          **self._last_logits)
 
     # ------------------------------------------------------------ generation
     def _generate_batch(self, prompts: list[Prompt], settings: GenerationSettings) -> list[str]:
@@ -219,12 +230,11 @@ class HFGenerator(TextGenerator):
         prefilled = None
         if self.prefill_batch_size is not None and len(prompts) > self.prefill_batch_size:
             prefilled = self._merged_prefill(prompts, settings.max_new_tokens)
-        merged = prefilled is not None
         if prefilled is not None:
             input_ids, attention_mask, cache = prefilled
-            shared = 0
         else:
             input_ids, attention_mask, shared = self._batch_inputs(prompts)
+            cache = self._prefix_cache(input_ids[:1, :shared].to(device), len(prompts)) if shared else None
         width = input_ids.shape[1]
         kwargs: dict[str, Any] = dict(
             max_new_tokens=settings.max_new_tokens,
@@ -246,10 +256,8 @@ class HFGenerator(TextGenerator):
         with torch.inference_mode(), torch.random.fork_rng(devices=_cuda_devices(device)):
             if settings.do_sample:
                 torch.manual_seed(settings.seed)
-            if merged:
+            if cache is not None:
                 kwargs["past_key_values"] = cache
-            elif shared:
-                kwargs["past_key_values"] = self._prefix_cache(input_ids[:1, :shared].to(device), len(prompts))
             out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
             )  # (B, T + new)
@@ -272,6 +280,7 @@ class HFGenerator(TextGenerator):
 
         encoded = [self.encode(p) for p in prompts]
         shared = self.shared_prefix_length(encoded)  # P
+        prefix = encoded[0][:shared]
         rests = [ids[shared:-1] for ids in encoded]  # what the sub-batches prefill
         width = max(len(r) for r in rests)  # W
         if not shared and not width:
@@ -279,57 +288,37 @@ class HFGenerator(TextGenerator):
         device = _model_device(self.model)
         order = sorted(range(len(prompts)), key=lambda i: -len(rests[i]))  # similar lengths together
         size = self.prefill_batch_size or len(prompts)
-        kwargs: dict[str, Any] = {}
-        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
-            kwargs["logits_to_keep"] = 1  # only the caches are used
-        parts = []  # (rows, columns of the merged layout, per-layer keys and values)
+        # the merged layout, with each prompt's last token in the extra column generation starts from
+        input_ids, attention_mask = self._layout(prefix, [ids[shared:] for ids in encoded], width + 1)
+        prefix_cache = self._prefix_cache(torch.tensor([prefix], device=device), 1) if shared else None
+        buffers: list[tuple[Any, Any]] = []  # per layer: keys and values [B, H, P + W + new, D]
         with torch.inference_mode():
-            prefix = None
-            if shared:
-                prefix = DynamicCache(config=self.model.config)
-                self.model(input_ids=torch.tensor([encoded[0][:shared]], device=device),
-                           past_key_values=prefix, use_cache=True, **kwargs)
             for start in range(0, len(order), size):
                 rows = order[start:start + size]
                 sub_width = max(len(rests[i]) for i in rows)
+                if not (shared or sub_width):
+                    continue  # one-token prompts with no shared prefix: nothing cached, all padding
                 cache = DynamicCache(config=self.model.config)
-                if prefix is not None:
-                    for layer, source in zip(cache.layers, prefix.layers):
+                if prefix_cache is not None:
+                    for layer, source in zip(cache.layers, prefix_cache.layers):
                         layer.update(source.keys.expand(len(rows), -1, -1, -1).contiguous(),
                                      source.values.expand(len(rows), -1, -1, -1).contiguous())
                 if sub_width:
-                    ids = torch.full((len(rows), sub_width), self.pad_token_id, dtype=torch.long)
-                    mask = torch.zeros((len(rows), shared + sub_width), dtype=torch.long)
-                    mask[:, :shared] = 1
-                    for j, i in enumerate(rows):
-                        if rests[i]:
-                            ids[j, sub_width - len(rests[i]):] = torch.tensor(rests[i], dtype=torch.long)
-                            mask[j, shared + sub_width - len(rests[i]):] = 1
-                    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # as generation computes them
-                    self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                               position_ids=positions.to(device), past_key_values=cache, use_cache=True, **kwargs)
-                columns = list(range(shared)) + list(range(shared + width - sub_width, shared + width))
-                parts.append((rows, columns, [(layer.keys, layer.values) for layer in cache.layers]))
-
-            input_ids = torch.full((len(prompts), shared + width + 1), self.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(prompts), shared + width + 1), dtype=torch.long)
-            for i, ids in enumerate(encoded):
-                rest = ids[shared:]  # the prefilled rest and the last token, right-aligned
-                input_ids[i, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
-                input_ids[i, shared + width + 1 - len(rest):] = torch.tensor(rest, dtype=torch.long)
-                attention_mask[i, :shared] = 1
-                attention_mask[i, shared + width + 1 - len(rest):] = 1
-            merged = DynamicCache(config=self.model.config)
-            for index in range(len(parts[0][2])):
-                first = parts[0][2][index][0]  # (b, H, P + w, D)
-                shape = (len(prompts), first.shape[1], shared + width, first.shape[-1])
-                keys, values = first.new_zeros(shape), first.new_zeros(shape)  # padding stays zero and masked
-                for rows, columns, layers in parts:
-                    r = torch.tensor(rows, device=keys.device)[:, None]
-                    c = torch.tensor(columns, device=keys.device)[None, :]
-                    keys[r, :, c] = layers[index][0].transpose(1, 2)  # indexed view is (b, cols, H, D)
-                    values[r, :, c] = layers[index][1].transpose(1, 2)
-                merged.layers[index] = _reserved_layer(merged.layers[index], keys, values, max_new_tokens + 1)
+                    ids, mask = self._layout(prefix, [rests[i] for i in rows], sub_width)
+                    self._continue(ids[:, shared:], mask, cache)
+                r = torch.tensor(rows, device=device)[:, None]
+                c = torch.tensor(list(range(shared)) + list(range(shared + width - sub_width, shared + width)),
+                                 device=device)[None, :]
+                for index, layer in enumerate(cache.layers):
+                    if len(buffers) == index:  # (B, H, P + W + new, D); padding stays zero and masked
+                        shape = (len(prompts), layer.keys.shape[1], shared + width + max_new_tokens + 1,
+                                 layer.keys.shape[-1])
+                        buffers.append((layer.keys.new_zeros(shape), layer.values.new_zeros(shape)))
+                    buffers[index][0][r, :, c] = layer.keys.transpose(1, 2)  # the indexed view is (b, cols, H, D)
+                    buffers[index][1][r, :, c] = layer.values.transpose(1, 2)
+        merged = DynamicCache(config=self.model.config)
+        for index, (keys, values) in enumerate(buffers):
+            merged.layers[index] = _reserved_layer(merged.layers[index], keys, values, shared + width)
         return input_ids.to(device), attention_mask.to(device), merged
 
     def shared_prefix_length(self, encoded: list[list[int]]) -> int:
@@ -349,14 +338,14 @@ class HFGenerator(TextGenerator):
 
     def _prefix_cache(self, prefix_ids: Any, batch: int) -> Any:
         """The key/value cache of ``prefix_ids`` ``[1, P]``, repeated over ``batch`` rows."""
+        import torch
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
-        kwargs: dict[str, Any] = {}
-        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
-            kwargs["logits_to_keep"] = 1  # the prefix's logits are never used
-        self.model(input_ids=prefix_ids, past_key_values=cache, use_cache=True, **kwargs)
-        cache.batch_repeat_interleave(batch)
+        with torch.inference_mode():
+            self.model(input_ids=prefix_ids, past_key_values=cache, use_cache=True, **self._last_logits)
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
         return cache
 
     def __repr__(self) -> str:
@@ -366,24 +355,24 @@ class HFGenerator(TextGenerator):
         )
 
 
-def _reserved_layer(layer: Any, keys: Any, values: Any, extra: int) -> Any:
-    """A cache layer holding ``keys``/``values`` ``[B, H, L, D]`` with room for ``extra`` more positions.
+def _reserved_layer(layer: Any, key_buffer: Any, value_buffer: Any, length: int) -> Any:
+    """A cache layer holding the first ``length`` positions of ``key_buffer``/``value_buffer`` ``[B, H, L, D]``.
 
     Decoding appends one position per step; a plain ``DynamicLayer`` copies its whole
     cache to do so (``torch.cat``), which at a large batch costs a good part of the step on
-    a CPU.  The returned layer writes into a buffer reserved up front and falls back to the
-    plain behaviour once the buffer is full or the batch changes.  A layer of another kind
-    (sliding window, quantised) is filled the plain way.
+    a CPU.  The returned layer writes into the rest of the buffers instead and falls back
+    to the plain behaviour once they are full or the batch changes.  A layer of another
+    kind (sliding window, quantised) is filled the plain way.
     """
     from transformers.cache_utils import DynamicLayer
 
     if type(layer) is not DynamicLayer:
-        layer.update(keys, values)
+        layer.update(key_buffer[..., :length, :], value_buffer[..., :length, :])
         return layer
     cls = _reserved_layer_class()
     reserved = cls.__new__(cls)
     reserved.__dict__.update(layer.__dict__)
-    reserved.reserve(keys, values, extra)
+    reserved.adopt(key_buffer, value_buffer, length)
     return reserved
 
 
@@ -392,16 +381,11 @@ def _reserved_layer_class() -> Any:
     from transformers.cache_utils import DynamicLayer
 
     class ReservedLayer(DynamicLayer):
-        def reserve(self, keys: Any, values: Any, extra: int) -> None:
+        def adopt(self, key_buffer: Any, value_buffer: Any, length: int) -> None:
             if not self.is_initialized:
-                self.lazy_initialization(keys, values)
-            length = keys.shape[-2]
-            self._key_buffer = keys.new_empty(*keys.shape[:-2], length + extra, keys.shape[-1])
-            self._value_buffer = values.new_empty(*values.shape[:-2], length + extra, values.shape[-1])
-            self._key_buffer[..., :length, :] = keys
-            self._value_buffer[..., :length, :] = values
-            self.keys = self._key_buffer[..., :length, :]
-            self.values = self._value_buffer[..., :length, :]
+                self.lazy_initialization(key_buffer, value_buffer)
+            self._key_buffer, self._value_buffer = key_buffer, value_buffer
+            self.keys, self.values = key_buffer[..., :length, :], value_buffer[..., :length, :]
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             buffer = self._key_buffer
@@ -416,6 +400,14 @@ def _reserved_layer_class() -> Any:
             return super().update(key_states, value_states, *args, **kwargs)
 
     return ReservedLayer
+
+
+def _accepts(model: Any, argument: str) -> bool:
+    """Whether ``model.forward`` takes ``argument``."""
+    try:
+        return argument in inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _model_device(model: Any) -> Any:
