@@ -37,6 +37,7 @@ from _common import RESULTS, command_line, machine_info, machine_line, now, writ
 
 MODELS = [("PreSFT(Hist)", "presft-hist", {}), ("PreSFT(TST)", "presft-tst", {}),
           ("PreGRAG", "pregrag", {"beta": 0.05}), ("PostGRAG", "postgrag", {"alpha": 0.5, "beta": 0.05}),
+          ("PostGRAG, 1 decoder pass", "postgrag", {"alpha": 0.5, "beta": 0.05, "decoder_passes": 1}),
           ("PostGRAG, 1 encoder pass", "postgrag", {"alpha": 0.5, "beta": 0.05, "encoder_passes": 1})]
 LENGTHS = dict(max_persona_tokens=96, max_history_tokens=128, max_generic_tokens=48, max_response_tokens=48)
 

@@ -65,7 +65,7 @@ def test_augment_help(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: personakit augment")
     for flag in ("--dataset", "--output", "--model", "--endpoint", "--endpoint-model", "--cache", "--batch-size",
-                 "--max-examples", "--max-new-tokens"):
+                 "--prefill-batch-size", "--max-examples", "--max-new-tokens"):
         assert flag in out
 
 
@@ -151,3 +151,17 @@ def test_augment_endpoint_builds_openai_generator(monkeypatch):
     gen = cli._augment_generator(args)
     assert type(gen).__name__ == "OpenAICompatibleGenerator"
     assert (gen.base_url, gen.model, gen.api_key, gen.batch_size) == ("http://127.0.0.1:9/v1", "llama", "k", 8)
+
+
+def test_augment_local_model_gets_the_prefill_batch_size(monkeypatch):
+    from personakit.llm import HFGenerator
+
+    seen = {}
+    monkeypatch.setattr(HFGenerator, "from_pretrained", classmethod(lambda cls, name, **kw: seen.update(name=name, **kw)))
+    args = cli.build_parser().parse_args(["augment", "--dataset", "builtin", "--output", "o.jsonl", "--model", "m",
+                                          "--batch-size", "48", "--prefill-batch-size", "16"])
+    cli._augment_generator(args)
+    assert seen == {"name": "m", "batch_size": 48, "prefill_batch_size": 16}
+    args = cli.build_parser().parse_args(["augment", "--dataset", "builtin", "--output", "o.jsonl"])
+    cli._augment_generator(args)
+    assert seen["prefill_batch_size"] is None

@@ -230,3 +230,72 @@ def test_prefill_in_sub_batches_with_one_token_prompts(tiny_lm, plain_tokenizer)
     assert [len(split.encode(p)) for p in prompts][1:] == [1, 1]  # nothing of these is prefilled
     settings = GenerationSettings(max_new_tokens=5)
     assert split.generate(prompts, settings) == [split.generate([p], settings, batch_size=1)[0] for p in prompts]
+
+
+TURNS = ["hello how are you", "i am fine thanks what do you like", "i like to bake cookies",
+         "tell me about your day", "good day sunny weather"]
+
+
+def _turn_prompt(k):
+    """The prompt of dialogue turn ``k``: the turns before it, then ``no`` and turn ``k`` on its own."""
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": " ".join(TURNS[:k] + ["no", TURNS[k]])}]
+
+
+DIALOGUE = [_turn_prompt(k) for k in range(1, len(TURNS))]  # each shares its history with the later turns
+
+
+def _prefilled_positions(calls):
+    return sum(shape[0] * shape[1] for shape in calls if shape[1] > 1)
+
+
+@pytest.mark.parametrize("prefill_batch_size", [None, 2])
+def test_prompts_sharing_a_longer_prefix_reuse_its_prefill(tiny_lm, prefill_batch_size):
+    model, tok = tiny_lm
+    prompts = DIALOGUE + TEMPLATED[1:3]  # dialogue turns and two unrelated prompts with the same system message
+    gen = HFGenerator(model, tok, batch_size=len(prompts), min_shared_prefix=4, prefill_batch_size=prefill_batch_size)
+    encoded = [gen.encode(p) for p in prompts]
+    shared = gen.shared_prefix_length(encoded)
+    points = gen.branch_points(encoded)
+    last = len(DIALOGUE) - 1  # the longest turn is prefilled in full; the earlier turns reuse its history
+    assert points[last] == (last, 0) and points[-1][1] == points[-2][1] == 0
+    for k in range(1, last):  # turn k + 1 agrees with the last turn on the words of turns 1..k
+        source, reused = points[k]
+        assert source == last and encoded[k][shared:shared + reused] == encoded[last][shared:shared + reused]
+        assert encoded[k][shared + reused] != encoded[last][shared + reused]  # the longest agreement
+    settings = GenerationSettings(max_new_tokens=6)
+    out, calls = _with_input_shapes(model, lambda: gen.generate(prompts, settings))
+    # the same generator prefilling every prompt in full after the shared prefix computes more positions
+    full = HFGenerator(model, tok, batch_size=len(prompts), min_shared_prefix=4, prefill_batch_size=prefill_batch_size,
+                       reuse_prefill=False)
+    assert all(reused == 0 for _, reused in full.branch_points(encoded))
+    out_full, calls_full = _with_input_shapes(model, lambda: full.generate(prompts, settings))
+    assert _prefilled_positions(calls) < _prefilled_positions(calls_full)
+    assert out == out_full
+    plain = HFGenerator(model, tok, share_prefix=False)
+    assert out == [plain.generate([p], settings, batch_size=1)[0] for p in prompts]
+    assert out == plain.generate(prompts, settings, batch_size=len(prompts))
+    logits = gen.prefill(prompts)
+    with torch.inference_mode():
+        alone = torch.stack([model(input_ids=torch.tensor([ids])).logits[0, -1] for ids in encoded])
+    torch.testing.assert_close(logits, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_batch_order_keeps_prompts_with_a_longer_shared_prefix_together(tiny_lm):
+    model, tok = tiny_lm
+    prompts = [DIALOGUE[0], TEMPLATED[0], DIALOGUE[2], TEMPLATED[3], DIALOGUE[1], TEMPLATED[2], DIALOGUE[3]]
+    gen = HFGenerator(model, tok, min_shared_prefix=4)
+    order = gen._batch_order(prompts)
+    dialogue = [i for i, p in enumerate(prompts) if p in DIALOGUE]
+    positions = sorted(order.index(i) for i in dialogue)
+    assert positions == list(range(positions[0], positions[0] + len(dialogue)))  # one run of the order
+    lengths = [len(gen.encode(prompts[i])) for i in order if i in dialogue]
+    assert lengths == sorted(lengths, reverse=True)
+    assert order[0] == prompts.index(DIALOGUE[3])  # the group holding the longest prompt runs first
+    # in batches of 3 the turns still share their prefill, and the outputs stay those of one at a time
+    settings = GenerationSettings(max_new_tokens=5)
+    out = HFGenerator(model, tok, batch_size=3, min_shared_prefix=4).generate(prompts, settings)
+    assert out == [gen.generate([p], settings, batch_size=1)[0] for p in prompts]
+    # without share_prefix or reuse_prefill: a plain sort by length
+    for plain in (HFGenerator(model, tok, share_prefix=False), HFGenerator(model, tok, reuse_prefill=False)):
+        lengths = [len(plain.encode(prompts[i])) for i in plain._batch_order(prompts)]
+        assert lengths == sorted(lengths, reverse=True)

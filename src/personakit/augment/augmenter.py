@@ -149,6 +149,7 @@ class GenericResponseAugmenter:
         dtype: Any = None,
         device: Any = None,
         max_input_tokens: Optional[int] = None,
+        prefill_batch_size: Optional[int] = None,
     ) -> "GenericResponseAugmenter":
         """An augmenter over a local causal LM (:meth:`personakit.llm.HFGenerator.from_pretrained`).
 
@@ -156,6 +157,10 @@ class GenericResponseAugmenter:
             name_or_path: an embedded model (``"smollm2"``), a local folder or a hub id.
             dtype, device: passed to the loader.
             max_input_tokens: keep at most this many prompt tokens (the end of the prompt).
+            prefill_batch_size: prefill the prompts this many at a time while all
+                ``batch_size`` rows decode together (see :class:`~personakit.llm.HFGenerator`;
+                on a CPU, ``batch_size=48, prefill_batch_size=16`` is about 1.4× faster than
+                ``batch_size=16``); ``None`` prefills each batch at once.
             template, settings, cache, batch_size, max_history_turns: as in the constructor.
 
         Example:
@@ -164,7 +169,8 @@ class GenericResponseAugmenter:
         from personakit.llm.hf import HFGenerator
 
         generator = HFGenerator.from_pretrained(
-            name_or_path, dtype=dtype, device=device, batch_size=batch_size, max_input_tokens=max_input_tokens
+            name_or_path, dtype=dtype, device=device, batch_size=batch_size, max_input_tokens=max_input_tokens,
+            prefill_batch_size=prefill_batch_size,
         )
         return cls(generator, template=template, settings=settings, cache=cache, batch_size=batch_size,
                    max_history_turns=max_history_turns)

@@ -62,6 +62,32 @@ def test_batched_encoding_equals_separate_encoding(kind, max_passes):
             torch.testing.assert_close(states[valid], alone[valid], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["bart", "t5", "bert2bert", "llama"])
+def test_all_passes_share_one_embedding_lookup(kind):
+    """With several passes, the model's encodings look up every pass's tokens in one call (one
+    dense embedding gradient in training) and give the states of encoding from the ids."""
+    from personakit.models.grag import PostGRAG
+
+    model = PostGRAG.from_backbone(build_backbone(kind), tokenizer_for(kind), extractor_heads=2).eval()
+    model.config.encoder_passes = 4
+    batch = model.make_collator()(make_examples())
+    segments = [(batch[f"{n}_ids"], batch[f"{n}_mask"]) for n in ("persona", "history", "generic", "response")]
+    lookups = []
+    hook = model.input_embeddings().register_forward_hook(lambda m, args, out: lookups.append(args[0].shape))
+    try:
+        with torch.no_grad():
+            together = model.encode_segments(segments)
+    finally:
+        hook.remove()
+    assert len(lookups) == 1 and lookups[0][0] == sum(ids.numel() for ids, _ in
+                                                       (trim_padding(*seg) for seg in segments))
+    with torch.no_grad():
+        for (ids, mask), (states, _) in zip(segments, together):
+            ids, mask = trim_padding(ids, mask)
+            valid = mask.bool()
+            torch.testing.assert_close(states[valid], model.encode(ids, mask)[valid], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("max_passes", [1, 2])
 def test_encoded_caches_equal_separate_encoding(max_passes):
     """The cache cut from a stacked pass equals the cache of encoding the segment alone (real tokens)."""

@@ -83,10 +83,13 @@ def test_postgrag_total_is_exact_weighted_sum(kind):
     assert out.style.shape == (3, model.decoder_hidden_size)
 
 
+@pytest.mark.parametrize("decoder_passes", [1, 2])
 @pytest.mark.parametrize("kind", BACKBONES)
-def test_postgrag_stacked_decoding_equals_separate_passes(kind):
-    """L_P and L_G from the one stacked decoder pass equal two separate styled passes."""
-    model = build(PostGRAG, kind, alpha=1.0, beta=0.0).eval()
+def test_postgrag_decodings_equal_separate_reference_passes(kind, decoder_passes):
+    """L_P and L_G, from one stacked decoder pass (decoder_passes=1) or two (the default), equal
+    separately computed styled reference passes."""
+    model = build(PostGRAG, kind, alpha=1.0, beta=0.0, decoder_passes=decoder_passes).eval()
+    assert model.config.decoder_passes == decoder_passes
     batch = batch_for(model)
     out = model(**batch)
     with torch.no_grad():
@@ -277,6 +280,9 @@ def test_config_validation_and_factory():
         GRAGConfig(method="midgrag")
     with pytest.raises(ValueError, match="beta"):
         GRAGConfig(method="presft", beta=1.0)
+    with pytest.raises(ValueError, match="decoder_passes"):
+        GRAGConfig(method="postgrag", decoder_passes=3)
+    assert GRAGConfig().decoder_passes == 2
     model = build_grag_model("presft-tst", build_backbone("bart"))
     assert isinstance(model, PreSFT) and model.config.mode == "tst"
     post = build_grag_model("PostGRAG", build_backbone("llama"), extractor_heads=2, alpha=0.1, beta=0.05)

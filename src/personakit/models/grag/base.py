@@ -199,23 +199,33 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
         return _hidden_size(base.config)
 
     # ------------------------------------------------------------------ encoding / decoding
-    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def encode(self, input_ids: Tensor, attention_mask: Tensor, inputs_embeds: Optional[Tensor] = None) -> Tensor:
         r"""$E_X = \text{Encode}(X)$: encoder last hidden states, or the causal LM's last hidden
         states (after its final norm) for decoder-only backbones (GRAG §4.3.2).
 
-        Shapes: ``[B, T]`` → ``[B, T, D]``.
+        Shapes: ``[B, T]`` → ``[B, T, D]``.  ``inputs_embeds`` ``[B, T, D]``, when given, are
+        the tokens' input embeddings (:meth:`input_embeddings` of ``input_ids``), used instead.
         """
         base = self.base_model
+        inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
         if self.is_encoder_decoder:
-            return base.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return base.get_encoder()(attention_mask=attention_mask, **inputs).last_hidden_state
         stack = base.base_model  # LlamaModel / GPT2Model: no LM head needed for an encoding
-        return stack(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return stack(attention_mask=attention_mask, use_cache=False, **inputs).last_hidden_state
+
+    def input_embeddings(self) -> nn.Module:
+        """The embedding layer of the encoder's input tokens (the decoder-only LM's own)."""
+        base = self.base_model
+        return (base.get_encoder() if self.is_encoder_decoder else base.base_model).get_input_embeddings()
 
     def encode_segments(self, segments: Sequence[Segment]) -> list[Segment]:
-        """Encode segments separately in at most ``config.encoder_passes`` batched passes."""
-        return encode_segments(self.encode, segments, self.pad_token_id, self.config.encoder_passes)
+        """Encode segments separately in at most ``config.encoder_passes`` batched passes, embedding
+        the tokens of all passes in one lookup (one dense embedding gradient in training)."""
+        return encode_segments(self.encode, segments, self.pad_token_id, self.config.encoder_passes,
+                               embed=self.input_embeddings())
 
-    def encode_with_cache(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, KeyValues]:
+    def encode_with_cache(self, input_ids: Tensor, attention_mask: Tensor, inputs_embeds: Optional[Tensor] = None
+                          ) -> tuple[Tensor, KeyValues]:
         """Decoder-only :meth:`encode` that also returns the key/value cache of the pass (right padding).
 
         Shapes: ``[B, T]`` → states ``[B, T, D]`` and per layer ``(keys, values)`` ``[B, H_kv, T, d]``.
@@ -223,31 +233,44 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
         if self.is_encoder_decoder:
             raise ValueError(f"{type(self).__name__}.encode_with_cache is for decoder-only backbones")
         stack = self.base_model.base_model
-        out = stack(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+        inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+        out = stack(attention_mask=attention_mask, use_cache=True, **inputs)
         return out.last_hidden_state, [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
     def encode_segments_with_cache(self, segments: Sequence[Segment], cache_for: Sequence[int]
                                    ) -> tuple[list[Segment], dict[int, KeyValues]]:
         """:meth:`encode_segments` plus the caches of the segments ``cache_for`` (decoder-only)."""
         return encode_segments_with_cache(self.encode_with_cache, segments, self.pad_token_id,
-                                          self.config.encoder_passes, cache_for)
+                                          self.config.encoder_passes, cache_for, embed=self.input_embeddings())
 
-    def decode_encoder_decoder(self, encoder_states: Tensor, encoder_mask: Tensor, labels: Tensor) -> Tensor:
+    def decode_encoder_decoder(self, encoder_states: Tensor, encoder_mask: Tensor, labels: Tensor,
+                               decoder_inputs_embeds: Optional[Tensor] = None) -> Tensor:
         """Teacher-forced decoder logits of an encoder-decoder backbone over given encoder states.
 
         The decoder inputs are the labels shifted right (the backbone's own
-        ``prepare_decoder_input_ids_from_labels``).  Shapes: states ``[B, S, D]``,
-        mask ``[B, S]``, labels ``[B, T]`` → logits ``[B, T, V]``.
+        ``prepare_decoder_input_ids_from_labels``), or their embeddings when
+        ``decoder_inputs_embeds`` ``[B, T, D]`` is given (see :meth:`decoder_input_embeds`).
+        Shapes: states ``[B, S, D]``, mask ``[B, S]``, labels ``[B, T]`` → logits ``[B, T, V]``.
         """
         from transformers.modeling_outputs import BaseModelOutput
 
         base = self.base_model
-        decoder_input_ids = base.prepare_decoder_input_ids_from_labels(labels=labels)  # (B, T)
+        inputs = ({"decoder_inputs_embeds": decoder_inputs_embeds} if decoder_inputs_embeds is not None
+                  else {"decoder_input_ids": base.prepare_decoder_input_ids_from_labels(labels=labels)})  # (B, T)
         out = base(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states), attention_mask=encoder_mask,
-            decoder_input_ids=decoder_input_ids, use_cache=False,
+            use_cache=False, **inputs,
         )
         return out.logits  # (B, T, V)
+
+    def decoder_input_embeds(self, *labels: Tensor) -> list[Tensor]:
+        """Encoder-decoder: the decoder's input embeddings ``[B_i, T_i, D]`` for each of several
+        targets ``labels`` ``[B_i, T_i]``, looked up in one call (in training, one dense
+        embedding gradient instead of one per decoder pass)."""
+        base = self.base_model
+        ids = [base.prepare_decoder_input_ids_from_labels(labels=target) for target in labels]
+        flat = base.get_decoder().get_input_embeddings()(torch.cat([i.reshape(-1) for i in ids]))
+        return [chunk.view(*i.shape, -1) for chunk, i in zip(flat.split([i.numel() for i in ids]), ids)]
 
     def token_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean token cross-entropy (shifted for decoder-only backbones), as transformers computes it."""

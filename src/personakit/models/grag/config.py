@@ -84,6 +84,11 @@ class GRAGConfig(PreTrainedConfig):
             (1: one pass padded to the longest; 2+: segments grouped by length so less
             padding is computed; 4, the default, computes the least padding in the fewest
             passes that do).  See :func:`~personakit.models.grag.encoding.encode_segments`.
+        decoder_passes: PostGRAG decodes $R_P$ (for $L_P$) and $R_G$ (for $L_G$): 2, the
+            default, runs them as two decoder passes, each padded only to its own targets
+            and attended states (on a compute-bound CPU the padding is what costs); 1
+            stacks them into one pass over $2B$ rows padded to the longer of each (fewer,
+            larger passes, which suits a GPU).  Both give the same losses.
         compute_unweighted_losses: also compute $L_G$ / $L_{CJEPA}$ when their weight
             is 0 (detached, for logging; not added to the loss).
     """
@@ -100,6 +105,7 @@ class GRAGConfig(PreTrainedConfig):
     backbone_class: Optional[str] = None
     lora: Optional[dict] = None
     encoder_passes: int = 4
+    decoder_passes: int = 2
     compute_unweighted_losses: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -130,6 +136,8 @@ class GRAGConfig(PreTrainedConfig):
             raise ValueError(f"GRAGConfig: field 'extractor_dropout' must be in [0, 1), got {self.extractor_dropout!r}")
         if not isinstance(self.encoder_passes, int) or self.encoder_passes < 1:
             raise ValueError(f"GRAGConfig: field 'encoder_passes' must be >= 1, got {self.encoder_passes!r}")
+        if self.decoder_passes not in (1, 2):
+            raise ValueError(f"GRAGConfig: field 'decoder_passes' must be 1 or 2, got {self.decoder_passes!r}")
         if self.lora is not None:
             LoraSettings.model_validate(self.lora)
 

@@ -139,10 +139,11 @@ KeyValues = list[tuple[Tensor, Tensor]]
 
 
 def encode_segments(
-    encode: Callable[[Tensor, Tensor], Tensor],
+    encode: Callable[..., Tensor],
     segments: Sequence[Segment],
     pad_id: int,
     max_passes: int = 1,
+    embed: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> list[Segment]:
     r"""Encode several segments separately, batched into at most ``max_passes`` passes.
 
@@ -157,21 +158,24 @@ def encode_segments(
         segments: ``(input_ids, attention_mask)`` pairs, right-padded.
         pad_id: the pad token id used to fill.
         max_passes: the most encoder passes (see :func:`plan_passes`).
+        embed: the input embedding layer: embed the tokens of all passes in one call and
+            call ``encode(ids, mask, inputs_embeds)`` (see :func:`encode_segments_with_cache`).
 
     Returns:
         ``(states [B_i, T_i, D], mask [B_i, T_i])`` per segment, in input order.
     """
-    states, _ = encode_segments_with_cache(lambda ids, mask: (encode(ids, mask), None), segments, pad_id,
-                                           max_passes, cache_for=())
+    states, _ = encode_segments_with_cache(lambda *args: (encode(*args), None), segments, pad_id,
+                                           max_passes, cache_for=(), embed=embed)
     return states
 
 
 def encode_segments_with_cache(
-    encode: Callable[[Tensor, Tensor], tuple[Tensor, Optional[KeyValues]]],
+    encode: Callable[..., tuple[Tensor, Optional[KeyValues]]],
     segments: Sequence[Segment],
     pad_id: int,
     max_passes: int = 1,
     cache_for: Collection[int] = (),
+    embed: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> tuple[list[Segment], dict[int, KeyValues]]:
     r""":func:`encode_segments` that also returns the key/value cache of some segments.
 
@@ -184,6 +188,11 @@ def encode_segments_with_cache(
             no segment of the pass is in ``cache_for``).
         segments, pad_id, max_passes: as :func:`encode_segments`.
         cache_for: indices of the segments whose cache is returned.
+        embed: the input embedding layer (``ids [n] -> [n, D]``).  When given and there is
+            more than one pass, the tokens of every pass are embedded in **one** call and
+            ``encode`` is called as ``encode(ids, mask, inputs_embeds)``.  In training, each
+            lookup of a ``V x D`` embedding builds a dense ``V x D`` gradient that the
+            lookups' gradients are then summed into; one lookup builds one.
 
     Returns:
         The segments' ``(states, mask)`` as :func:`encode_segments`, and ``{index: cache}``
@@ -193,10 +202,16 @@ def encode_segments_with_cache(
     plan = plan_passes([ids.size(1) for ids, _ in trimmed], [ids.size(0) for ids, _ in trimmed], max_passes)
     out: list[Segment | None] = [None] * len(trimmed)
     caches: dict[int, KeyValues] = {}
-    for group in plan:
-        ids = pad_stack([trimmed[i][0] for i in group], pad_id)  # (sum B_i, T)
-        mask = pad_stack([trimmed[i][1] for i in group], 0)  # (sum B_i, T)
-        states, cache = encode(ids, mask)  # (sum B_i, T, D)
+    passes = [(pad_stack([trimmed[i][0] for i in group], pad_id),  # (sum B_i, T)
+               pad_stack([trimmed[i][1] for i in group], 0)) for group in plan]  # (sum B_i, T)
+    embedded: list[Optional[Tensor]] = [None] * len(passes)
+    if embed is not None and len(passes) > 1:  # one lookup for every pass (one dense gradient)
+        flat = embed(torch.cat([ids.reshape(-1) for ids, _ in passes]))  # (sum N_k T_k, D)
+        embedded = [chunk.view(*ids.shape, -1) for chunk, (ids, _) in
+                    zip(flat.split([ids.numel() for ids, _ in passes]), passes)]
+    for group, (ids, mask), inputs_embeds in zip(plan, passes, embedded):
+        # (sum B_i, T, D)
+        states, cache = encode(ids, mask) if inputs_embeds is None else encode(ids, mask, inputs_embeds)  # type: ignore[call-arg]
         start = 0
         for i in group:
             b, t = trimmed[i][0].shape

@@ -31,8 +31,10 @@ class PostGRAG(GRAGModel):
        its logits give $R_P$ and $L_P$.
     4. **Style removal** (§3.3.3): $\mathcal{S}_G = \text{SE}_G(E_P, [E_H; E_{R_P}])$ from a
        second extractor; the decoder, attending to $E_{R_P}$ with $\mathcal{S}_G$ at every
-       layer, reconstructs $R_G$: token loss $L_G$.  The two decodings run as **one**
-       decoder pass over $2B$ rows (encoder states, labels and styles stacked).
+       layer, reconstructs $R_G$: token loss $L_G$.  The two decodings run as two decoder
+       passes, each padded only to its own length (``config.decoder_passes=2``, the
+       default), or as **one** pass over $2B$ rows with encoder states, labels and styles
+       stacked (``decoder_passes=1``); the losses are the same.
     5. **C-JEPA** (§3.4): $\mathcal{E}_C$, $\mathcal{E}_P$, $\mathcal{E}_G$ = last non-padding
        tokens of $E_H$, $E_{R_P}$, $E_{R_G}$; $L_{CJEPA} = \cos(C, G) - \cos(C, P)$ (the
        stated intent; the printed Eq. 1 has the opposite sign, see
@@ -124,10 +126,26 @@ class PostGRAG(GRAGModel):
         style = self.generic_style_extractor(persona[0], persona[1], *concat_masked(history, response))  # (B, D_enc)
         return self.style_projection(style)  # (B, D_dec)
 
-    def _styled_logits(self, style: Tensor, states: Tensor, states_mask: Tensor, labels: Tensor) -> Tensor:
+    def _styled_logits(self, style: Tensor, states: Tensor, states_mask: Tensor, labels: Tensor,
+                       decoder_inputs_embeds: Optional[Tensor] = None) -> Tensor:
         """Encoder-decoder: teacher-forced decoder logits over given encoder states under ``style``."""
         with self.style_decoder.use_style(style):
-            return self.decode_encoder_decoder(states, states_mask, labels)
+            return self.decode_encoder_decoder(states, states_mask, labels, decoder_inputs_embeds)
+
+    def _decode(self, style: Tensor, states: tuple[Tensor, Tensor], cache: Optional[KeyValues],
+                target: tuple[Optional[Tensor], Optional[Tensor], Tensor],
+                embeds: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """One styled, teacher-forced decoding of ``target = (ids, mask, labels)``: ``(logits, labels)``.
+
+        Encoder-decoder: the decoder attends to ``states`` (encoder states and mask) and
+        ``labels`` are its targets (``embeds``: their decoder input embeddings, see
+        :meth:`decoder_input_embeds`).  Decoder-only: ``ids`` continues ``cache``, the
+        encoding of the prefix whose mask is ``states[1]`` (see :meth:`_continue`).
+        """
+        if self.is_encoder_decoder:
+            return self._styled_logits(style, states[0], states[1], target[2], embeds), target[2]
+        assert cache is not None and target[0] is not None and target[1] is not None
+        return self._continue(style, [cache], [states[1]], [target])  # type: ignore[list-item]
 
     def _continue(self, style: Tensor, caches: list[KeyValues], prefix_masks: list[Tensor],
                   sequences: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -222,13 +240,12 @@ class PostGRAG(GRAGModel):
         style_p = self.personal_style(persona, history, generic)  # (B, D_dec)
 
         batch = persona_ids.size(0)
-        loss_g = logits_g = None
-        out_labels = None
-        if want_g:
+        loss_g = None
+        if want_g and self.config.decoder_passes == 1:  # one pass over 2B rows: R_P over E_H, R_G over E_RP
             assert response is not None and generic_labels is not None
             style = torch.cat([style_p, self.generic_style(persona, history, response)])  # (2B, D_dec)
             if encdec:
-                states = pad_stack([history[0], response[0]], 0.0)  # (2B, S, D): E_H for R_P, E_RP for R_G
+                states = pad_stack([history[0], response[0]], 0.0)  # (2B, S, D)
                 states_mask = pad_stack([history[1], response[1]], 0)  # (2B, S)
                 stacked = pad_stack([labels, generic_labels], -100)  # (2B, T)
                 logits_all = self._styled_logits(style, states=states, states_mask=states_mask, labels=stacked)
@@ -239,20 +256,25 @@ class PostGRAG(GRAGModel):
                     [(input_ids, attention_mask, labels),
                      (generic_input_ids, generic_attention_mask, generic_labels)])  # type: ignore[list-item]
                 labels_p, labels_g = cont_labels[:batch], cont_labels[batch:]
-                out_labels = labels_p
             logits = logits_all[:batch, : labels_p.size(1)]  # (B, T, V)
             logits_g = logits_all[batch:, : labels_g.size(1)]  # (B, T', V)
+        else:  # each decoding in its own pass, padded to its own targets and states
+            targets = [(input_ids, attention_mask, labels)]
+            if want_g:
+                targets.append((generic_input_ids, generic_attention_mask, generic_labels))  # type: ignore[arg-type]
+            # encoder-decoder: the decoder inputs of both passes are embedded in one lookup
+            embeds = self.decoder_input_embeds(*(t[2] for t in targets)) if encdec else [None] * len(targets)
+            logits, labels_p = self._decode(style_p, history, caches.get(1), targets[0], embeds[0])
+            if want_g:
+                assert response is not None
+                logits_g, labels_g = self._decode(self.generic_style(persona, history, response), response,
+                                                  caches.get(3), targets[1], embeds[1])
+        loss_p = self.token_loss(logits, labels_p)
+        if want_g:
             loss_g = self.token_loss(logits_g, labels_g)
             if self.config.alpha == 0:
                 loss_g = loss_g.detach()
-            loss_p = self.token_loss(logits, labels_p)
-        elif encdec:
-            logits = self._styled_logits(style_p, states=history[0], states_mask=history[1], labels=labels)
-            loss_p = self.token_loss(logits, labels)
-        else:
-            logits, out_labels = self._continue(style_p, [caches[1]], [history[1]],
-                                                [(input_ids, attention_mask, labels)])  # type: ignore[list-item]
-            loss_p = self.token_loss(logits, out_labels)
+        out_labels = None if encdec else labels_p
 
         loss_cjepa = None
         if want_c:
