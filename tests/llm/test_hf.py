@@ -299,3 +299,18 @@ def test_batch_order_keeps_prompts_with_a_longer_shared_prefix_together(tiny_lm)
     for plain in (HFGenerator(model, tok, share_prefix=False), HFGenerator(model, tok, reuse_prefill=False)):
         lengths = [len(plain.encode(prompts[i])) for i in plain._batch_order(prompts)]
         assert lengths == sorted(lengths, reverse=True)
+
+
+def test_no_prefill_reuse_for_a_sliding_window_cache(tiny_lm):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    _, tok = tiny_lm
+    torch.manual_seed(0)
+    config = MistralConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                           intermediate_size=32, vocab_size=len(tok), max_position_embeddings=256, sliding_window=8,
+                           pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    gen = HFGenerator(MistralForCausalLM(config).eval(), tok, min_shared_prefix=4)
+    encoded = [gen.encode(p) for p in DIALOGUE]
+    assert all(reused == 0 for _, reused in gen.branch_points(encoded))  # its cache keeps only 8 positions
+    out = gen.generate(DIALOGUE, GenerationSettings(max_new_tokens=3))
+    assert len(out) == len(DIALOGUE) and all(isinstance(t, str) for t in out)

@@ -70,7 +70,8 @@ class HFGenerator(TextGenerator):
         min_shared_prefix: shortest shared prefix worth encoding separately (also the
             fewest tokens a prompt must share with a longer one to reuse its prefill).
         reuse_prefill: let a prompt reuse the prefill of a longer prompt of its batch
-            (see above; needs ``share_prefix``).
+            (see above; needs ``share_prefix``; off by itself for models whose cache keeps
+            only a sliding window of positions in some layer).
         prefill_batch_size: prompts per prompt pass when smaller than ``batch_size``
             (see above); ``None`` prefills each batch at once.
 
@@ -114,6 +115,8 @@ class HFGenerator(TextGenerator):
         self.share_prefix = bool(share_prefix)
         self.min_shared_prefix = int(min_shared_prefix)
         self.reuse_prefill = bool(reuse_prefill)
+        # copying keys and values between prompts needs every cache layer to hold every position
+        self._full_cache = _holds_every_position(model)
         if prefill_batch_size is not None and prefill_batch_size < 1:
             raise ValueError(f"prefill_batch_size must be >= 1 or None, got {prefill_batch_size}")
         self.prefill_batch_size = prefill_batch_size
@@ -180,7 +183,7 @@ class HFGenerator(TextGenerator):
         """
         encoded = [self.encode(p) for p in prompts]
         group = list(range(len(prompts)))  # the group (its first member's index) of each prompt
-        if self.share_prefix and self.reuse_prefill and len(prompts) > 2:
+        if self._reuses_prefill and len(prompts) > 2:
             lexical = sorted(range(len(prompts)), key=lambda i: encoded[i])
             # the prefix common to all prompts is the one the lexically first and last share
             common = _common_length(encoded[lexical[0]], encoded[lexical[-1]])
@@ -191,6 +194,10 @@ class HFGenerator(TextGenerator):
         for i, g in enumerate(group):
             longest[g] = max(longest.get(g, 0), len(encoded[i]))
         return sorted(range(len(prompts)), key=lambda i: (-longest[group[i]], group[i], -len(encoded[i])))
+
+    @property
+    def _reuses_prefill(self) -> bool:
+        return self.share_prefix and self.reuse_prefill and self._full_cache
 
     # ------------------------------------------------------------ batching
     def _layout(self, prefix: list[int], rests: list[list[int]], width: int) -> tuple[Any, Any]:
@@ -310,7 +317,7 @@ class HFGenerator(TextGenerator):
         rests = [ids[shared:-1] for ids in encoded]
         points = [(i, 0) for i in range(len(encoded))]
         width = max((len(r) for r in rests), default=0)
-        if not (self.share_prefix and self.reuse_prefill) or len(encoded) < 2 or width < self.min_shared_prefix:
+        if not self._reuses_prefill or len(encoded) < 2 or width < self.min_shared_prefix:
             return points
         table = torch.full((len(rests), width), -1, dtype=torch.long)
         for i, ids in enumerate(rests):
@@ -514,6 +521,18 @@ def _common_length(a: list[int], b: list[int]) -> int:
         if a[k] != b[k]:
             return k
     return n
+
+
+def _holds_every_position(model: Any) -> bool:
+    """Whether every layer of ``model``'s dynamic cache keeps all positions (no sliding window)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # a model without a usable config: do not copy caches between prompts
+        return False
+    return all(type(layer) is DynamicLayer for layer in layers)
 
 
 def _accepts(model: Any, argument: str) -> bool:

@@ -228,6 +228,8 @@ def stack_key_values(caches: Sequence[KeyValues]) -> KeyValues:
     """Concatenate caches along the batch, right-padding the time axis with zeros: ``[sum B_i, H, max T_i, d]``."""
     if not caches or any(len(c) != len(caches[0]) for c in caches):
         raise ValueError("stack_key_values: give caches with the same number of layers")
+    if len(caches) == 1:  # nothing to stack: no copy
+        return list(caches[0])
     out: KeyValues = []
     for layer in zip(*caches):
         keys = pad_stack([k.transpose(1, 2) for k, _ in layer], 0.0).transpose(1, 2)  # (sum B, H, T, d)
