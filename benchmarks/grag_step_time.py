@@ -10,10 +10,11 @@ model alike; the table reports the median step time and its ratio to PreSFT(Hist
 
 Goal (issue 3): PostGRAG / PreSFT(Hist) <= 1.5x at equal batch and backbone.  PostGRAG
 does more work by construction (it encodes P, H, R_G and R_P, and decodes both R_P and
-the style-removal target R_G); :mod:`personakit.models.grag.encoding` packs the four
-encodings into as few batched passes as compute no more padding than necessary (the
-default ``encoder_passes=4``; the row "PostGRAG, 1 encoder pass" pads all four to the
-longest) and the two decodings into one.  On a decoder-only backbone the decodings
+the style-removal target R_G); :mod:`personakit.models.grag.encoding` groups the rows of
+the four encodings by length into at most ``encoder_passes`` batched passes (4, the
+default; the row "PostGRAG, 1 encoder pass" pads all four to the longest), embeds the
+tokens of all passes in one lookup, and decodes R_P and R_G in two passes each padded to
+its own length (the row "PostGRAG, 1 decoder pass" stacks them into one).  On a decoder-only backbone the decodings
 continue the key/value caches of the encodings of H and R_P, so nothing is read twice.
 
 Backbones: the MiniLM BERT2BERT encoder-decoder (default) and SmolLM2-135M with LoRA

@@ -81,9 +81,9 @@ class GRAGConfig(PreTrainedConfig):
             full backbone; ``None`` for full fine-tuning.
         encoder_passes: PostGRAG encodes $P$, $H$, $R_G$, $R_P$ separately but batched:
             stacked along the batch dimension in at most this many encoder passes
-            (1: one pass padded to the longest; 2+: segments grouped by length so less
-            padding is computed; 4, the default, computes the least padding in the fewest
-            passes that do).  See :func:`~personakit.models.grag.encoding.encode_segments`.
+            (1: one pass padded to the longest; 2+: the rows of all four grouped by length
+            so less padding is computed; 4, the default, suits a CPU, where every padded
+            position is computed).  See :func:`~personakit.models.grag.encoding.encode_segments`.
         decoder_passes: PostGRAG decodes $R_P$ (for $L_P$) and $R_G$ (for $L_G$): 2, the
             default, runs them as two decoder passes, each padded only to its own targets
             and attended states (on a compute-bound CPU the padding is what costs); 1

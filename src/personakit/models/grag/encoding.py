@@ -5,8 +5,8 @@ PostGRAG encodes the persona $P$, the history $H$, the generic response $R_G$ an
 $E_X = \text{Encode}(X)$.  Separately does not mean one pass each: the segments are
 stacked along the batch dimension, padded to a common length, and encoded together,
 which gives the same states as separate passes (each row attends only to its own
-non-padding tokens) at a fraction of the cost.  :func:`plan_passes` groups segments
-of similar length so that at most ``max_passes`` passes compute little padding.
+non-padding tokens) at a fraction of the cost.  :func:`plan_passes` groups the rows of
+all segments by length so that at most ``max_passes`` passes compute little padding.
 
 Also here: :func:`pad_stack` (stack right-padded sequences of different widths),
 :func:`trim_padding` (drop all-padding columns), :func:`left_pad` (turn right
@@ -100,38 +100,53 @@ def left_pad(ids: Tensor, mask: Tensor, pad_id: int) -> Segment:
 
 
 def plan_passes(widths: Sequence[int], rows: Sequence[int], max_passes: int = 1) -> list[list[int]]:
-    r"""Group segments into at most ``max_passes`` encoder passes with the least padded compute.
+    r"""Group items into at most ``max_passes`` encoder passes with the least padded compute.
 
-    A pass over segments $S$ costs $\sum_{i \in S} \text{rows}_i \cdot \max_{j \in S} \text{width}_j$
-    token positions.  Segments are sorted by width and split into contiguous groups
-    (optimal for this cost); with 4 segments there are at most 8 splits to try.
+    A pass over items $S$ costs $\sum_{i \in S} \text{rows}_i \cdot \max_{j \in S} \text{width}_j$
+    token positions.  Items are sorted by width and split into contiguous groups (optimal
+    for this cost), chosen by dynamic programming; of equally cheap plans the one with the
+    fewest passes wins.  An item is a segment (``rows`` rows of ``width`` columns) or a
+    single row.
 
     Args:
-        widths: padded width of each segment.
-        rows: batch size of each segment.
+        widths: padded width of each item.
+        rows: number of rows of each item.
         max_passes: the most passes allowed (1: everything in one pass).
 
     Returns:
-        Lists of segment indices, one per pass.
+        Lists of item indices, one per pass (narrowest first).
 
     Example:
         >>> plan_passes([10, 200, 12, 11], [4, 4, 4, 4], max_passes=2)
         [[0, 3, 2], [1]]
     """
     if len(widths) != len(rows) or not widths:
-        raise ValueError("plan_passes: give one width and one row count per segment")
+        raise ValueError("plan_passes: give one width and one row count per item")
     order = sorted(range(len(widths)), key=lambda i: widths[i])
     n = len(order)
-    best: tuple[int, list[list[int]]] | None = None
-    for k in range(0, min(max_passes, n)):
-        for cuts in combinations(range(1, n), k):
-            bounds = (0, *cuts, n)
-            groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-            cost = sum(sum(rows[i] for i in g) * max(widths[i] for i in g) for g in groups)
-            if best is None or cost < best[0]:
-                best = (cost, groups)
-    assert best is not None
-    return best[1]
+    prefix_rows = [0]
+    for i in order:
+        prefix_rows.append(prefix_rows[-1] + rows[i])
+    # best[k][j]: least cost of the first j sorted items in k passes; cut[k][j]: where the last pass starts
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(max_passes + 1)]
+    cut = [[0] * (n + 1) for _ in range(max_passes + 1)]
+    best[0][0] = 0
+    for k in range(1, min(max_passes, n) + 1):
+        for j in range(1, n + 1):
+            width = widths[order[j - 1]]  # the widest item of a pass ending at j
+            for start in range(k - 1, j):
+                cost = best[k - 1][start] + (prefix_rows[j] - prefix_rows[start]) * width
+                if cost < best[k][j]:
+                    best[k][j], cut[k][j] = cost, start
+    passes = min(range(1, min(max_passes, n) + 1), key=lambda k: (best[k][n], k))
+    groups: list[list[int]] = []
+    end = n
+    for k in range(passes, 0, -1):
+        start = cut[k][end]
+        groups.append(order[start:end])
+        end = start
+    return groups[::-1]
 
 
 KeyValues = list[tuple[Tensor, Tensor]]
@@ -147,10 +162,13 @@ def encode_segments(
 ) -> list[Segment]:
     r"""Encode several segments separately, batched into at most ``max_passes`` passes.
 
-    Each segment is trimmed of all-padding columns, the segments of a pass are stacked
-    along the batch dimension and right-padded to a common length, encoded once, and
-    the states are split back (each to its own width).  With right padding and an
-    attention mask the states at non-padding positions equal those of encoding each
+    Each segment is trimmed of all-padding columns; the rows of all segments are grouped
+    by length into at most ``max_passes`` passes (:func:`plan_passes`, one row per item,
+    so the short rows of a long segment are not padded to its longest), the rows of a pass
+    are stacked along the batch dimension and right-padded to a common length, encoded
+    once, and the states are put back in each segment's row order (each segment to its
+    own width, masked positions zero where a row's pass was narrower).  With right padding
+    and an attention mask the states at non-padding positions equal those of encoding each
     segment alone (up to floating-point reordering).
 
     Args:
@@ -199,29 +217,64 @@ def encode_segments_with_cache(
         with each cache cut to its segment's rows and width ``[B_i, H_kv, T_i, d]``.
     """
     trimmed = [trim_padding(ids, mask) for ids, mask in segments]
-    plan = plan_passes([ids.size(1) for ids, _ in trimmed], [ids.size(0) for ids, _ in trimmed], max_passes)
-    out: list[Segment | None] = [None] * len(trimmed)
-    caches: dict[int, KeyValues] = {}
-    passes = [(pad_stack([trimmed[i][0] for i in group], pad_id),  # (sum B_i, T)
-               pad_stack([trimmed[i][1] for i in group], 0)) for group in plan]  # (sum B_i, T)
+    # every row of every segment is planned on its own: rows of similar length share a pass
+    units = [(i, r) for i, (ids, _) in enumerate(trimmed) for r in range(ids.size(0))]
+    lengths = [n for _, mask in trimmed for n in mask.sum(dim=1).tolist()]
+    plan = plan_passes([max(int(n), 1) for n in lengths], [1] * len(units), max_passes)
+    passes, members = [], []  # per pass: (ids, mask) and [(segment, its rows in this pass)]
+    for group in plan:
+        width = max(max(int(lengths[u]), 1) for u in group)
+        by_segment: dict[int, list[int]] = {}
+        for u in sorted(group):  # rows in segment order
+            by_segment.setdefault(units[u][0], []).append(units[u][1])
+        parts = [(i, torch.tensor(rows, device=trimmed[i][0].device)) for i, rows in by_segment.items()]
+        members.append(parts)
+        passes.append((pad_stack([trimmed[i][0].index_select(0, r)[:, :width] for i, r in parts], pad_id),
+                       pad_stack([trimmed[i][1].index_select(0, r)[:, :width] for i, r in parts], 0)))  # (N, T)
     embedded: list[Optional[Tensor]] = [None] * len(passes)
     if embed is not None and len(passes) > 1:  # one lookup for every pass (one dense gradient)
         flat = embed(torch.cat([ids.reshape(-1) for ids, _ in passes]))  # (sum N_k T_k, D)
         embedded = [chunk.view(*ids.shape, -1) for chunk, (ids, _) in
                     zip(flat.split([ids.numel() for ids, _ in passes]), passes)]
-    for group, (ids, mask), inputs_embeds in zip(plan, passes, embedded):
-        # (sum B_i, T, D)
+    pieces: dict[int, list[tuple[Tensor, Tensor, Optional[KeyValues]]]] = {}  # segment -> (rows, states, cache)
+    for parts, (ids, mask), inputs_embeds in zip(members, passes, embedded):
+        # (N, T, D)
         states, cache = encode(ids, mask) if inputs_embeds is None else encode(ids, mask, inputs_embeds)  # type: ignore[call-arg]
         start = 0
-        for i in group:
-            b, t = trimmed[i][0].shape
-            out[i] = (states[start:start + b, :t], trimmed[i][1])  # (B_i, T_i, D), (B_i, T_i)
+        for i, rows in parts:
+            n, t = rows.numel(), trimmed[i][0].size(1)
+            layer_kv = None
             if i in cache_for:
                 if cache is None:
                     raise ValueError(f"encode_segments_with_cache: segment {i} needs a cache but encode gave none")
-                caches[i] = [(k[start:start + b, :, :t], v[start:start + b, :, :t]) for k, v in cache]
-            start += b
-    return [o for o in out if o is not None], caches
+                layer_kv = [(_fit(k[start:start + n], t, 2), _fit(v[start:start + n], t, 2)) for k, v in cache]
+            pieces.setdefault(i, []).append((rows, _fit(states[start:start + n], t, 1), layer_kv))
+            start += n
+    out: list[Segment] = []
+    caches: dict[int, KeyValues] = {}
+    for i, (_, mask) in enumerate(trimmed):
+        rows = torch.cat([p[0] for p in pieces[i]])
+        # the pieces' rows back in the segment's order (no copy when one piece holds them in order)
+        restore = None if torch.equal(rows, torch.arange(rows.numel(), device=rows.device)) else rows.argsort()
+
+        def gather(tensors: list[Tensor]) -> Tensor:
+            joined = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+            return joined if restore is None else joined.index_select(0, restore)
+
+        out.append((gather([p[1] for p in pieces[i]]), mask))  # (B_i, T_i, D), (B_i, T_i)
+        if i in cache_for:
+            layers = zip(*[p[2] for p in pieces[i]])  # per layer, the pieces' (keys, values)
+            caches[i] = [(gather([k for k, _ in layer]), gather([v for _, v in layer])) for layer in layers]
+    return out, caches
+
+
+def _fit(tensor: Tensor, width: int, dim: int) -> Tensor:
+    """``tensor`` cut or zero-padded (on the right) to ``width`` along ``dim``."""
+    size = tensor.size(dim)
+    if size >= width:
+        return tensor.narrow(dim, 0, width)
+    pad = [0, 0] * (tensor.dim() - dim - 1) + [0, width - size]
+    return torch.nn.functional.pad(tensor, pad)
 
 
 def stack_key_values(caches: Sequence[KeyValues]) -> KeyValues:

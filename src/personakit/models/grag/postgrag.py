@@ -22,8 +22,8 @@ class PostGRAG(GRAGModel):
 
     1. **Separate encodings** (§3.3): $E_P$, $E_H$, $E_{R_G}$ (and $E_{R_P}$ in training) are
        encoded separately, stacked along the batch dimension in at most
-       ``config.encoder_passes`` encoder passes (4 by default: the segments are grouped
-       by length into the fewest passes that compute the least padding; 1 puts all $4B$
+       ``config.encoder_passes`` encoder passes (4 by default: the rows of all four are
+       grouped by length into the passes that compute the least padding; 1 puts all $4B$
        rows in one pass padded to the longest; the states equal separate passes).
     2. **Style extractor** (§3.3.1): $\mathcal{S}_P = \text{SE}_P(E_P, [E_H; E_{R_G}])$.
     3. **Style-enhanced decoder** (§3.3.2): the decoder attends to $E_H$ (encoder
