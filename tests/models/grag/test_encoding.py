@@ -136,3 +136,20 @@ def test_continuation_and_stack_key_values():
     assert bool((v[1:] == 3).all())
     with pytest.raises(ValueError, match="same number of layers"):
         stack_key_values([a, a + a])
+
+
+def test_row_grouping_keeps_every_token_of_left_padded_rows():
+    """Rows are cut to their last real token, so a left-padded segment loses nothing."""
+    from personakit.models.grag import PostGRAG
+
+    model = PostGRAG.from_backbone(build_backbone("bert2bert"), tokenizer_for("bert2bert"), extractor_heads=2).eval()
+    batch = model.make_collator()(make_examples())
+    history = left_pad(batch["history_ids"], batch["history_mask"], PAD)
+    segments = [(batch["persona_ids"], batch["persona_mask"]), history]
+    with torch.no_grad():
+        together = encode_segments(model.encode, segments, PAD, max_passes=4)
+        for (ids, mask), (states, out_mask) in zip(segments, together):
+            ids, mask = trim_padding(ids, mask)
+            assert torch.equal(out_mask, mask)
+            valid = mask.bool()
+            torch.testing.assert_close(states[valid], model.encode(ids, mask)[valid], atol=1e-5, rtol=1e-5)

@@ -219,7 +219,7 @@ def encode_segments_with_cache(
     trimmed = [trim_padding(ids, mask) for ids, mask in segments]
     # every row of every segment is planned on its own: rows of similar length share a pass
     units = [(i, r) for i, (ids, _) in enumerate(trimmed) for r in range(ids.size(0))]
-    lengths = [n for _, mask in trimmed for n in mask.sum(dim=1).tolist()]
+    lengths = [n for _, mask in trimmed for n in _row_extents(mask).tolist()]
     plan = plan_passes([max(int(n), 1) for n in lengths], [1] * len(units), max_passes)
     passes, members = [], []  # per pass: (ids, mask) and [(segment, its rows in this pass)]
     for group in plan:
@@ -266,6 +266,14 @@ def encode_segments_with_cache(
             layers = zip(*[p[2] for p in pieces[i]])  # per layer, the pieces' (keys, values)
             caches[i] = [(gather([k for k, _ in layer]), gather([v for _, v in layer])) for layer in layers]
     return out, caches
+
+
+def _row_extents(mask: Tensor) -> Tensor:
+    """Columns each row of ``mask`` ``[B, T]`` needs: up to its last non-padding position (0 if none)."""
+    if mask.size(1) == 0:
+        return mask.new_zeros(mask.size(0), dtype=torch.long)
+    has = mask.bool()
+    return torch.where(has.any(dim=1), mask.size(1) - has.flip(1).int().argmax(dim=1), 0)
 
 
 def _fit(tensor: Tensor, width: int, dim: int) -> Tensor:
