@@ -260,10 +260,11 @@ class HFGenerator(TextGenerator):
 
         device = _model_device(self.model)
         encoded = [self.encode(p) for p in prompts]
+        points = self.branch_points(encoded)
         prefilled = None
         if (self.prefill_batch_size is not None and len(prompts) > self.prefill_batch_size) \
-                or any(reused for _, reused in self.branch_points(encoded)):
-            prefilled = self._merged_prefill(encoded, settings.max_new_tokens)
+                or any(reused for _, reused in points):
+            prefilled = self._merged_prefill(encoded, settings.max_new_tokens, points)
         if prefilled is not None:
             input_ids, attention_mask, cache = prefilled
         else:
@@ -335,7 +336,8 @@ class HFGenerator(TextGenerator):
             sources.append(i)
         return points
 
-    def _merged_prefill(self, encoded: list[list[int]], max_new_tokens: int) -> Optional[tuple[Any, Any, Any]]:
+    def _merged_prefill(self, encoded: list[list[int]], max_new_tokens: int,
+                        points: Optional[list[tuple[int, int]]] = None) -> Optional[tuple[Any, Any, Any]]:
         """Prefill the prompts ``encoded`` in sub-batches and merge their caches into one.
 
         Every prompt but its last token is prefilled (generation starts by running the last
@@ -349,6 +351,7 @@ class HFGenerator(TextGenerator):
         Returns ``input_ids`` and ``attention_mask`` ``[B, P + W + 1]`` (the last column is
         each prompt's last token) and the cache of the first ``P + W`` columns, with room
         reserved for ``max_new_tokens`` more; ``None`` when there is nothing to prefill.
+        ``points``: :meth:`branch_points` of ``encoded`` when already computed.
         """
         import torch
         from transformers import DynamicCache
@@ -360,7 +363,8 @@ class HFGenerator(TextGenerator):
         if not shared and not width:
             return None
         device = _model_device(self.model)
-        points = self.branch_points(encoded)
+        if points is None:
+            points = self.branch_points(encoded)
         tails = [rests[i][reused:] for i, (_, reused) in enumerate(points)]
         size = self.prefill_batch_size or len(encoded)
         passes: list[list[int]] = []

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from personakit.backbones.text import decode_batch
 from personakit.functional.losses import token_cross_entropy
 from personakit.models.grag.config import GRAGConfig, LoraSettings
-from personakit.models.grag.encoding import (KeyValues, Segment, encode_segments, encode_segments_with_cache,
-                                             left_pad)
+from personakit.models.grag.encoding import (KeyValues, Segment, embed_together, encode_segments,
+                                             encode_segments_with_cache, left_pad)
 from personakit.models._save import WrappedCheckpointMixin, load_saved_tokenizer
 from personakit.models.grag.outputs import GRAGOutput
 from personakit.modules.style_decoder.base import StyleInjectionLayer, unwrap_peft
@@ -269,8 +269,7 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
         embedding gradient instead of one per decoder pass)."""
         base = self.base_model
         ids = [base.prepare_decoder_input_ids_from_labels(labels=target) for target in labels]
-        flat = base.get_decoder().get_input_embeddings()(torch.cat([i.reshape(-1) for i in ids]))
-        return [chunk.view(*i.shape, -1) for chunk, i in zip(flat.split([i.numel() for i in ids]), ids)]
+        return embed_together(base.get_decoder().get_input_embeddings(), ids)
 
     def token_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean token cross-entropy (shifted for decoder-only backbones), as transformers computes it."""

@@ -18,14 +18,13 @@ backbones :func:`encode_segments_with_cache` / :func:`stack_key_values` /
 
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Callable, Collection, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = ["Segment", "KeyValues", "pad_stack", "trim_padding", "left_pad", "plan_passes", "encode_segments",
-           "encode_segments_with_cache", "stack_key_values", "continuation"]
+           "encode_segments_with_cache", "embed_together", "stack_key_values", "continuation"]
 
 Segment = tuple[Tensor, Tensor]
 """``(input_ids [B, T], attention_mask [B, T])`` of one input source, right-padded."""
@@ -207,10 +206,9 @@ def encode_segments_with_cache(
         segments, pad_id, max_passes: as :func:`encode_segments`.
         cache_for: indices of the segments whose cache is returned.
         embed: the input embedding layer (``ids [n] -> [n, D]``).  When given and there is
-            more than one pass, the tokens of every pass are embedded in **one** call and
-            ``encode`` is called as ``encode(ids, mask, inputs_embeds)``.  In training, each
-            lookup of a ``V x D`` embedding builds a dense ``V x D`` gradient that the
-            lookups' gradients are then summed into; one lookup builds one.
+            more than one pass, the tokens of every pass are embedded in **one** call
+            (:func:`embed_together`) and ``encode`` is called as
+            ``encode(ids, mask, inputs_embeds)``.
 
     Returns:
         The segments' ``(states, mask)`` as :func:`encode_segments`, and ``{index: cache}``
@@ -219,11 +217,11 @@ def encode_segments_with_cache(
     trimmed = [trim_padding(ids, mask) for ids, mask in segments]
     # every row of every segment is planned on its own: rows of similar length share a pass
     units = [(i, r) for i, (ids, _) in enumerate(trimmed) for r in range(ids.size(0))]
-    lengths = [n for _, mask in trimmed for n in _row_extents(mask).tolist()]
-    plan = plan_passes([max(int(n), 1) for n in lengths], [1] * len(units), max_passes)
+    widths = [max(int(n), 1) for _, mask in trimmed for n in _row_extents(mask).tolist()]
+    plan = plan_passes(widths, [1] * len(units), max_passes)
     passes, members = [], []  # per pass: (ids, mask) and [(segment, its rows in this pass)]
     for group in plan:
-        width = max(max(int(lengths[u]), 1) for u in group)
+        width = max(widths[u] for u in group)
         by_segment: dict[int, list[int]] = {}
         for u in sorted(group):  # rows in segment order
             by_segment.setdefault(units[u][0], []).append(units[u][1])
@@ -233,9 +231,7 @@ def encode_segments_with_cache(
                        pad_stack([trimmed[i][1].index_select(0, r)[:, :width] for i, r in parts], 0)))  # (N, T)
     embedded: list[Optional[Tensor]] = [None] * len(passes)
     if embed is not None and len(passes) > 1:  # one lookup for every pass (one dense gradient)
-        flat = embed(torch.cat([ids.reshape(-1) for ids, _ in passes]))  # (sum N_k T_k, D)
-        embedded = [chunk.view(*ids.shape, -1) for chunk, (ids, _) in
-                    zip(flat.split([ids.numel() for ids, _ in passes]), passes)]
+        embedded = list(embed_together(embed, [ids for ids, _ in passes]))
     pieces: dict[int, list[tuple[Tensor, Tensor, Optional[KeyValues]]]] = {}  # segment -> (rows, states, cache)
     for parts, (ids, mask), inputs_embeds in zip(members, passes, embedded):
         # (N, T, D)
@@ -266,6 +262,16 @@ def encode_segments_with_cache(
             layers = zip(*[p[2] for p in pieces[i]])  # per layer, the pieces' (keys, values)
             caches[i] = [(gather([k for k, _ in layer]), gather([v for _, v in layer])) for layer in layers]
     return out, caches
+
+
+def embed_together(embed: Callable[[Tensor], Tensor], ids: Sequence[Tensor]) -> list[Tensor]:
+    """``embed`` of several id tensors ``[N_k, T_k]`` in **one** call: ``[N_k, T_k, D]`` each.
+
+    In training, every call of an embedding layer builds a dense gradient of its whole
+    ``V x D`` table, and the calls' gradients are then summed; one call builds one.
+    """
+    flat = embed(torch.cat([i.reshape(-1) for i in ids]))  # (sum N_k T_k, D)
+    return [chunk.view(*i.shape, -1) for chunk, i in zip(flat.split([i.numel() for i in ids]), ids)]
 
 
 def _row_extents(mask: Tensor) -> Tensor:
