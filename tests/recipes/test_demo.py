@@ -122,9 +122,9 @@ def test_demo_config_sizes():
     quick = demo_recipe_config(quick=True, cache_path="c.jsonl")
     assert (full.data.max_train, full.data.max_test, full.training.epochs, full.icl.n_shot) == (64, 24, 2, 2)
     assert (quick.data.max_train, quick.data.max_test, quick.training.epochs) == (24, 8, 1)
-    assert [m.label for m in full.models] == GRAG_ROWS and full.backbone == "minilm"
+    assert [m.label for m in full.models] == GRAG_ROWS and full.backbone == "smollm2" and full.lora == "auto"
     assert full.augment.template.system == DEMO_TEMPLATE["system"] and full.augment.cache == "c.jsonl"
-    assert "bertscore" in full.eval.metrics and "bpc" in full.eval.metrics
+    assert {"bertscore", "bpc", "persona_use", "reply_stats"} <= set(full.eval.metrics)
     default = demo_recipe_config()
     assert default.augment.cache.endswith("demo/llm_cache.jsonl")
 
@@ -138,7 +138,10 @@ def test_demo_end_to_end_with_smollm2(tmp_path):
         assert key in result.table.splitlines()[0]
     assert len(result.records) == 3
     assert all(math.isfinite(row["bpc"]) for s, row in result.metrics.items() if not s.startswith("ICL"))
-    assert sum(bool(r["generic_response"]) for r in result.records) >= 1
+    assert all(math.isfinite(row["persona_use"]) for s, row in result.metrics.items() if not s.startswith("ICL"))
+    assert all(0 < row["distinct"] <= 1 for row in result.metrics.values())
+    assert all(r["generic_response"] for r in result.records)  # no empty generic response
+    assert result.recipe.environment["precision"]  # the dtype of each trained model is recorded
     assert (tmp_path / "results.json").exists()
 
 

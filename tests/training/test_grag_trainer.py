@@ -350,3 +350,59 @@ def test_rejects_bad_inputs():
         GRAGTrainer(model, config(), train_examples=[EXAMPLES[0], {"id": "x"}])
     with pytest.raises(ValueError, match="output_dir"):
         GRAGTrainer(model, config(), train_examples=EXAMPLES).train(resume_from="latest")
+
+
+# ------------------------------------------------------------------------------ plateau / best model
+def _trainer_with_history(values, **overrides):
+    cfg = config(eval_metrics=["loss"], early_stopping_patience=2, **overrides)
+    trainer = GRAGTrainer(worker.build_bart_postgrag(), cfg, train_examples=EXAMPLES)
+    trainer.eval_history = [{"step": i + 1, "loss_p": v} for i, v in enumerate(values)]
+    return trainer
+
+
+def test_plateau_rule_counts_evaluations_without_a_relative_improvement():
+    assert not _trainer_with_history([3.0, 2.0, 1.0, 0.5]).plateau_reached()
+    assert not _trainer_with_history([3.0, 2.0]).plateau_reached()  # not enough evaluations yet
+    assert _trainer_with_history([3.0, 2.0, 2.5, 2.1]).plateau_reached()  # two evaluations not better than 2.0
+    assert _trainer_with_history([3.0, 2.0, 1.99, 1.985]).plateau_reached()  # under 1% is not an improvement
+    assert not _trainer_with_history([3.0, 2.0, 1.99, 1.97]).plateau_reached()  # 1.5% is
+    assert not _trainer_with_history([3.0, 2.0, 1.99, 1.985], early_stopping_threshold=0.0).plateau_reached()
+    best = _trainer_with_history([3.0, 2.0, 2.5, 2.1]).best_evaluation()
+    assert best == {"step": 2, "loss_p": 2.0}
+    up = _trainer_with_history([0.1, 0.3, 0.2, 0.25], metric_for_best_model="loss_p", greater_is_better=True)
+    assert up.best_evaluation()["step"] == 2 and up.plateau_reached()
+
+
+def test_best_metric_must_be_evaluated():
+    with pytest.raises(ValueError, match="metric_for_best_model"):
+        config(eval_metrics=["char_f1"], early_stopping_patience=2)
+    config(eval_metrics=["rouge"], early_stopping_patience=2, metric_for_best_model="rouge1")
+
+
+def test_early_stopping_ends_on_a_plateau_and_restores_the_best_weights(tmp_path):
+    """A learning rate far too large makes the dev loss rise: training stops after `patience` evaluations
+    without improvement and the model holds the weights of the best evaluation (= a run stopped there)."""
+    cfg = dict(max_steps=40, eval_steps=2, eval_metrics=["loss"], early_stopping_patience=2, learning_rate=0.5,
+               load_best_model_at_end=True, save_steps=100)
+    model = worker.build_bart_postgrag()
+    out = tmp_path / "es"
+    result = GRAGTrainer(model, config(output_dir=str(out), **cfg), train_examples=EXAMPLES,
+                         eval_examples=EXAMPLES[:3]).train()
+    assert result.stopped_early and result.completed and result.global_step < 40
+    losses = [r["loss_p"] for r in result.eval_history]
+    assert result.best_metric == min(losses) and result.best_step == result.eval_history[losses.index(min(losses))]["step"]
+    assert result.global_step == result.eval_history[-1]["step"]
+    assert result.final_metrics["loss_p"] == result.best_metric
+    assert (out / "best").is_dir()
+
+    ref_model = worker.build_bart_postgrag()
+    GRAGTrainer(ref_model, config(output_dir=str(tmp_path / "ref"), **cfg), train_examples=EXAMPLES,
+                eval_examples=EXAMPLES[:3]).train(stop_after_step=result.best_step)
+    assert states_equal(model, ref_model)
+
+    # a resumed run is already over: nothing trains, and the best weights come back from disk
+    again_model = worker.build_bart_postgrag(seed=3)
+    again = GRAGTrainer(again_model, config(output_dir=str(out), **cfg), train_examples=EXAMPLES,
+                        eval_examples=EXAMPLES[:3]).train(resume_from="latest")
+    assert again.stopped_early and again.global_step == result.global_step
+    assert states_equal(again_model, model)

@@ -1,4 +1,4 @@
-"""Evaluation: text-overlap metrics, bits per character, BERTScore, label metrics and significance tests.
+"""Evaluation: overlap metrics, bits per character, BERTScore, label metrics, significance tests, an LLM judge.
 
 One metric family per module; each has a :class:`Metric` class (``update`` →
 ``compute``, or call it directly) and a functional form.  :func:`evaluate_texts`
@@ -22,6 +22,19 @@ from personakit.eval.char_f1 import CharF1, CharF1Config, char_f1
 from personakit.eval.classification import MAE, RMSE, Accuracy, MacroF1, accuracy, macro_f1, mae, rmse
 from personakit.eval.evaluate import DEFAULT_METRICS, build_metrics, evaluate_texts
 from personakit.eval.io import LoadedPredictions, PredictionFileError, evaluate_file, load_predictions
+from personakit.eval.judge import (
+    JUDGE_QUESTIONS,
+    JudgeQuestionResult,
+    JudgeResult,
+    PairJudgement,
+    PairwiseJudge,
+    PairwiseJudgeConfig,
+    PairwiseVerdict,
+    build_judge_prompt,
+    judge_pairs,
+    reconcile_verdicts,
+    wilson_interval,
+)
 from personakit.eval.meteor import Meteor, MeteorConfig, count_chunks, meteor, meteor_alignment, meteor_from_alignment
 from personakit.eval.registry import METRICS, register_metric
 from personakit.eval.rouge import Rouge, RougeConfig, rouge
@@ -59,6 +72,9 @@ __all__ = [
     "CharF1",
     "CharF1Config",
     "DEFAULT_METRICS",
+    "JUDGE_QUESTIONS",
+    "JudgeQuestionResult",
+    "JudgeResult",
     "LoadedPredictions",
     "MAE",
     "METRICS",
@@ -66,6 +82,10 @@ __all__ = [
     "Meteor",
     "MeteorConfig",
     "Metric",
+    "PairJudgement",
+    "PairwiseJudge",
+    "PairwiseJudgeConfig",
+    "PairwiseVerdict",
     "PredictionFileError",
     "RMSE",
     "References",
@@ -77,6 +97,7 @@ __all__ = [
     "bertscore",
     "bits_per_character",
     "bleu",
+    "build_judge_prompt",
     "build_metrics",
     "char_f1",
     "check_pairs",
@@ -86,6 +107,7 @@ __all__ = [
     "evaluate_texts",
     "format_metrics_table",
     "greedy_match",
+    "judge_pairs",
     "load_predictions",
     "macro_f1",
     "mae",
@@ -96,8 +118,10 @@ __all__ = [
     "model_bits_per_character",
     "normalize_references",
     "paired_ttest",
+    "reconcile_verdicts",
     "reference_log_likelihoods",
     "register_metric",
     "rmse",
+    "wilson_interval",
     "rouge",
 ]

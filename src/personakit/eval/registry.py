@@ -8,6 +8,7 @@ from personakit.eval.bertscore import BERTScore, BERTScoreConfig
 from personakit.eval.bleu import BLEU, CHRF, BLEUConfig, CHRFConfig
 from personakit.eval.char_f1 import CharF1, CharF1Config
 from personakit.eval.classification import MAE, RMSE, Accuracy, MacroF1
+from personakit.eval.degenerate import ReplyStats
 from personakit.eval.meteor import Meteor, MeteorConfig
 from personakit.eval.rouge import Rouge, RougeConfig
 
@@ -50,5 +51,6 @@ for _name, _cls, _cfg in (
     ("macro_f1", MacroF1, None),
     ("mae", MAE, None),
     ("rmse", RMSE, None),
+    ("reply_stats", ReplyStats, None),
 ):
     register_metric(_name, _cls, _cfg)

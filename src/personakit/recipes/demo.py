@@ -10,12 +10,17 @@ runs :func:`personakit.recipes.grag.run_grag_recipe` at demo scale:
    SmolLM2-135M-Instruct (:class:`~personakit.augment.GenericResponseAugmenter`, a short
    prompt, the persona withheld), cached under the user cache folder
    (``{cache_dir}/demo/llm_cache.jsonl``), so a second run generates nothing;
-3. trains PreSFT(Hist), PreSFT(TST), PreGRAG and PostGRAG on the MiniLM BERT2BERT
-   encoder-decoder (each from the same warm start, a couple of epochs);
+3. trains PreSFT(Hist), PreSFT(TST), PreGRAG and PostGRAG on the embedded
+   SmolLM2-135M-Instruct with LoRA adapters (each from the same pretrained weights, the
+   frozen ones in bf16 where the CPU has a fast bf16 path, prompts in the model's chat
+   format so that every system answers fluently from the first step);
 4. answers the test examples with ICL(Hist) (SmolLM2, persona + history + shots) as a
    fifth row;
 5. scores every system (char-F1, ROUGE-1/2/L, BLEU, METEOR, BERTScore with MiniLM,
-   bits per character of the references under each trained model) and prints the table.
+   bits per character of the references under each trained model, **persona use**: the
+   BPC with every test example given another dialogue's persona minus the BPC with its
+   own, and the shares of distinct replies and of replies that run past one turn) and
+   prints the table with three sample replies of every system.
 
 Sizes are picked so that the whole run, cold cache included, fits in about five
 minutes on an idle 2-core CPU (see the CLI docs for measured times).  ``quick=True``
@@ -113,13 +118,21 @@ class DemoResult:
         n = len(self.records)
         if self.mode == "grag":
             rec = self.recipe
+            dtypes = "/".join(sorted(set(rec.environment.get("precision", {}).values()))) or "?"
             head = (f"GRAG on the built-in corpus: {rec.sizes['train']} training and {n} test examples; "
-                    f"generic responses by {self.model}, models on MiniLM BERT2BERT, ICL(Hist) {self.n_shot}-shot")
+                    f"generic responses by {self.model}, models on {rec.config.get('backbone', '?')} "
+                    f"(LoRA: {rec.config.get('lora')}, frozen weights in {dtypes}), ICL(Hist) {self.n_shot}-shot")
         else:
             head = f"ICL(Hist) {self.n_shot}-shot with {self.model} on the built-in test split ({n} examples)"
         lines = [head, "", self.table, ""]
         if self.mode == "grag":
             lines.append("bpc: bits per character of the references under each trained model (lower is better).")
+            if any("persona_use" in row for row in self.metrics.values()):
+                lines.append("persona_use: bpc with another dialogue's persona minus bpc with the right one "
+                             "(above 0: the model uses the persona).")
+            if any("distinct" in row for row in self.metrics.values()):
+                lines.append("distinct: share of distinct replies; multi_turn: share of replies that run past "
+                             "one turn; empty: share of empty replies.")
             sig = self.recipe.significance
             marked = [s for s, v in sig.items() if v["significant"]]
             if sig:
@@ -165,7 +178,7 @@ def demo_recipe_config(
     max_new_tokens: int = 32,
     seed: int = 0,
     model: str = "smollm2-135m-instruct",
-    backbone: str = "minilm",
+    backbone: str = "smollm2",
     output_dir: str = "runs/demo",
     cache_path: Optional[str] = None,
     metrics: Optional[Sequence[str]] = None,
@@ -182,10 +195,12 @@ def demo_recipe_config(
         max_new_tokens: reply length of ICL(Hist) and of the trained models.
         seed: seed of everything.
         model: the generic LLM (augmentation and ICL).
-        backbone: the backbone of the trained models.
+        backbone: the backbone of the trained models (``"smollm2"``: SmolLM2 + LoRA; ``"minilm"``:
+            the MiniLM BERT2BERT encoder-decoder, fully fine-tuned).
         output_dir: the recipe's output folder.
         cache_path: the response cache (default ``{cache_dir}/demo/llm_cache.jsonl``).
-        metrics: evaluation metrics (default: :data:`DEMO_METRICS`, ``bertscore`` and ``bpc``).
+        metrics: evaluation metrics (default: :data:`DEMO_METRICS`, ``bertscore``, ``bpc``, ``persona_use``
+            and ``reply_stats``).
     """
     from personakit.backbones import cache_dir
     from personakit.recipes.grag import GRAGRecipeConfig
@@ -197,8 +212,8 @@ def demo_recipe_config(
                  "max_test": max_examples if max_examples is not None else sizes["max_test"]},
         "augment": {"model": model, "template": DEMO_TEMPLATE, "max_new_tokens": 16, "batch_size": batch_size,
                     "cache": cache_path or str(cache_dir() / "demo" / "llm_cache.jsonl")},
-        "inputs": {"max_persona_tokens": 40, "max_history_tokens": 48, "max_generic_tokens": 24,
-                   "max_response_tokens": 24},
+        "inputs": {"max_persona_tokens": 64, "max_history_tokens": 96, "max_generic_tokens": 32,
+                   "max_response_tokens": 32},
         "models": [{"kind": "presft-hist"}, {"kind": "presft-tst"}, {"kind": "pregrag", "beta": 0.05},
                    {"kind": "postgrag", "alpha": 0.5, "beta": 0.05, "settings": {"encoder_passes": 2}}],
         "backbone": backbone,
@@ -206,7 +221,8 @@ def demo_recipe_config(
                      "learning_rate": 3e-4, "max_new_tokens": max_new_tokens, "eval_batch_size": 16,
                      "generation_options": {"no_repeat_ngram_size": 3}, "seed": seed, "progress": True},
         "icl": {"enabled": True, "n_shot": n_shot, "max_new_tokens": max_new_tokens, "batch_size": batch_size},
-        "eval": {"metrics": list(metrics) if metrics is not None else [*DEMO_METRICS, "bertscore", "bpc"],
+        "eval": {"metrics": list(metrics) if metrics is not None else [*DEMO_METRICS, "bertscore", "bpc",
+                                                                        "persona_use", "reply_stats"],
                  "bertscore_model": "minilm"},
         "output_dir": output_dir,
         "seed": seed,
@@ -228,7 +244,7 @@ def run_demo(
     quick: bool = False,
     epochs: Optional[int] = None,
     max_train_examples: Optional[int] = None,
-    backbone: Any = "minilm",
+    backbone: Any = "smollm2",
     cache_path: Optional[str | os.PathLike[str]] = None,
     metrics: Optional[Sequence[str]] = None,
 ) -> DemoResult:
@@ -252,7 +268,7 @@ def run_demo(
         quick: GRAG on a smaller slice (32 training, 12 test examples, one epoch).
         epochs: training epochs per model (default 2; quick 1).
         max_train_examples: training examples (seeded subset; default all 105; quick 32).
-        backbone: the trained models' backbone: ``"minilm"``, a folder, a ``(model,
+        backbone: the trained models' backbone: ``"smollm2"`` (with LoRA), ``"minilm"``, a folder, a ``(model,
             tokenizer)`` pair or a function returning a fresh pair (tests).
         cache_path: the response cache of augmentation and ICL (default
             ``{cache_dir}/demo/llm_cache.jsonl``, see :func:`personakit.backbones.cache_dir`).

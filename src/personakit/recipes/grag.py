@@ -15,8 +15,10 @@ on one dataset:
 3. **Training** (§4.3). Each model of ``models`` (default: PreSFT(Hist) on $[P; H]$,
    PreSFT(TST) on $[P; R_G]$, PreGRAG on $[P; H; R_G]$ with
    $L = L_P + \beta L_{CJEPA}$, PostGRAG with $L = L_P + \alpha L_G + \beta L_{CJEPA}$)
-   is built on a fresh copy of the same backbone (the embedded MiniLM warm-started as a
-   BERT2BERT encoder-decoder by default) and trained with
+   is built on a fresh copy of the same backbone (the embedded SmolLM2-135M-Instruct
+   with LoRA adapters by default, its frozen weights in bf16 where the hardware has a
+   fast bf16 path; the decoder-only GRAG path of the paper's §4.3.2, prompts in the
+   model's chat format) and trained with
    :class:`~personakit.training.GRAGTrainer` (AdamW, learning rate decaying linearly to
    50%).
 4. **Baseline** (optional). ICL(Hist): the generic LLM prompted with the persona, the
@@ -25,13 +27,18 @@ on one dataset:
 5. **Evaluation** (§4.4) on the test examples: the text metrics of SPEC §8
    (char-F1, ROUGE-1/2/L, BLEU, METEOR), BERTScore P/R/F1 with a local encoder, bits
    per character of the references under each trained model (lower is better; not
-   defined for the prompted baseline), and a two-sided paired t-test of every system's
+   defined for the prompted baseline), **persona use** (the BPC with every test example
+   given another dialogue's persona minus the BPC with its own: how much the model uses
+   the persona), the share of distinct replies and of replies that run past one turn
+   (:class:`~personakit.eval.ReplyStats`: a collapsed system shows at a glance), and a
+   two-sided paired t-test of every system's
    per-example score (ROUGE-L by default) against the PreSFT(Hist) baseline.
    :meth:`GRAGRecipeResults.save` writes ``results.md``, ``results.json`` and
    ``predictions.jsonl`` atomically.
 
-Departures from the paper, all for a CPU budget and all configurable: MiniLM
-BERT2BERT (49M parameters) instead of BART-base, a handful of epochs instead of 20,
+Departures from the paper, all for a CPU budget and all configurable: SmolLM2-135M-Instruct
++ LoRA instead of BART-base (MiniLM BERT2BERT, BART and T5 folders stay selectable with
+``backbone``), a handful of epochs instead of 20,
 SmolLM2-135M-Instruct instead of Llama-3.1-8B as the generic LLM, greedy decoding.
 
 Example:
@@ -62,6 +69,7 @@ from pydantic import Field, field_validator, model_validator
 
 from personakit.recipes._common import StageLog, jsonable
 from personakit.augment.templates import AugmentTemplate
+from personakit.models.grag.config import LoraSettings
 from personakit.config import BaseConfig, atomic_write_text
 from personakit.training.grag import GRAGTrainingConfig
 
@@ -76,6 +84,8 @@ __all__ = [
     "GRAGEvalConfig",
     "GRAGRecipeConfig",
     "GRAGRecipeResults",
+    "MODEL_ROW_METRICS",
+    "build_recipe_model",
     "load_grag_splits",
     "run_grag_recipe",
 ]
@@ -85,6 +95,9 @@ GRAG_RECIPE_KINDS = ("presft-hist", "presft-tst", "pregrag", "postgrag")
 
 GRAG_TEXT_METRICS = ("char_f1", "rouge", "bleu", "meteor")
 """The text-overlap metrics of SPEC §8 (``rouge`` gives ``rouge1``, ``rouge2``, ``rougeL``)."""
+
+MODEL_ROW_METRICS = ("bpc", "persona_use")
+"""Recipe metrics computed from each trained model's likelihood rather than from its replies."""
 
 _LABELS = {"presft-hist": "PreSFT(Hist)", "presft-tst": "PreSFT(TST)", "pregrag": "PreGRAG", "postgrag": "PostGRAG"}
 _KIND_ALIASES = {"hist": "presft-hist", "presft(hist)": "presft-hist", "tst": "presft-tst",
@@ -272,10 +285,13 @@ class GRAGEvalConfig(BaseConfig):
     """
 
     metrics: list[str] = Field(
-        default_factory=lambda: [*GRAG_TEXT_METRICS, "bertscore", "bpc"], min_length=1,
-        description="evaluate_texts metric names plus 'bpc'.")
+        default_factory=lambda: [*GRAG_TEXT_METRICS, "bertscore", "bpc", "persona_use", "reply_stats"], min_length=1,
+        description="evaluate_texts metric names plus 'bpc' and 'persona_use'.")
     """:func:`~personakit.eval.evaluate_texts` names (``char_f1``, ``rouge``, ``bleu``, ``meteor``, ``bertscore``,
-    ``chrf``...) plus ``"bpc"`` (bits per character of the references under each trained model)."""
+    ``reply_stats``, ``chrf``...) plus ``"bpc"`` (bits per character of the references under each trained
+    model) and ``"persona_use"`` (``bpc_shuffled``, the BPC with every test example given another
+    dialogue's persona by :func:`~personakit.eval.controls.shuffle_personas`, and ``persona_use`` =
+    ``bpc_shuffled - bpc``: above 0 when the model uses the persona)."""
     bertscore_model: str = Field("minilm", description="Encoder of BERTScore (embedded name or folder).")
     """Encoder of BERTScore (embedded ``"minilm"`` or ``"mpnet"``, or a local folder)."""
     significance_metric: Optional[str] = Field(
@@ -297,8 +313,8 @@ class GRAGEvalConfig(BaseConfig):
         if len(set(value)) != len(value):
             raise ValueError(f"a metric is listed twice in {value}")
         for name in value:
-            if name != "bpc" and name not in METRICS:
-                raise ValueError(f"unknown metric {name!r}; use 'bpc' or one of {METRICS.names()}")
+            if name not in MODEL_ROW_METRICS and name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; use {list(MODEL_ROW_METRICS)} or one of {METRICS.names()}")
         return value
 
     @field_validator("significance_metric")
@@ -332,9 +348,21 @@ class GRAGRecipeConfig(BaseConfig):
     augment: GRAGAugmentConfig = Field(default_factory=GRAGAugmentConfig, description="Generic-response augmentation.")
     inputs: GRAGInputConfig = Field(default_factory=GRAGInputConfig, description="Token budgets of the inputs.")
     models: list[GRAGModelSpec] = Field(default_factory=_default_models, min_length=1, description="Models to train.")
-    backbone: str = Field("minilm", description="Backbone of every model (embedded name, folder or hub id).")
-    """Backbone of every model: ``"minilm"`` (BERT2BERT warm start from the embedded MiniLM), ``"smollm2"``,
-    a local folder or a hub id (BART, T5, any causal LM)."""
+    backbone: str = Field("smollm2", description="Backbone of every model (embedded name, folder or hub id).")
+    """Backbone of every model: ``"smollm2"`` (the embedded SmolLM2-135M-Instruct, fluent from step 0),
+    ``"minilm"`` (BERT2BERT warm start from the embedded MiniLM: random cross-attention, not fluent
+    within a CPU budget), a local folder or a hub id (BART, T5, any causal LM)."""
+    lora: Union[Literal["auto"], LoraSettings, None] = Field(
+        "auto", description="LoRA of every model ('auto': peft defaults on decoder-only backbones).")
+    """LoRA adapters of every model (a model spec's ``settings["lora"]`` wins): ``"auto"`` gives
+    :class:`~personakit.models.grag.LoraSettings` defaults (r 16, ``lora_alpha`` 32) on a decoder-only
+    backbone and full fine-tuning on an encoder-decoder one (MiniLM BERT2BERT must learn its
+    cross-attention); ``None``: full fine-tuning."""
+    dtype: str = Field("auto", description="Dtype of the frozen backbone weights ('auto': bf16 where fast).")
+    """Dtype of the **frozen** backbone weights when LoRA is used (trainable adapters and style
+    extractors stay fp32): ``"auto"`` picks bf16 on a CPU with AMX or AVX512-BF16 and on a GPU with
+    bf16 (:func:`~personakit.backbones.precision.resolve_dtype`), fp32 elsewhere.  Full fine-tuning
+    always trains in fp32."""
     training: GRAGTrainingConfig = Field(default_factory=_default_training, description="Trainer settings.")
     icl: GRAGICLConfig = Field(default_factory=GRAGICLConfig, description="The ICL(Hist) baseline row.")
     eval: GRAGEvalConfig = Field(default_factory=GRAGEvalConfig, description="Metrics and significance test.")
@@ -471,6 +499,12 @@ class GRAGRecipeResults:
         if any(v.get("bpc", 0) is None for v in self.rows.values()):
             lines += ["`bpc`: bits per character of the references under each trained model (lower is better); "
                       "`–` for the prompted baseline.", ""]
+        if any("persona_use" in v for v in self.rows.values()):
+            lines += ["`persona_use` = `bpc_shuffled` − `bpc`: the BPC with every test example given another "
+                      "dialogue's persona minus the BPC with its own (above 0: the model uses the persona).", ""]
+        if any("distinct" in v for v in self.rows.values()):
+            lines += ["`distinct`: share of distinct replies (1 = every reply differs); `multi_turn`: share of "
+                      "replies that run past one turn; `empty`: share of empty replies.", ""]
         if self.significance:
             first = next(iter(self.significance.values()))
             alpha = self.config.get("eval", {}).get("alpha", 0.05)
@@ -548,6 +582,34 @@ def _backbone_factory(config: GRAGRecipeConfig, backbone: Any) -> BackboneFactor
     return lambda: (copy.deepcopy(model), tokenizer)
 
 
+def build_recipe_model(spec: GRAGModelSpec, backbone: Any, tokenizer: Any, lora: Any = "auto", dtype: Any = "auto",
+                       device: Optional[str] = None) -> tuple[Any, str]:
+    """Build one recipe model: LoRA by the recipe's rule, the frozen weights in the resolved dtype.
+
+    Returns:
+        ``(model, dtype name of the frozen weights)``.
+    """
+    from personakit.backbones.precision import cast_frozen, resolve_dtype
+    from personakit.models.grag import build_grag_model
+    from personakit.modules.style_decoder.base import unwrap_peft
+
+    settings = spec.model_settings()
+    if "lora" not in settings:
+        base_config = unwrap_peft(backbone).config
+        encdec = bool(getattr(base_config, "is_encoder_decoder", False)) or base_config.model_type == "encoder-decoder"
+        if lora == "auto":
+            lora = None if encdec else LoraSettings()
+        if lora is not None:
+            settings["lora"] = lora.model_dump() if isinstance(lora, LoraSettings) else lora
+    model = build_grag_model(spec.kind, backbone, tokenizer, **settings)
+    frozen = resolve_dtype("float32")
+    if settings.get("lora") is not None:
+        frozen = resolve_dtype(dtype, device)
+        if frozen != resolve_dtype("float32"):
+            cast_frozen(model, frozen)
+    return model, str(frozen).removeprefix("torch.")
+
+
 def _augment(config: GRAGRecipeConfig, generator: Any, cache: Any, train: list, test: list, log: StageLog,
              progress: bool) -> tuple[list, list, dict[str, int]]:
     from personakit.augment import GenericResponseAugmenter
@@ -584,7 +646,7 @@ def _augment(config: GRAGRecipeConfig, generator: Any, cache: Any, train: list, 
 def _train_config(config: GRAGRecipeConfig, spec: GRAGModelSpec, progress: bool) -> GRAGTrainingConfig:
     update: dict[str, Any] = {
         "eval_at_epoch_end": False, "eval_steps": None, "progress": progress and config.training.progress,
-        "eval_metrics": ["bpc", "loss"] if "bpc" in config.eval.metrics else ["loss"],
+        "eval_metrics": ["bpc", "loss"] if set(MODEL_ROW_METRICS) & set(config.eval.metrics) else ["loss"],
         "eval_metric_options": {},
     }
     if config.save_checkpoints:
@@ -618,7 +680,7 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
 
     from personakit.eval import evaluate_texts, paired_ttest
     from personakit.llm import ResponseCache
-    from personakit.models.grag import build_grag_model
+    from personakit.eval.controls import shuffle_personas
     from personakit.training.grag import GRAGTrainer
 
     log = StageLog(progress, "grag")
@@ -654,7 +716,7 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
         save_examples(out_dir / "augmented_test.jsonl", test)
 
     references = [ex.response for ex in test]
-    text_metrics = [m for m in config.eval.metrics if m != "bpc"]
+    text_metrics = [m for m in config.eval.metrics if m not in MODEL_ROW_METRICS]
     options = {"bertscore": {"model": config.eval.bertscore_model}} if "bertscore" in text_metrics else {}
 
     # 3. training
@@ -665,10 +727,18 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
     make_backbone = _backbone_factory(config, backbone)
     t_train = time.perf_counter()
     eval_seconds = 0.0
+    shuffled = None
+    if "persona_use" in config.eval.metrics:
+        try:
+            shuffled = shuffle_personas(test, seed=config.seed)
+        except ValueError as err:  # e.g. a test set from one dialogue
+            log(f"persona use not measured: {err}")
+    precision: dict[str, str] = {}
     for spec in config.models:
         torch.manual_seed(config.seed)
         bb, tok = make_backbone()
-        model = build_grag_model(spec.kind, bb, tok, **spec.model_settings())
+        model, precision[spec.label] = build_recipe_model(spec, bb, tok, lora=config.lora, dtype=config.dtype,
+                                                          device=config.device)
         collator = model.make_collator(**config.inputs.to_dict())
         tcfg = _train_config(config, spec, progress)
         trainer = GRAGTrainer(model, tcfg, train_examples=train, collator=collator)
@@ -683,8 +753,11 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
         t = time.perf_counter()
         predictions[spec.label] = trainer.predict(test)
         model_eval[spec.label] = trainer.evaluate(test)  # bpc and teacher-forced losses
+        if shuffled is not None:
+            model_eval[spec.label]["bpc_shuffled"] = trainer.evaluate(shuffled)["bpc"]
         eval_seconds += time.perf_counter() - t
-        training[spec.label]["test_losses"] = {k: v for k, v in model_eval[spec.label].items() if k != "bpc"}
+        training[spec.label]["test_losses"] = {k: v for k, v in model_eval[spec.label].items()
+                                               if not k.startswith("bpc")}
         if config.save_models:
             trainer.save_model(out_dir / "models" / _slug(spec.label) / "final")
         log(f"{spec.label}: {seconds:.0f} s, final loss {last.get('loss', float('nan')):.3f}, "
@@ -714,8 +787,12 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
     for system, preds in predictions.items():
         row: dict[str, Optional[float]] = dict(evaluate_texts(preds, references, metrics=text_metrics, **options)) \
             if text_metrics else {}
+        own = model_eval.get(system, {})
         if "bpc" in config.eval.metrics:
-            row["bpc"] = model_eval.get(system, {}).get("bpc")
+            row["bpc"] = own.get("bpc")
+        if "persona_use" in config.eval.metrics:
+            row["bpc_shuffled"] = own.get("bpc_shuffled")
+            row["persona_use"] = (own["bpc_shuffled"] - own["bpc"]) if "bpc_shuffled" in own else None
         rows[system] = row
     significance: dict[str, dict[str, Any]] = {}
     key = config.eval.significance_metric
@@ -740,7 +817,7 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
                "cached": aug_stats["cached"], "empty_generic": aug_stats["empty_generic"]},
         config=config.to_dict(),
         environment={"python": platform.python_version(), "torch": torch.__version__,
-                     "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                     "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "precision": precision,
                      "generator": getattr(generator, "model_id", None) if generator is not None else None},
     )
     if save:

@@ -222,6 +222,25 @@ class GRAGTrainingConfig(BaseConfig):
     generation_options: dict[str, Any] = Field(default_factory=dict,
                                                description="Extra keyword arguments of generate().")
     """Extra keyword arguments for the model's ``generate`` (``no_repeat_ngram_size``, ...)."""
+    early_stopping_patience: Optional[int] = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement (None: off).")
+    """Training to a plateau: stop once ``metric_for_best_model`` on ``eval_examples`` has not
+    improved on its best value by more than ``early_stopping_threshold`` (relative) for this many
+    consecutive evaluations (``None``: run every step).  The learning-rate schedule stays that of
+    the full run (``max_steps`` / ``epochs`` is the budget)."""
+    early_stopping_threshold: float = Field(
+        0.01, ge=0.0, description="Relative improvement that counts (0.01: 1%).")
+    """An evaluation improves on the best value when it is better by more than this fraction of it."""
+    metric_for_best_model: str = Field("loss_p", description="Eval metric that decides the best step.")
+    """The evaluation metric that early stopping and ``load_best_model_at_end`` watch (``"loss_p"``:
+    the teacher-forced $L_P$ on ``eval_examples``, which needs ``"loss"`` in ``eval_metrics``;
+    ``"bpc"``, ``"rouge1"``...)."""
+    greater_is_better: Optional[bool] = Field(None, description="Direction of the metric (None: from its name).")
+    """Whether a larger ``metric_for_best_model`` is better; ``None``: ``False`` for losses and
+    ``"bpc"``, ``True`` otherwise."""
+    load_best_model_at_end: bool = Field(False, description="Restore the best evaluated weights at the end.")
+    """At the end of training, put back the trainable weights of the best evaluation (kept in
+    memory and, with ``output_dir``, in ``output_dir/best``, so a resumed run still has them)."""
     mixed_precision: Literal["no", "bf16"] = Field("no", description="Accelerate mixed precision.")
     """``"bf16"`` runs the forward pass under bfloat16 autocast (no loss scaling needed)."""
     use_cpu: bool = Field(False, description="Force the CPU even when a GPU is present.")
@@ -247,8 +266,26 @@ class GRAGTrainingConfig(BaseConfig):
                 raise ValueError(f"unknown metric {name!r}; use {list(MODEL_METRICS)} or one of {METRICS.names()}")
         return value
 
+    @property
+    def watches_loss(self) -> bool:
+        """Whether ``metric_for_best_model`` is a loss term (computed by the ``"loss"`` eval metric)."""
+        return self.metric_for_best_model in ("loss", "loss_p", "loss_g", "loss_cjepa")
+
+    @property
+    def best_is_greater(self) -> bool:
+        """The direction of ``metric_for_best_model`` (``greater_is_better`` or from its name)."""
+        if self.greater_is_better is not None:
+            return self.greater_is_better
+        return not (self.watches_loss or self.metric_for_best_model == "bpc")
+
     @model_validator(mode="after")
     def _check(self) -> "GRAGTrainingConfig":
+        if self.early_stopping_patience is not None or self.load_best_model_at_end:
+            needed = "loss" if self.watches_loss else self.metric_for_best_model
+            if needed not in self.eval_metrics and not (needed in ("rouge1", "rouge2", "rougeL")
+                                                        and "rouge" in self.eval_metrics):
+                raise ValueError(f"metric_for_best_model {self.metric_for_best_model!r} needs {needed!r} in "
+                                 f"eval_metrics (got {self.eval_metrics})")
         for key in self.eval_metric_options:
             if key not in self.eval_metrics or key in MODEL_METRICS:
                 raise ValueError(f"eval_metric_options: options for {key!r}, which is not a requested text metric "
@@ -272,6 +309,9 @@ class TrainResult:
         global_step: optimizer steps done.
         total_steps: optimizer steps of the full run.
         checkpoint: the last checkpoint written by this call (``None``: none).
+        stopped_early: whether early stopping ended the run (the dev metric reached a plateau).
+        best_step, best_metric: the evaluation with the best ``metric_for_best_model``
+            (``None`` without evaluations).
     """
 
     history: list[dict[str, Any]]
@@ -280,11 +320,14 @@ class TrainResult:
     global_step: int
     total_steps: int
     checkpoint: Optional[Path] = None
+    stopped_early: bool = False
+    best_step: Optional[int] = None
+    best_metric: Optional[float] = None
 
     @property
     def completed(self) -> bool:
-        """Whether the run reached its final step."""
-        return self.global_step >= self.total_steps
+        """Whether the run is over: it reached its final step or stopped early on a plateau."""
+        return self.global_step >= self.total_steps or self.stopped_early
 
 
 class TrainerCallback:
@@ -705,6 +748,7 @@ class GRAGTrainer:
         if self.is_main_process:
             for path in existing:
                 shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(Path(out) / "best", ignore_errors=True)  # a fresh start's best is its own
             Path(out).mkdir(parents=True, exist_ok=True)
             assert self._log is not None
             self._log.reset()
@@ -733,6 +777,7 @@ class GRAGTrainer:
         plan = self.plan()
         self._build_optimizer(plan)
         self.history, self.eval_history, self._pending, self.global_step = [], [], {}, 0
+        self._best_state: Optional[dict[str, Tensor]] = None
         ckpt = self._resolve_resume(resume_from)
         if ckpt is not None:
             self._check_resume(read_checkpoint_state(ckpt).get("extra", {}), plan, ckpt)
@@ -751,6 +796,7 @@ class GRAGTrainer:
             torch.manual_seed(self.config.seed)
 
         end = plan.total_steps if stop_after_step is None else min(plan.total_steps, int(stop_after_step))
+        stopped_early = self.plateau_reached()
         cfg = self.config
         last_ckpt: Optional[Path] = None
         was_training = self.model.training
@@ -759,7 +805,7 @@ class GRAGTrainer:
         bar = tqdm(total=plan.total_steps, initial=self.global_step, disable=not (cfg.progress and self.is_main_process),
                    desc=f"{type(self.model).__name__} training", dynamic_ncols=True)
         try:
-            while self.global_step < end:
+            while self.global_step < end and not stopped_early:
                 values = self._train_step(plan)
                 step = self.global_step
                 bar.update(1)
@@ -774,30 +820,98 @@ class GRAGTrainer:
                 if self.eval_examples and ((cfg.eval_steps is not None and step % cfg.eval_steps == 0)
                                            or (cfg.eval_at_epoch_end and epoch_end)):
                     self._evaluate_and_record(plan)
+                    stopped_early = self.plateau_reached()
                 save_due = (step % cfg.save_steps == 0) if cfg.save_steps is not None else epoch_end
-                if save_due or stopping:
+                if save_due or stopping or stopped_early:
                     last_ckpt = self._save(plan) or last_ckpt
         finally:
             bar.close()
             self.model.train(was_training)
 
+        best = self.best_evaluation()
+        if cfg.load_best_model_at_end and best is not None and (self.global_step >= plan.total_steps or stopped_early):
+            self._restore_best()
         final: dict[str, float] = {}
-        if self.global_step >= plan.total_steps and self.eval_examples:
+        if stopped_early and best is not None:
+            final = {k: v for k, v in best.items() if k not in ("step", "epoch")} if cfg.load_best_model_at_end else {}
+        elif self.global_step >= plan.total_steps and self.eval_examples:
             done = [r for r in self.eval_history if r.get("step") == self.global_step]
             if done:
                 final = {k: v for k, v in done[-1].items() if k not in ("step", "epoch")}
             else:
                 final = self.evaluate(self.eval_examples)
+        key = cfg.metric_for_best_model
         result = TrainResult(history=list(self.history), eval_history=list(self.eval_history), final_metrics=final,
-                             global_step=self.global_step, total_steps=plan.total_steps, checkpoint=last_ckpt)
+                             global_step=self.global_step, total_steps=plan.total_steps, checkpoint=last_ckpt,
+                             stopped_early=stopped_early, best_step=None if best is None else int(best["step"]),
+                             best_metric=None if best is None else float(best[key]))
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
+
+    # ------------------------------------------------------------------ plateau and best model
+    def _improves(self, value: float, best: float) -> bool:
+        margin = self.config.early_stopping_threshold * abs(best)
+        return value > best + margin if self.config.best_is_greater else value < best - margin
+
+    def best_evaluation(self) -> Optional[dict[str, Any]]:
+        """The evaluation record with the best ``metric_for_best_model`` (the first of equals), or ``None``."""
+        key = self.config.metric_for_best_model
+        scored = [r for r in self.eval_history if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        if not scored:
+            return None
+        pick = max if self.config.best_is_greater else min
+        return pick(scored, key=lambda r: r[key])
+
+    def plateau_reached(self) -> bool:
+        r"""Whether early stopping applies: the last ``early_stopping_patience`` evaluations did not
+        improve on the best value before them by more than ``early_stopping_threshold`` (relative)."""
+        patience = self.config.early_stopping_patience
+        key = self.config.metric_for_best_model
+        values = [float(r[key]) for r in self.eval_history if isinstance(r.get(key), (int, float))]
+        if patience is None or len(values) <= patience:
+            return False
+        best = values[0]
+        since = 0
+        for value in values[1:]:
+            if self._improves(value, best):
+                best, since = value, 0
+            else:
+                since += 1
+        return since >= patience
+
+    def _best_dir(self) -> Optional[Path]:
+        return None if self.config.output_dir is None else Path(self.config.output_dir) / "best"
+
+    def _keep_if_best(self, record: Mapping[str, Any]) -> None:
+        """Keep the trainable weights when ``record`` is the best evaluation so far (memory and ``output_dir/best``)."""
+        if not self.config.load_best_model_at_end or self.best_evaluation() is not record:
+            return
+        module = _TrainableParameters(self.model)
+        self._best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        best_dir = self._best_dir()
+        if best_dir is not None and self.is_main_process:
+            save_checkpoint(best_dir, step=self.global_step, modules={"model": module},
+                            extra={"metric": self.config.metric_for_best_model,
+                                   "value": record[self.config.metric_for_best_model]}, keep_last=1)
+
+    def _restore_best(self) -> None:
+        module = _TrainableParameters(self.model)
+        state = getattr(self, "_best_state", None)
+        if state is not None:
+            module.load_state_dict(state)
+            return
+        best_dir = self._best_dir()
+        found = latest_checkpoint(best_dir) if best_dir is not None and best_dir.is_dir() else None
+        if found is None:
+            raise CheckpointError(f"GRAGTrainer: load_best_model_at_end but no best weights under {best_dir}")
+        load_checkpoint(found, modules={"model": module}, restore_rng=False)
 
     def _evaluate_and_record(self, plan: TrainingPlan) -> dict[str, Any]:
         metrics = self.evaluate(self.eval_examples)  # type: ignore[arg-type]
         record = {"step": self.global_step, "epoch": self.global_step / plan.steps_per_epoch, **metrics}
         self.eval_history.append(record)
+        self._keep_if_best(record)
         if self._log is not None and self.is_main_process:
             self._log.append({"kind": "eval", **record})
         for cb in self.callbacks:

@@ -297,6 +297,10 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
             if name in _INPUT_FIELDS:
                 inputs[name] = kwargs.pop(name)
         kwargs.setdefault("pad_token_id", self.pad_token_id)
+        if "eos_token_id" not in kwargs:
+            stop = self.stop_token_ids()
+            if stop:
+                kwargs["eos_token_id"] = stop
         return inputs, kwargs
 
     def _require(self, inputs: Mapping[str, Tensor], *names: str) -> list[Tensor]:
@@ -350,10 +354,34 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
             raise ValueError(f"{type(self).__name__}.make_collator: give a tokenizer (the model holds none)")
         base = self.base_model
         start = getattr(base.config, "decoder_start_token_id", None)
+        options.setdefault("prompt_format", self.prompt_format(tokenizer))
         return GRAGCollator(
             tokenizer, method=self.METHOD, mode=self.config.mode, decoder_start_token_id=start,
             architecture="encoder-decoder" if self.is_encoder_decoder else "decoder-only", **options,
         )
+
+    def prompt_format(self, tokenizer: Any = None) -> str:
+        """The decoder-only prompt layout in use: ``config.prompt_format``, with ``"auto"`` resolved
+        (``"chat"`` when the tokenizer has a chat template); ``"plain"`` for encoder-decoder backbones."""
+        from personakit.models.grag.chat import has_chat_template
+
+        if self.is_encoder_decoder:
+            return "plain"
+        fmt = self.config.prompt_format
+        if fmt == "auto":
+            tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+            fmt = "chat" if tokenizer is not None and has_chat_template(tokenizer) else "plain"
+        return fmt
+
+    def stop_token_ids(self) -> Optional[list[int]]:
+        """Decoder-only: the ids at which :meth:`generate` stops by default (the chat template's
+        end-of-turn token and EOS; see :func:`~personakit.models.grag.chat.stop_token_ids`);
+        ``None`` (the backbone's own generation config) otherwise or without a tokenizer."""
+        from personakit.models.grag.chat import stop_token_ids
+
+        if self.is_encoder_decoder or self.tokenizer is None:
+            return None
+        return stop_token_ids(self.tokenizer, getattr(self.base_model, "generation_config", None)) or None
 
     def respond(self, examples: Sequence[Any], batch_size: int = 8, collator: Any = None, **generate_kwargs: Any
                 ) -> list[str]:

@@ -57,6 +57,17 @@ PostGRAG   ``persona_ids``, ``history_ids`` (= $H$ + cue, also the generation pr
            ``sep "generic response:"`` + $R_G$ target (decoded with $\mathcal{S}_G$).
 =========  ===========================================================================
 
+Decoder-only chat format (``prompt_format="chat"``, the default for a tokenizer with a chat
+template; see :mod:`personakit.models.grag.chat`): the prompt is the tokenizer's chat
+template over a system message ``system_prompt`` + ``"\n" + "persona: P"`` (PreSFT, PreGRAG;
+PreGRAG and PreSFT(TST) add ``"\n" + "generic response: R_G"``), then the history as
+``user`` / ``assistant`` turns (PreSFT(TST): one user message ``"generic response: R_G"``),
+then the assistant cue; PostGRAG's ``history_ids`` are the same over ``system_prompt``
+alone (the persona reaches it through the style).  The target is $R_P$ followed by the
+template's **end-of-turn** token (``<|im_end|>``), so a trained model learns to end its
+turn; the oldest turns are dropped when the prompt exceeds its token budget
+(``max_persona_tokens + max_history_tokens``, plus ``max_generic_tokens`` when $R_G$ is in it).
+
 With ``with_targets=False`` (inference) the fields derived from $R_P$ are left out
 (``labels``, ``response_*``, ``generic_labels``, ``input_ids`` of decoder-only PostGRAG,
 ...); decoder-only PreSFT/PreGRAG then give ``prompt_ids`` only.
@@ -77,10 +88,14 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 from torch import Tensor
 
-from personakit.models.grag.config import GRAG_METHODS, PRESFT_MODES
+from personakit.models.grag.chat import chat_turns, end_of_turn_ids, has_chat_template, render_chat
+from personakit.models.grag.config import GRAG_METHODS, PRESFT_MODES, PROMPT_FORMATS
 from personakit.types import ResponseExample
 
-__all__ = ["GRAGCollator", "Architecture"]
+__all__ = ["GRAGCollator", "Architecture", "DEFAULT_SYSTEM_PROMPT"]
+
+DEFAULT_SYSTEM_PROMPT = "You are chatting with someone. Reply to their last message in one or two short sentences."
+"""The system message of chat-format prompts (before the persona, when the prompt has one)."""
 
 Architecture = Literal["encoder-decoder", "decoder-only"]
 
@@ -106,6 +121,10 @@ class GRAGCollator:
         separator: between parts and turns (``None``: ``" "`` encoder-decoder, ``"\\n"`` decoder-only).
         target_prefix: put before a decoder-only target (``" "``: the space after the cue).
         with_targets: include the fields derived from the response $R_P$.
+        prompt_format: decoder-only prompt layout: ``"plain"`` (the default), ``"chat"``
+            (the tokenizer's chat template) or ``"auto"`` (``"chat"`` when the tokenizer has
+            a chat template); ignored for encoder-decoder backbones.
+        system_prompt: the system message of chat-format prompts.
     """
 
     def __init__(
@@ -127,6 +146,8 @@ class GRAGCollator:
         separator: Optional[str] = None,
         target_prefix: str = " ",
         with_targets: bool = True,
+        prompt_format: str = "plain",
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     ):
         if method not in GRAG_METHODS:
             raise ValueError(f"GRAGCollator: method must be one of {GRAG_METHODS}, got {method!r}")
@@ -157,6 +178,14 @@ class GRAGCollator:
         self.separator = separator if separator is not None else (" " if architecture == "encoder-decoder" else "\n")
         self.target_prefix = target_prefix
         self.with_targets = with_targets
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"GRAGCollator: prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+        if prompt_format == "auto":
+            prompt_format = "chat" if architecture == "decoder-only" and has_chat_template(tokenizer) else "plain"
+        if prompt_format == "chat" and architecture == "decoder-only" and not has_chat_template(tokenizer):
+            raise ValueError("GRAGCollator: prompt_format='chat' needs a tokenizer with a chat template")
+        self.prompt_format = prompt_format if architecture == "decoder-only" else "plain"
+        self.system_prompt = system_prompt
 
         pad = getattr(tokenizer, "pad_token_id", None)
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -169,10 +198,17 @@ class GRAGCollator:
         self.pad_token_id: int = int(pad)
         self.eos_token_id: Optional[int] = None if eos is None else int(eos)
         self.special_prefix, self.special_suffix = self._probe_special_tokens(tokenizer)
+        self.end_of_turn: list[int] = (end_of_turn_ids(tokenizer) if self.chat
+                                       else ([] if self.eos_token_id is None else [self.eos_token_id]))
 
     @property
     def decoder_only(self) -> bool:
         return self.architecture == "decoder-only"
+
+    @property
+    def chat(self) -> bool:
+        """Whether prompts use the tokenizer's chat template (decoder-only ``prompt_format="chat"``)."""
+        return self.prompt_format == "chat"
 
     # ------------------------------------------------------------------ texts
     @staticmethod
@@ -260,6 +296,9 @@ class GRAGCollator:
                 )
             if self.with_targets and not t["response"]:
                 raise ValueError(f"GRAGCollator: example {ex.id!r} (item {n}): field 'response' is empty")
+            if self.chat:
+                self._chat_parts(parts, ex, t, need_generic)
+                continue
             parts["P"].append(self._tok(t["persona"])[: self.max_persona_tokens])
             parts["H"].append(self._tok(t["history"])[-self.max_history_tokens:])
             parts["P_pre"].append(self._tok(f"{self.persona_prefix} {t['persona']}")[: self.max_persona_tokens])
@@ -275,11 +314,80 @@ class GRAGCollator:
                 parts["T_R"].append(self._tok(self.target_prefix + t["response"])[: self.max_response_tokens])
         return self._build(parts)
 
+    def _clip(self, text: str, budget: int) -> str:
+        """``text`` cut to its first ``budget`` tokens (decoded back to text)."""
+        ids = self._tok(text)
+        return text if len(ids) <= budget else self.tokenizer.decode(ids[:budget]).strip()
+
+    def _chat_prompt(self, system: str, turns: list[dict[str, str]], budget: int) -> list[int]:
+        """The chat-template prompt (ids) over ``system`` + ``turns``, the oldest turns dropped beyond ``budget``."""
+        while True:
+            ids = self._tok(render_chat(self.tokenizer, [{"role": "system", "content": system}, *turns]))
+            if len(ids) <= budget or len(turns) <= 1:
+                return ids
+            turns = turns[1:]
+
+    def _chat_parts(self, parts: dict[str, list[list[int]]], ex: ResponseExample, t: dict[str, Any],
+                    need_generic: bool) -> None:
+        """Chat-format pieces of one example (see the module docstring); ``cue`` holds the whole prompt."""
+        sep = self.separator
+        persona = self._clip(t["persona"], self.max_persona_tokens)
+        generic = self._clip(t["generic"], self.max_generic_tokens) if need_generic else None
+        history = ex.history if self.max_history_turns is None else ex.history[-self.max_history_turns:]
+        turns = chat_turns(history, ex.agent)
+        budget = self.max_persona_tokens + self.max_history_tokens + 16
+        if self.method == "postgrag":
+            system = self.system_prompt
+            budget = self.max_history_tokens + 16
+        else:
+            system = f"{self.system_prompt}\n{self.persona_prefix} {persona}"
+            if self.method == "pregrag":
+                system += f"\n{self.generic_prefix} {generic}"
+                budget += self.max_generic_tokens
+            elif self.mode == "tst":
+                turns = [{"role": "user", "content": f"{self.generic_prefix} {generic}"}]
+                budget += self.max_generic_tokens
+        parts["cue"].append(self._chat_prompt(system, turns, budget))
+        parts["P"].append(self._tok(persona))
+        if need_generic:
+            parts["G"].append(self._tok(generic))
+            parts["T_G"].append(self._tok(" " + generic))
+            parts["gcue"].append(self._tok(f"{sep}{self.generic_prefix}"))
+        if self.with_targets:
+            parts["R"].append(self._tok(t["response"])[: self.max_response_tokens])
+            parts["T_R"].append(list(parts["R"][-1]))
+
+    def _build_chat(self, p: dict[str, list[list[int]]]) -> dict[str, Tensor]:
+        """Decoder-only chat-format batch: the same fields as the plain layout."""
+        batch: dict[str, Tensor] = {}
+        n, targets, eot, wrap = len(p["P"]), self.with_targets, self.end_of_turn, self._wrap
+        prompts = p["cue"]
+        if self.method in ("presft", "pregrag"):
+            self._add(batch, "prompt_ids", prompts, "prompt_mask")
+            if targets:
+                self._add_sequences(batch, "", prompts, [p["T_R"][i] + eot for i in range(n)])
+            if self.method == "pregrag":
+                self._add(batch, "generic_ids", [wrap(g) for g in p["G"]], "generic_mask")
+                if targets:
+                    self._add(batch, "response_ids", [wrap(r) for r in p["R"]], "response_mask")
+            return batch
+        self._add(batch, "persona_ids", [wrap(x) for x in p["P"]], "persona_mask")
+        self._add(batch, "history_ids", prompts, "history_mask")
+        self._add(batch, "generic_ids", [wrap(x) for x in p["G"]], "generic_mask")
+        if targets:
+            self._add(batch, "response_ids", [wrap(x) for x in p["R"]], "response_mask")
+            self._add_sequences(batch, "", prompts, [p["T_R"][i] + eot for i in range(n)])
+            gprompts = [wrap(p["R"][i] + p["gcue"][i]) for i in range(n)]
+            self._add_sequences(batch, "generic_", gprompts, [p["T_G"][i] + eot for i in range(n)])
+        return batch
+
     def _build(self, p: dict[str, list[list[int]]]) -> dict[str, Tensor]:
+        if self.chat:
+            return self._build_chat(p)
         batch: dict[str, Tensor] = {}
         n = len(p["P"])
         wrap, targets = self._wrap, self.with_targets
-        eos = [] if self.eos_token_id is None else [self.eos_token_id]
+        eos = self.end_of_turn
         if self.method in ("presft", "pregrag"):
             if self.method == "presft" and self.mode == "hist":
                 content = [p["P_pre"][i] + p["H_pre"][i] for i in range(n)]
@@ -320,4 +428,4 @@ class GRAGCollator:
 
     def __repr__(self) -> str:
         return (f"GRAGCollator(method={self.method!r}, mode={self.mode!r}, architecture={self.architecture!r}, "
-                f"separator={self.separator!r})")
+                f"prompt_format={self.prompt_format!r}, separator={self.separator!r})")

@@ -18,12 +18,36 @@ from transformers import AutoConfig, PreTrainedConfig
 
 from personakit.config import BaseConfig
 
-__all__ = ["GRAGConfig", "LoraSettings", "GRAG_METHODS", "PRESFT_MODES"]
+__all__ = ["GRAGConfig", "LoraSettings", "GRAG_METHODS", "PRESFT_MODES", "METHOD_DEFAULTS", "STYLE_INITS",
+           "PROMPT_FORMATS"]
 
 GRAG_METHODS = ("presft", "pregrag", "postgrag")
 """The model families: PreSFT baselines, pre-fusion PreGRAG, post-fusion PostGRAG."""
 PRESFT_MODES = ("hist", "tst")
 """PreSFT inputs: ``"hist"`` = $[P; H]$, ``"tst"`` = $[P; R_G]$ (GRAG §4.2.2)."""
+
+METHOD_DEFAULTS: dict[str, dict[str, float]] = {
+    "presft": {"alpha": 0.0, "beta": 0.0},
+    "pregrag": {"alpha": 0.0, "beta": 0.05},
+    "postgrag": {"alpha": 0.5, "beta": 0.05},
+}
+r"""The loss weights a method gets when ``alpha`` / ``beta`` are not given: the one place that sets them.
+
+$\beta = 0.05$ is the paper's best value on SPC for PostGRAG (GRAG §4.3); $\alpha = 0.5$ is
+**ours**: the paper searches $\alpha \in \{0, \dots, 1\}$ and does not print the value it kept.
+PreSFT has neither term, PreGRAG no style removal ($\alpha = 0$, §3.5)."""
+
+STYLE_INITS = ("zero", "paper")
+r"""How PostGRAG's style extractors start: ``"zero"`` (the default, a departure from the paper: the
+output projection $W^O$ of $\text{SE}_P$ and $\text{SE}_G$ starts at zero, so $\mathcal{S} = 0$ and the
+pretrained decoder is untouched at step 0) or ``"paper"`` (Xavier-uniform $W^O$, as
+``nn.MultiheadAttention``: a random style of norm ~30 is added at every layer from the first step)."""
+
+PROMPT_FORMATS = ("auto", "plain", "chat")
+"""Decoder-only prompt layout: ``"chat"`` (the tokenizer's chat template: persona in the system
+message, history as user / assistant turns, the reply as the assistant's turn ending with the
+template's end-of-turn token), ``"plain"`` (``persona: P`` / ``user: ...`` / ``agent:`` lines), or
+``"auto"`` (``"chat"`` when the tokenizer has a chat template, else ``"plain"``)."""
 
 
 class LoraSettings(BaseConfig):
@@ -71,9 +95,15 @@ class GRAGConfig(PreTrainedConfig):
         method: ``"presft"``, ``"pregrag"`` or ``"postgrag"``.
         mode: PreSFT input, ``"hist"`` ($[P; H]$) or ``"tst"`` ($[P; R_G]$); ignored otherwise.
         alpha: weight $\alpha$ of the style-removal loss $L_G$ (PostGRAG only; 0 elsewhere).
+            ``None`` (the default): the method's value in :data:`METHOD_DEFAULTS` (PostGRAG 0.5).
         beta: weight $\beta$ of $L_{CJEPA}$ (PreGRAG and PostGRAG; 0 for PreSFT).
-        extractor_heads: attention heads of the style extractors $\text{SE}_P$, $\text{SE}_G$.
-        extractor_dropout: attention dropout of the style extractors.
+            ``None`` (the default): the method's value in :data:`METHOD_DEFAULTS` (0.05).
+        extractor_heads: attention heads of the style extractors $\text{SE}_P$, $\text{SE}_G$
+            (8: ours; the paper does not give it).
+        extractor_dropout: attention dropout of the style extractors (0.1: ours).
+        style_init: ``"zero"`` (default) or ``"paper"``; see :data:`STYLE_INITS`.
+        prompt_format: decoder-only prompt layout, ``"auto"`` (default), ``"chat"`` or
+            ``"plain"``; see :data:`PROMPT_FORMATS`.
         backbone: the backbone's config as a dict (``backbone_config.to_dict()``).
         backbone_class: the backbone's transformers class name
             (``"BartForConditionalGeneration"``, ``"EncoderDecoderModel"``, ``"LlamaForCausalLM"``...).
@@ -97,10 +127,12 @@ class GRAGConfig(PreTrainedConfig):
 
     method: str = "postgrag"
     mode: str = "hist"
-    alpha: float = 0.0
-    beta: float = 0.0
+    alpha: Optional[float] = None
+    beta: Optional[float] = None
     extractor_heads: int = 8
     extractor_dropout: float = 0.1
+    style_init: str = "zero"
+    prompt_format: str = "auto"
     backbone: Optional[dict] = None
     backbone_class: Optional[str] = None
     lora: Optional[dict] = None
@@ -114,6 +146,10 @@ class GRAGConfig(PreTrainedConfig):
         if isinstance(self.backbone, PreTrainedConfig):
             self.backbone = self.backbone.to_dict()
         super().__post_init__(**kwargs)
+        defaults = METHOD_DEFAULTS.get(self.method, {})
+        for name in ("alpha", "beta"):
+            if getattr(self, name) is None:
+                setattr(self, name, defaults.get(name, 0.0))
         self.validate_settings()
 
     def validate_settings(self) -> None:
@@ -134,6 +170,11 @@ class GRAGConfig(PreTrainedConfig):
             raise ValueError(f"GRAGConfig: field 'extractor_heads' must be >= 1, got {self.extractor_heads!r}")
         if not 0.0 <= float(self.extractor_dropout) < 1.0:
             raise ValueError(f"GRAGConfig: field 'extractor_dropout' must be in [0, 1), got {self.extractor_dropout!r}")
+        if self.style_init not in STYLE_INITS:
+            raise ValueError(f"GRAGConfig: field 'style_init' must be one of {STYLE_INITS}, got {self.style_init!r}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(
+                f"GRAGConfig: field 'prompt_format' must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
         if not isinstance(self.encoder_passes, int) or self.encoder_passes < 1:
             raise ValueError(f"GRAGConfig: field 'encoder_passes' must be >= 1, got {self.encoder_passes!r}")
         if self.decoder_passes not in (1, 2):

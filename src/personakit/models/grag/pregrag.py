@@ -49,10 +49,6 @@ class PreGRAG(GRAGModel):
 
     METHOD = "pregrag"
 
-    @classmethod
-    def _settings(cls, beta: float = 0.05, **settings: Any) -> dict[str, Any]:
-        return {"beta": beta, **settings}
-
     def _setup(self) -> None:
         self.cjepa = CJEPALoss()
 
