@@ -1,360 +1,640 @@
-"""GRAG quality on real data, in the direction of the paper's Table 3 (and the beta / alpha sweeps of Figures 3-4).
+"""GRAG at learning scale (``../shared/EXPERIMENTS.md``): SPC with controls and seeds, then PFG and ED.
 
-For each dataset, the script builds fixed train and test samples of
-:class:`~personakit.types.ResponseExample` (one seeded sample, shared by every run seed),
-writes generic responses with the embedded SmolLM2-135M-Instruct (the dataset's shipped
-prompt template, the persona never sent; cached, so later seeds and reruns generate
-nothing), then runs :func:`personakit.recipes.grag.run_grag_recipe` once per seed:
-PreSFT(Hist), PreSFT(TST), PreGRAG and PostGRAG on the MiniLM BERT2BERT encoder-decoder
-(each from the same warm start), ICL(Hist) with SmolLM2, and Char-F1, ROUGE-1/2/L, BLEU,
-BPC and BERTScore (MiniLM) on the test sample.
+What it runs, per dataset (Table 3 of the GRAG paper, in direction):
 
-Data (``../shared/data``):
+* **Data** (``../shared/data``), fixed by the sampling seed 1234 and written once to the work folder:
+  - SPC: ``spc/train.jsonl`` -> training sample, ``spc/valid.jsonl`` -> dev sample,
+    ``spc/test.jsonl`` -> 300 test turns; responder ``User 2``.  The official splits hold
+    different conversations (and personas), so no dialogue is in two splits.
+  - PFG: dialogues ordered by the date in their id; the earliest 80% train, the next 10%
+    dev, the latest 10% test; responder the persuader (persona = the persuadee's survey
+    record, GRAG's setting).
+  - ED: official ``fixed_valid.csv`` -> train and dev (by conversation), ``fixed_test.csv``
+    -> test (the train split is not available here); responder the listener.
+  Histories are cut to the last ``history_turns`` turns.
+* **Generic responses** $R_G$ for every example from the embedded SmolLM2-135M-Instruct
+  (the persona never sent; empty replies retried, then a documented fallback), cached in
+  the work folder.
+* **Systems** on SmolLM2-135M-Instruct + LoRA (r 16, ``lora_alpha`` 32), frozen weights in
+  bf16 where the CPU has a fast bf16 path, chat-format prompts ending with the
+  end-of-turn token: PreSFT(Hist), PreSFT(TST), PreGRAG, PostGRAG (3 seeds for
+  PreSFT(Hist) and PostGRAG on SPC, 1 elsewhere) and ICL(Hist) 2-shot with SmolLM2.
+  AdamW, learning rate decaying linearly to 50% over the step budget; the dev loss
+  ($L_P$) is evaluated every ``eval_steps`` and training stops when it has not improved
+  by 1% (relative) for ``patience`` evaluations; the best evaluated weights are kept.
+* **Controls** (seed 0, the same table): persona shuffled at test (each test example gets
+  another dialogue's persona), $R_G$ blanked at test (PreSFT(TST), PreGRAG, PostGRAG), and
+  an upper-bound scaffold, $R_G$ := the reference minus the words it shares with the
+  persona (a control, never a result).
+* **Metrics**: Char-F1, ROUGE-1/2/L, BLEU, BERTScore (MiniLM), BPC of the references,
+  the shares of distinct and multi-turn replies; against PreSFT(Hist): paired t-test and
+  paired bootstrap 95% intervals on per-example ROUGE-2 and sentence BLEU (averaged over
+  seeds).  A pairwise LLM judge (the embedded SmolLM2: far too weak to mean anything,
+  run as a smoke test) compares PostGRAG with PreSFT(Hist) on 50 test turns.
 
-* **SPC** (Synthetic-Persona-Chat): ``spc/train.jsonl`` for training, ``spc/test.jsonl``
-  for evaluation; the responder is ``User 2`` (persona = User 2's persona lines).
-* **PFG** (Persuasion-for-Good, ``persuasionforgood/FullData``): no official split; the
-  dialogues are ordered by the date in their id, the earliest 80% give the training pool
-  and the latest 20% the test pool; the responder is the persuader (persona = the
-  persuader's survey record).
-* **ED** (EmpatheticDialogues): the official ``fixed_valid.csv`` is the training data and
-  ``fixed_test.csv`` the evaluation data (the train split is not available here); the
-  responder is the listener (persona = the situation prompt and emotion).
+Every (dataset, system, seed) is a **unit**: its metrics, predictions and learning curve
+go to ``benchmarks/results/grag_quality/<dataset>/<system>-s<seed>-<key>.json``, ``key`` a
+hash of its config and data, and ``--commit`` commits the file as soon as it is written.
+A rerun skips the units already there and resumes a unit's training from its checkpoints
+in the work folder (outside the repository), so a run of several hours can be split across
+sessions.  ``--report`` rebuilds ``benchmarks/results/grag_quality.{md,json}`` and the
+learning-curve PNG from whatever units exist.
 
-From each pool the script keeps a seeded sample (sampling seed 1234, the same for every
-run seed) of ``--train`` training and ``--test`` test examples, histories cut to the last
-``--history-turns`` turns.  Run seeds change the new weights, the data order and the ICL
-shots.  Per dataset and system the tables give the mean +- standard deviation over the
-seeds; significance is a two-sided paired t-test, over test examples, of the per-example
-ROUGE-L averaged over seeds, of each system against PreSFT(Hist).
-
-Sweeps (``--sweeps``, SPC, seed 0): PreGRAG with beta in ``--betas`` (Figure 3) and
-PostGRAG with alpha in ``--alphas`` at beta 0.05 (Figure 4), plotted to
-``benchmarks/results/grag_sweeps.png``.
-
-Settings: the default is CPU scale (about 45 minutes on 2 idle cores, measured wall time
-in the results); ``--quick`` is a smoke run; ``--scale`` is the paper's setting for a GPU
-(BART-base folder via ``--backbone``, 20 epochs, 1,000 test turns; add ``--device cuda``).
-
-    python benchmarks/grag_quality.py                      # CPU scale, 3 seeds SPC + PFG + ED
-    python benchmarks/grag_quality.py --sweeps-only        # the beta / alpha sweeps alone
-    python benchmarks/grag_quality.py --quick
+    python benchmarks/grag_quality.py --commit                 # default: SPC then PFG then ED
+    python benchmarks/grag_quality.py --datasets SPC --commit  # SPC only
+    python benchmarks/grag_quality.py --report                 # tables from the finished units
+    python benchmarks/grag_quality.py --quick                  # smoke run (a few minutes)
+    python benchmarks/grag_quality.py --scale --device cuda    # the paper's schedule on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import math
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, write_results  # noqa: E402
 
-METRICS = ["char_f1", "rouge1", "rouge2", "rougeL", "bleu", "bpc", "bertscore_precision", "bertscore_recall",
-           "bertscore_f1"]
-HEADERS = ["Char-F1", "ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU", "BPC", "BERT-P", "BERT-R", "BERT-F1"]
+NAME = "grag_quality"
+CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
+SAMPLING_SEED = 1234
 
-# GRAG paper, Table 3 (BART-base task model, Llama-3.1-8B generic responses).
+METRIC_KEYS = ["char_f1", "rouge1", "rouge2", "rougeL", "bleu", "bertscore_f1", "bpc", "distinct", "multi_turn"]
+HEADERS = ["Char-F1", "R-1", "R-2", "R-L", "BLEU", "BERT-F1", "BPC", "distinct", "multi-turn"]
+
+# GRAG paper, Table 3 (BART-base task model, Llama-3.1-8B generic responses): Char-F1, ROUGE-1/2/L, BLEU, BPC
 PAPER_TABLE3 = {
-    "ED": {"ICL(Hist)": [0.168, 0.142, 0.019, 0.117, 2.216, 2.350, 0.587, 0.510, 0.544],
-           "PreSFT(Hist)": [0.132, 0.165, 0.030, 0.148, 3.595, 1.030, 0.556, 0.578, 0.564],
-           "PreSFT(TST)": [0.127, 0.158, 0.029, 0.142, 3.346, 1.082, 0.548, 0.570, 0.556],
-           "PreGRAG": [0.138, 0.173, 0.036, 0.156, 3.806, 1.022, 0.561, 0.581, 0.568],
-           "PostGRAG": [0.146, 0.182, 0.041, 0.164, 4.087, 1.023, 0.567, 0.584, 0.573]},
-    "PFG": {"ICL(Hist)": [0.191, 0.167, 0.028, 0.126, 2.302, 1.736, 0.588, 0.554, 0.568],
-            "PreSFT(Hist)": [0.166, 0.188, 0.040, 0.149, 3.394, 0.923, 0.553, 0.581, 0.564],
-            "PreSFT(TST)": [0.168, 0.186, 0.046, 0.153, 3.368, 0.964, 0.552, 0.573, 0.559],
-            "PreGRAG": [0.182, 0.206, 0.057, 0.167, 4.109, 0.923, 0.563, 0.585, 0.571],
-            "PostGRAG": [0.186, 0.214, 0.059, 0.175, 4.618, 0.938, 0.569, 0.587, 0.575]},
-    "SPC": {"ICL(Hist)": [0.231, 0.231, 0.088, 0.207, 5.967, 1.333, 0.674, 0.583, 0.622],
-            "PreSFT(Hist)": [0.317, 0.381, 0.235, 0.365, 17.444, 0.384, 0.709, 0.704, 0.704],
-            "PreSFT(TST)": [0.285, 0.348, 0.200, 0.333, 14.500, 0.466, 0.694, 0.690, 0.689],
-            "PreGRAG": [0.358, 0.430, 0.280, 0.414, 20.436, 0.381, 0.731, 0.732, 0.729],
-            "PostGRAG": [0.366, 0.438, 0.288, 0.423, 21.086, 0.403, 0.741, 0.734, 0.735]},
+    "ED": {"ICL(Hist)": [0.168, 0.142, 0.019, 0.117, 2.216, 2.350], "PreSFT(Hist)": [0.132, 0.165, 0.030, 0.148, 3.595, 1.030],
+           "PreSFT(TST)": [0.127, 0.158, 0.029, 0.142, 3.346, 1.082], "PreGRAG": [0.138, 0.173, 0.036, 0.156, 3.806, 1.022],
+           "PostGRAG": [0.146, 0.182, 0.041, 0.164, 4.087, 1.023]},
+    "PFG": {"ICL(Hist)": [0.191, 0.167, 0.028, 0.126, 2.302, 1.736], "PreSFT(Hist)": [0.166, 0.188, 0.040, 0.149, 3.394, 0.923],
+            "PreSFT(TST)": [0.168, 0.186, 0.046, 0.153, 3.368, 0.964], "PreGRAG": [0.182, 0.206, 0.057, 0.167, 4.109, 0.923],
+            "PostGRAG": [0.186, 0.214, 0.059, 0.175, 4.618, 0.938]},
+    "SPC": {"ICL(Hist)": [0.231, 0.231, 0.088, 0.207, 5.967, 1.333], "PreSFT(Hist)": [0.317, 0.381, 0.235, 0.365, 17.444, 0.384],
+            "PreSFT(TST)": [0.285, 0.348, 0.200, 0.333, 14.500, 0.466], "PreGRAG": [0.358, 0.430, 0.280, 0.414, 20.436, 0.381],
+            "PostGRAG": [0.366, 0.438, 0.288, 0.423, 21.086, 0.403]},
 }
+PAPER_KEYS = ["char_f1", "rouge1", "rouge2", "rougeL", "bleu", "bpc"]
 
 SETTINGS = {
-    "default": dict(datasets={"SPC": 3, "PFG": 1, "ED": 1}, train=48, test=24, epochs=2, batch=8, history_turns=3,
-                    lengths=(64, 96, 32, 40), new_tokens=24, icl_shots=2, sweep_train=48, sweep_epochs=2),
-    "quick": dict(datasets={"SPC": 1}, train=16, test=6, epochs=1, batch=8, history_turns=2,
-                  lengths=(32, 48, 24, 24), new_tokens=12, icl_shots=1, sweep_train=16, sweep_epochs=1),
-    "scale": dict(datasets={"SPC": 3, "PFG": 3, "ED": 3}, train=None, test=1000, epochs=20, batch=16,
-                  history_turns=None, lengths=(128, 256, 64, 64), new_tokens=64, icl_shots=2, sweep_train=None,
-                  sweep_epochs=20),
+    "default": dict(datasets=["SPC", "PFG", "ED"], seeds={"SPC": 3, "PFG": 1, "ED": 1}, train=2000, dev=150, test=300,
+                    history_turns=4, lengths=(64, 160, 48, 48), batch=8, lr=2e-4, max_steps=500, eval_steps=25,
+                    patience=3, new_tokens=40, judge_pairs=50, backbone="smollm2"),
+    "quick": dict(datasets=["SPC"], seeds={"SPC": 1}, train=24, dev=8, test=8, history_turns=2,
+                  lengths=(32, 64, 24, 24), batch=4, lr=2e-4, max_steps=6, eval_steps=3, patience=2, new_tokens=12,
+                  judge_pairs=2, backbone="smollm2"),
+    "scale": dict(datasets=["SPC", "PFG", "ED"], seeds={"SPC": 3, "PFG": 3, "ED": 3}, train=None, dev=1000, test=1000,
+                  history_turns=None, lengths=(128, 256, 64, 64), batch=16, lr=1e-4, max_steps=20_000, eval_steps=500,
+                  patience=5, new_tokens=64, judge_pairs=200, backbone="smollm2"),
 }
-TEMPLATES = {"SPC": "spc", "PFG": "pfg", "ED": "empathetic"}
+SYSTEMS = {"presft-hist": "PreSFT(Hist)", "presft-tst": "PreSFT(TST)", "pregrag": "PreGRAG", "postgrag": "PostGRAG",
+           "icl": "ICL(Hist)"}
+MULTI_SEED = ("presft-hist", "postgrag")
+READS_GENERIC = ("presft-tst", "pregrag", "postgrag")
+TEMPLATES = {"SPC": "spc-chat", "PFG": "pfg-chat", "ED": "empathetic-chat"}
+FALLBACK_TEMPLATES = {"SPC": "spc", "PFG": "pfg", "ED": "empathetic"}
+BASELINE = "PreSFT(Hist)"
+TESTED = ("rouge2", "bleu")
 
 
-def load_pools(name: str, data: Path) -> tuple[list, list]:
-    """Training and test example pools of one dataset (see the module docstring)."""
+# --------------------------------------------------------------------------------------- data
+def load_pools(name: str, data: Path) -> tuple[list, list, list]:
+    """Train, dev and test example pools of one dataset (see the module docstring)."""
     from personakit.data import dialogues_to_examples, parse_pfg_date, read_dataset
 
     if name == "SPC":
-        train = dialogues_to_examples(read_dataset(data / "spc" / "train.jsonl"), agent="User 2")
-        test = dialogues_to_examples(read_dataset(data / "spc" / "test.jsonl"), agent="User 2")
-    elif name == "ED":
+        pools = [dialogues_to_examples(read_dataset(data / "spc" / f"{split}.jsonl"), agent="User 2")
+                 for split in ("train", "valid", "test")]
+        return pools[0], pools[1], pools[2]
+    if name == "ED":
         folder = data / "empatheticdialogues"
-        train = dialogues_to_examples(read_dataset(folder / "fixed_valid.csv"), agent="listener")
-        test = dialogues_to_examples(read_dataset(folder / "fixed_test.csv"), agent="listener")
-    elif name == "PFG":
+        valid = read_dataset(folder / "fixed_valid.csv")
+        ids = sorted(d.id for d in valid)
+        dev_ids = set(random.Random(SAMPLING_SEED).sample(ids, len(ids) // 10))
+        train = dialogues_to_examples([d for d in valid if d.id not in dev_ids], agent="listener")
+        dev = dialogues_to_examples([d for d in valid if d.id in dev_ids], agent="listener")
+        return train, dev, dialogues_to_examples(read_dataset(folder / "fixed_test.csv"), agent="listener")
+    if name == "PFG":
         dialogues = read_dataset(data / "persuasionforgood" / "FullData", "pfg")
         dialogues = sorted(dialogues, key=lambda d: (parse_pfg_date(d.id) or "", d.id))
-        cut = int(0.8 * len(dialogues))
-        train = dialogues_to_examples(dialogues[:cut], agent="persuader")
-        test = dialogues_to_examples(dialogues[cut:], agent="persuader")
-    else:
-        raise ValueError(f"unknown dataset {name!r}")
-    return train, test
+        a, b = int(0.8 * len(dialogues)), int(0.9 * len(dialogues))
+        make = lambda ds: dialogues_to_examples(ds, agent="persuader", persona_from="user")  # noqa: E731
+        return make(dialogues[:a]), make(dialogues[a:b]), make(dialogues[b:])
+    raise ValueError(f"unknown dataset {name!r}")
 
 
-def sample(pool: list, n: int | None, history_turns: int | None) -> list:
-    chosen = pool if n is None or n >= len(pool) else random.Random(1234).sample(pool, n)
+def sample(pool: list, n: Optional[int], history_turns: Optional[int]) -> list:
+    chosen = pool if n is None or n >= len(pool) else random.Random(SAMPLING_SEED).sample(pool, n)
     if history_turns is not None:
         chosen = [ex.model_copy(update={"history": ex.history[-history_turns:]}) for ex in chosen]
     return chosen
 
 
-def recipe_config(name: str, work: Path, seed: int, s: dict, args: argparse.Namespace, models: list[dict],
-                  icl: bool, epochs: int) -> "object":
-    from personakit.recipes.grag import GRAGRecipeConfig
+def augment(name: str, examples: list, work: Path, s: dict) -> tuple[list, dict]:
+    """Fill ``generic_response`` of every example with the embedded SmolLM2 (cached; empties retried / replaced)."""
+    from personakit.augment import GenericResponseAugmenter, load_template
+    from personakit.llm import GenerationSettings
 
+    try:
+        template = load_template(TEMPLATES[name])
+    except KeyError:
+        template = load_template(FALLBACK_TEMPLATES[name])
+    augmenter = GenericResponseAugmenter.from_pretrained(
+        "smollm2", template=template, cache=work / "llm_cache.jsonl", batch_size=16, dtype="auto",
+        settings=GenerationSettings(max_new_tokens=40, stop=["\n"]))
+    done = augmenter.augment(examples)
+    stats = dict(vars(augmenter.last_stats)) if augmenter.last_stats is not None else {}
+    empty = [i for i, ex in enumerate(done) if not (ex.generic_response or "").strip()]
+    for i in empty:
+        done[i] = done[i].model_copy(update={"generic_response": "Okay."})
+    stats.update({"template": template.name, "empty_after_augment": len(empty)})
+    return done, stats
+
+
+def prepare(name: str, work: Path, s: dict, data: Path) -> dict:
+    """The fixed train / dev / test samples with generic responses, written once to the work folder."""
+    from personakit.augment import load_examples, save_examples
+
+    files = {split: work / f"{split}.jsonl" for split in ("train", "dev", "test")}
+    meta_path = work / "data.json"
+    if all(p.exists() for p in files.values()) and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        pools = load_pools(name, data)
+        sizes = (s["train"], s["dev"], s["test"])
+        chosen = [sample(pool, n, s["history_turns"]) for pool, n in zip(pools, sizes)]
+        t = time.perf_counter()
+        flat, stats = augment(name, [ex for part in chosen for ex in part], work, s)
+        cut = [len(chosen[0]), len(chosen[0]) + len(chosen[1])]
+        parts = [flat[:cut[0]], flat[cut[0]:cut[1]], flat[cut[1]:]]
+        for (split, path), part in zip(files.items(), parts):
+            save_examples(path, part)
+        meta = {"pools": [len(p) for p in pools], "sizes": [len(p) for p in parts], "augment": stats,
+                "augment_s": time.perf_counter() - t}
+        from personakit.config import atomic_write_text
+
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    splits = {split: load_examples(path) for split, path in files.items()}
+    digest = hashlib.sha256()
+    for split in ("train", "dev", "test"):
+        for ex in splits[split]:
+            digest.update(f"{split}|{ex.id}|{ex.response}|{ex.generic_response}|{ex.persona.to_text()}\n".encode())
+    return {**splits, "meta": meta, "digest": digest.hexdigest()[:16]}
+
+
+# --------------------------------------------------------------------------------------- scoring
+def sentence_bleu(prediction: str, reference: str) -> float:
+    from sacrebleu.metrics import BLEU
+
+    return float(BLEU(effective_order=True).sentence_score(prediction, [reference]).score)
+
+
+def score(predictions: list[str], examples: list, bpc: Optional[float]) -> dict:
+    """Corpus metrics plus the per-example scores the significance tests use."""
+    from personakit.eval import evaluate_texts
+    from personakit.eval.rouge import Rouge
+
+    refs = [ex.response for ex in examples]
+    metrics = evaluate_texts(predictions, refs, metrics=["char_f1", "rouge", "bleu", "bertscore", "reply_stats"],
+                             bertscore={"model": "minilm"})
+    metrics["bpc"] = bpc
+    rouge = Rouge(types=("rouge2",))
+    per = {"rouge2": [float(rouge([p], [r])["rouge2"]) for p, r in zip(predictions, refs)],
+           "bleu": [sentence_bleu(p, r) for p, r in zip(predictions, refs)]}
+    return {"metrics": metrics, "per_example": per, "predictions": predictions}
+
+
+# --------------------------------------------------------------------------------------- units
+_BACKBONE: dict[str, Any] = {}
+
+
+def backbone(name: str) -> tuple[Any, Any]:
+    """A fresh copy of the task backbone (loaded once per process)."""
+    from personakit.models.grag.base import load_backbone
+
+    if name not in _BACKBONE:
+        _BACKBONE[name] = load_backbone(name)
+    model, tok = _BACKBONE[name]
+    return copy.deepcopy(model), tok
+
+
+def unit_key(dataset: str, kind: str, seed: int, s: dict, digest: str, args: argparse.Namespace) -> str:
+    payload = {"v": CODE_VERSION, "dataset": dataset, "kind": kind, "seed": seed, "digest": digest,
+               "setting": {k: v for k, v in s.items() if k not in ("datasets", "seeds", "judge_pairs")},
+               "dtype": args.dtype, "backbone": args.backbone or s["backbone"]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def unit_path(out: Path, dataset: str, kind: str, seed: int, key: str) -> Path:
+    return out / NAME / dataset / f"{kind}-s{seed}-{key}.json"
+
+
+def commit(path: Path, message: str) -> None:
+    """``git commit`` one results file (only that path), retried while another git command holds the index."""
+    root = Path(__file__).resolve().parent.parent
+    for attempt in range(10):
+        add = subprocess.run(["git", "add", "--", str(path)], cwd=root, capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=root, capture_output=True,
+            text=True).returncode == 0
+        if done:
+            print(f"[{NAME}] committed {path.name}", flush=True)
+            return
+        time.sleep(3 + attempt)
+    print(f"[{NAME}] WARNING: could not commit {path}", flush=True)
+
+
+def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argparse.Namespace, work: Path,
+               key: str) -> dict:
+    """Train one system to a plateau of its dev loss, then score it (and its controls for seed 0)."""
+    import torch
+
+    from personakit.eval.controls import blank_generic, reference_scaffold, shuffle_personas
+    from personakit.recipes.grag import GRAGModelSpec, build_recipe_model
+    from personakit.training.grag import GRAGTrainer, GRAGTrainingConfig
+
+    torch.manual_seed(seed)
+    bb, tok = backbone(args.backbone or s["backbone"])
+    model, dtype = build_recipe_model(GRAGModelSpec(kind=kind), bb, tok, dtype=args.dtype, device=args.device)
     p, h, g, r = s["lengths"]
-    return GRAGRecipeConfig.from_dict({
-        "data": {"source": "examples", "train_path": str(work / "train.jsonl"), "test_path": str(work / "test.jsonl")},
-        "augment": {"model": "smollm2", "template": TEMPLATES[name], "cache": str(work / "llm_cache.jsonl"),
-                    "max_new_tokens": s["new_tokens"], "batch_size": 16},
-        "inputs": {"max_persona_tokens": p, "max_history_tokens": h, "max_generic_tokens": g,
-                   "max_response_tokens": r},
-        "models": models, "backbone": args.backbone,
-        "training": {"epochs": epochs, "batch_size": s["batch"], "learning_rate": args.lr, "final_lr_fraction": 0.5,
-                     "max_new_tokens": s["new_tokens"], "generation_options": {"no_repeat_ngram_size": 3},
-                     "progress": True},
-        "icl": {"enabled": icl, "n_shot": s["icl_shots"], "max_new_tokens": s["new_tokens"]},
-        "eval": {"metrics": ["char_f1", "rouge", "bleu", "bertscore", "bpc"], "bertscore_model": "minilm",
-                 "significance_metric": "rougeL"},
-        "output_dir": str(work / f"seed{seed}"), "save_checkpoints": True, "seed": seed,
-        **({"device": args.device} if args.device else {}),
-    }, source=f"grag_quality[{name}]")
+    collator = model.make_collator(max_persona_tokens=p, max_history_tokens=h, max_generic_tokens=g,
+                                   max_response_tokens=r)
+    cfg = GRAGTrainingConfig(
+        output_dir=str(work / "checkpoints" / f"{kind}-s{seed}-{key}"), max_steps=s["max_steps"],
+        batch_size=s["batch"], learning_rate=s["lr"], final_lr_fraction=0.5, seed=seed, logging_steps=5,
+        eval_steps=s["eval_steps"], eval_at_epoch_end=False, save_steps=s["eval_steps"], keep_last=1,
+        eval_metrics=["loss", "bpc"], early_stopping_patience=s["patience"], early_stopping_threshold=0.01,
+        metric_for_best_model="loss_p", load_best_model_at_end=True, eval_batch_size=16,
+        max_new_tokens=s["new_tokens"],
+        use_cpu=args.device in (None, "cpu"), progress=True)
+    trainer = GRAGTrainer(model, cfg, train_examples=d["train"], eval_examples=d["dev"], collator=collator)
+    t = time.perf_counter()
+    result = trainer.train(resume_from="latest")
+    train_s = time.perf_counter() - t
+    last_eval = result.eval_history[-1] if result.eval_history else {}
+    converged = result.stopped_early
+    t = time.perf_counter()
+    conditions = {"main": d["test"]}
+    if seed == 0:
+        conditions["shuffled_persona"] = shuffle_personas(d["test"], seed=0)
+        if kind in READS_GENERIC:
+            conditions["blank_generic"] = blank_generic(d["test"])
+            conditions["reference_scaffold"] = reference_scaffold(d["test"])
+    scored = {}
+    for cond, examples in conditions.items():
+        print(f"[{NAME}] {dataset} {SYSTEMS[kind]} seed {seed}: test condition {cond}", flush=True)
+        predictions = trainer.predict(examples)
+        bpc = trainer.evaluate(examples)["bpc"]
+        scored[cond] = score(predictions, d["test"], bpc)
+    eval_s = time.perf_counter() - t
+    return {"system": SYSTEMS[kind], "kind": kind, "dtype": dtype, "train_s": train_s, "eval_s": eval_s,
+            "steps": result.global_step, "max_steps": s["max_steps"], "stopped_early": result.stopped_early,
+            "converged": converged, "best_step": result.best_step, "best_dev_loss": result.best_metric,
+            "last_dev_loss": last_eval.get("loss_p"), "history": result.history,
+            "eval_history": result.eval_history, "conditions": scored,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
-def prepare(name: str, work: Path, s: dict, args: argparse.Namespace) -> tuple[int, int]:
-    from personakit.augment import save_examples
+def icl_unit(dataset: str, seed: int, d: dict, s: dict, args: argparse.Namespace, work: Path) -> dict:
+    from personakit.eval.controls import shuffle_personas
+    from personakit.llm import CachedGenerator, GenerationSettings, HFGenerator, ResponseCache
+    from personakit.models.icl import ICLResponder
 
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "train.jsonl").exists() or not (work / "test.jsonl").exists():
-        train_pool, test_pool = load_pools(name, args.data)
-        save_examples(work / "train.jsonl", sample(train_pool, s["train"], s["history_turns"]))
-        save_examples(work / "test.jsonl", sample(test_pool, s["test"], s["history_turns"]))
-    count = lambda p: sum(1 for line in p.read_text().splitlines() if line.strip())  # noqa: E731
-    return count(work / "train.jsonl"), count(work / "test.jsonl")
-
-
-def run_seed(name: str, work: Path, seed: int, s: dict, args: argparse.Namespace, models: list[dict], icl: bool,
-             epochs: int) -> dict:
-    """One recipe run (skipped when its results.json exists: the benchmark resumes)."""
-    from personakit.recipes.grag import run_grag_recipe
-
-    done = work / f"seed{seed}" / "results.json"
-    if done.exists():
-        print(f"[{name} seed {seed}] reusing {done}", flush=True)
-        return json.loads(done.read_text())
-    config = recipe_config(name, work, seed, s, args, models, icl, epochs)
-    return run_grag_recipe(config, progress=True).to_dict()
+    generator = CachedGenerator(HFGenerator.from_pretrained("smollm2", batch_size=16, dtype="auto"),
+                                ResponseCache(work / "llm_cache.jsonl"))
+    responder = ICLResponder(generator, mode="hist", n_shot=2, shot_pool=d["train"], seed=seed,
+                             settings=GenerationSettings(max_new_tokens=s["new_tokens"], stop=["\n"]))
+    t = time.perf_counter()
+    scored = {}
+    for cond, examples in {"main": d["test"], "shuffled_persona": shuffle_personas(d["test"], seed=0)}.items():
+        scored[cond] = score(responder.respond(examples, batch_size=16, progress=True), d["test"], None)
+    return {"system": SYSTEMS["icl"], "kind": "icl", "dtype": "auto", "train_s": 0.0,
+            "eval_s": time.perf_counter() - t, "steps": 0, "conditions": scored}
 
 
-def per_example_rougeL(predictions: list[str], references: list[str]) -> list[float]:
-    from personakit.eval import rouge
+def judge_unit(dataset: str, units: dict, d: dict, s: dict, work: Path) -> Optional[dict]:
+    """PostGRAG vs PreSFT(Hist) (seed 0) by the embedded SmolLM2 as a pairwise judge, on the first test turns."""
+    from personakit.eval import PairwiseJudge
+    from personakit.llm import HFGenerator
 
-    return [rouge([p], [r], types=["rougeL"])["rougeL"] for p, r in zip(predictions, references)]
+    a, b = units.get(("postgrag", 0)), units.get(("presft-hist", 0))
+    if a is None or b is None:
+        return None
+    n = s["judge_pairs"]
+    judge = PairwiseJudge(HFGenerator.from_pretrained("smollm2", batch_size=8, dtype="auto"),
+                          cache=work / "judge_cache.jsonl")
+    t = time.perf_counter()
+    result = judge.judge(d["test"][:n], a["conditions"]["main"]["predictions"][:n],
+                         b["conditions"]["main"]["predictions"][:n], names=("PostGRAG", "PreSFT(Hist)"))
+    return {"system": "judge", "kind": "judge", "n": n, "seconds": time.perf_counter() - t,
+            "judge": "smollm2 (135M)", "result": result.to_dict(), "markdown": result.to_markdown()}
 
 
-def aggregate(name: str, runs: list[dict], references: list[str]) -> dict:
-    from personakit.eval import paired_ttest
+def git_commit_id() -> str:
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
-    systems = list(runs[0]["rows"])
-    table = {}
-    for system in systems:
-        table[system] = {}
-        for m in METRICS:
-            values = [r["rows"][system].get(m) for r in runs]
-            values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-            if values:
-                table[system][m] = {"mean": statistics.fmean(values),
-                                    "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-    base = "PreSFT(Hist)"
-    scores = {system: [statistics.fmean(col) for col in zip(*[per_example_rougeL(r["predictions"][system], references)
-                                                               for r in runs])] for system in systems}
-    significance = {}
-    for system in systems:
-        if system == base:
+
+def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path, deadline: float) -> None:
+    from personakit.backbones.precision import describe_precision
+    from personakit.config import atomic_write_text
+
+    work = work_root / dataset
+    d = prepare(dataset, work, s, args.data)
+    print(f"[{NAME}] {dataset}: {len(d['train'])} train / {len(d['dev'])} dev / {len(d['test'])} test examples "
+          f"(data {d['digest']})", flush=True)
+    order = [("presft-hist", 0), ("postgrag", 0), ("judge", 0), ("pregrag", 0), ("presft-tst", 0), ("icl", 0)]
+    for seed in range(1, s["seeds"].get(dataset, 1)):
+        order += [("presft-hist", seed), ("postgrag", seed)]
+    done: dict[tuple[str, int], dict] = {}
+    for kind, seed in order:
+        key = unit_key(dataset, kind, seed, s, d["digest"], args)
+        path = unit_path(args.out, dataset, kind, seed, key)
+        if path.exists():
+            done[(kind, seed)] = json.loads(path.read_text())
+            print(f"[{NAME}] {dataset} {kind} seed {seed}: done ({path.name})", flush=True)
             continue
-        t = paired_ttest(scores[system], scores[base])
-        significance[system] = {"metric": "rougeL", "mean_difference": t.details["mean_difference"],
-                                "t": t.statistic, "p": t.p_value}
-    return {"dataset": name, "seeds": len(runs), "systems": systems, "table": table, "significance": significance,
-            "training_seconds": {s: statistics.fmean(r["training"][s]["seconds"] for r in runs)
-                                 for s in systems if s in runs[0]["training"]},
-            "final_loss": {s: [r["training"][s]["final_loss"] for r in runs] for s in systems
-                           if s in runs[0]["training"]},
-            "examples": [{"reference": references[i], "generic": runs[0].get("generic", [None] * len(references))[i]
-                          if runs[0].get("generic") else None,
-                          **{s: runs[0]["predictions"][s][i] for s in systems}} for i in range(min(3, len(references)))]}
+        if time.time() > deadline:
+            print(f"[{NAME}] time budget reached; {dataset} {kind} seed {seed} left for a later run", flush=True)
+            return
+        print(f"[{NAME}] {dataset} {kind} seed {seed}: starting", flush=True)
+        t = time.perf_counter()
+        if kind == "icl":
+            unit = icl_unit(dataset, seed, d, s, args, work)
+        elif kind == "judge":
+            unit = judge_unit(dataset, done, d, s, work)
+            if unit is None:
+                continue
+        else:
+            unit = train_unit(dataset, kind, seed, d, s, args, work, key)
+        unit.update({"dataset": dataset, "seed": seed, "key": key, "wall_s": time.perf_counter() - t,
+                     "finished": now(), "commit": git_commit_id(), "setting": args.setting_name,
+                     "machine": machine_info(("torch", "transformers", "peft")), "precision": describe_precision(),
+                     "data": {"digest": d["digest"], **d["meta"]}})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(unit, indent=1, default=str) + "\n")
+        done[(kind, seed)] = unit
+        print(f"[{NAME}] {dataset} {kind} seed {seed}: finished in {unit['wall_s'] / 60:.1f} min", flush=True)
+        report(args)
+        if args.commit:
+            commit(path, f"grag_quality: {dataset} {SYSTEMS.get(kind, kind)} seed {seed} ({unit['wall_s'] / 60:.0f} min)")
+            for extra in (args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"):
+                if extra.exists():
+                    commit(extra, f"grag_quality: report after {dataset} {SYSTEMS.get(kind, kind)} seed {seed}")
 
 
-def run_sweeps(work: Path, s: dict, args: argparse.Namespace) -> dict:
-    sweeps: dict[str, list] = {"beta": [], "alpha": []}
-    for beta in args.betas:
-        res = run_seed("SPC", work / f"beta{beta:g}", 0, s, args, [{"kind": "pregrag", "beta": beta}], False,
-                       s["sweep_epochs"])
-        sweeps["beta"].append({"beta": beta, **{m: res["rows"]["PreGRAG"].get(m) for m in METRICS}})
-    for alpha in args.alphas:
-        res = run_seed("SPC", work / f"alpha{alpha:g}", 0, s, args,
-                       [{"kind": "postgrag", "alpha": alpha, "beta": 0.05}], False, s["sweep_epochs"])
-        sweeps["alpha"].append({"alpha": alpha, **{m: res["rows"]["PostGRAG"].get(m) for m in METRICS}})
-    return sweeps
+# --------------------------------------------------------------------------------------- report
+def load_units(out: Path, setting: str) -> dict[str, list[dict]]:
+    by_dataset: dict[str, list[dict]] = {}
+    folder = out / NAME
+    for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
+        unit = json.loads(path.read_text())
+        if unit.get("setting") == setting:
+            by_dataset.setdefault(unit["dataset"], []).append(unit)
+    return by_dataset
 
 
-def plot_sweeps(sweeps: dict, path: Path) -> bool:
+def _mean_std(values: list[float]) -> tuple[float, Optional[float]]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return float("nan"), None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def _cell(values: list[float], digits: int = 3) -> str:
+    mean, std = _mean_std(values)
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def summarise(units: list[dict]) -> dict:
+    """Per system: metrics over seeds, controls, significance against PreSFT(Hist)."""
+    from personakit.eval import paired_bootstrap, paired_ttest
+
+    systems: dict[str, list[dict]] = {}
+    for u in units:
+        if u.get("kind") != "judge":
+            systems.setdefault(u["system"], []).append(u)
+    rows, controls, tests = {}, {}, {}
+    for system, us in systems.items():
+        rows[system] = {k: [u["conditions"]["main"]["metrics"].get(k) for u in us] for k in METRIC_KEYS}
+        rows[system]["seeds"] = len(us)
+        for u in us:
+            for cond, c in u["conditions"].items():
+                if cond != "main":
+                    controls[(system, cond)] = {k: c["metrics"].get(k) for k in METRIC_KEYS}
+    base = systems.get(BASELINE)
+    if base:
+        for system, us in systems.items():
+            if system == BASELINE:
+                continue
+            tests[system] = {}
+            for key in TESTED:
+                a = [statistics.fmean(v) for v in zip(*[u["conditions"]["main"]["per_example"][key] for u in us])]
+                b = [statistics.fmean(v) for v in zip(*[u["conditions"]["main"]["per_example"][key] for u in base])]
+                t, boot = paired_ttest(a, b), paired_bootstrap(a, b, n_resamples=5000)
+                tests[system][key] = {"mean_difference": t.details["mean_difference"], "t": t.statistic,
+                                      "p": t.p_value, "ci_low": boot.details["ci_low"],
+                                      "ci_high": boot.details["ci_high"], "p_bootstrap": boot.p_value, "n": t.n}
+    return {"rows": rows, "controls": {f"{s} | {c}": v for (s, c), v in controls.items()}, "tests": tests}
+
+
+def verdict(summary: dict) -> str:
+    test = summary["tests"].get("PostGRAG")
+    if not test:
+        return "not yet measured (PostGRAG or PreSFT(Hist) missing)"
+    r2, bl = test["rouge2"], test["bleu"]
+    up = all(x["mean_difference"] > 0 and x["p"] < 0.05 for x in (r2, bl))
+    down = any(x["mean_difference"] < 0 and x["p"] < 0.05 for x in (r2, bl))
+    if up:
+        return "reproduced in direction (PostGRAG > PreSFT(Hist) on ROUGE-2 and BLEU, p < 0.05)"
+    if down:
+        return "not reproduced (PostGRAG significantly below PreSFT(Hist) on ROUGE-2 or BLEU)"
+    return "inconclusive (no significant difference between PostGRAG and PreSFT(Hist) on ROUGE-2 and BLEU)"
+
+
+def plot_curves(by_dataset: dict[str, list[dict]], path: Path) -> bool:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no sweep plot (pip install matplotlib)", flush=True)
+        print("matplotlib is not installed: no learning-curve plot", flush=True)
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, label in ((axes[0], "beta", "PreGRAG, C-JEPA weight beta (Fig. 3)"),
-                           (axes[1], "alpha", "PostGRAG, style-removal weight alpha (Fig. 4)")):
-        xs = [row[key] for row in sweeps[key]]
-        for m, name in (("rouge1", "ROUGE-1"), ("rougeL", "ROUGE-L"), ("char_f1", "Char-F1"), ("bertscore_f1", "BERT-F1")):
-            ax.plot(range(len(xs)), [row.get(m) for row in sweeps[key]], marker="o", label=name)
-        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
-        ax.set_xlabel(key)
-        ax.set_title(label, fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("GRAG sweeps on SPC (CPU scale, seed 0)", fontsize=10)
+    datasets = [d for d in ("SPC", "PFG", "ED") if d in by_dataset]
+    if not datasets:
+        return False
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for u in by_dataset[dataset]:
+            hist = u.get("eval_history") or []
+            if not hist:
+                continue
+            steps = [r["step"] for r in hist]
+            ax.plot(steps, [r["loss_p"] for r in hist], marker=".",
+                    label=f"{u['system']} s{u['seed']} ({u['train_s'] / 60:.0f} min)")
+        ax.set_title(f"{dataset}: dev loss $L_P$")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("dev loss")
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return True
 
 
-def fmt(cell: dict | None, digits: int = 3) -> str:
-    if not cell:
-        return "–"
-    d = 2 if abs(cell["mean"]) >= 1.5 else digits
-    return f"{cell['mean']:.{d}f} ± {cell['std']:.{d}f}" if cell["n"] > 1 else f"{cell['mean']:.{d}f}"
-
-
-def to_markdown(report: dict) -> str:
-    lines = ["# GRAG quality (direction of Table 3)", "",
-             f"Task model: {report['backbone']} (BERT2BERT warm start for encoder-only checkpoints); generic responses "
-             "and ICL(Hist): embedded SmolLM2-135M-Instruct; BERTScore with MiniLM. "
-             f"Setting `{report['setting']}`: {report['settings']}. Learning rate {report['lr']}.", ""]
-    for ds in report["datasets"]:
-        lines += [f"## {ds['dataset']} ({ds['train']} training / {ds['test']} test examples, {ds['seeds']} seed(s))", "",
-                  "| system | " + " | ".join(HEADERS) + " | p (ROUGE-L vs PreSFT(Hist)) |",
-                  "|---|" + "---:|" * (len(HEADERS) + 1)]
-        for system in ds["systems"]:
-            sig = ds["significance"].get(system)
-            p = "baseline" if system == "PreSFT(Hist)" else (f"{sig['p']:.3g} ({sig['mean_difference']:+.3f})"
-                                                             if sig and not math.isnan(sig["p"]) else "–")
-            lines.append(f"| {system} | " + " | ".join(fmt(ds["table"][system].get(m)) for m in METRICS) + f" | {p} |")
-        paper = PAPER_TABLE3.get(ds["dataset"], {})
+def to_markdown(report_: dict) -> str:
+    lines = ["# GRAG at learning scale (SPC, PFG, ED)", "",
+             f"Command: `{report_['command']}`; setting `{report_['setting']}`; written {report_['written']}.", "",
+             report_["machine_line"], ""]
+    for dataset, info in report_["datasets"].items():
+        s = info["summary"]
+        lines += [f"## {dataset}", "", f"**Verdict: {info['verdict']}.**", "", info["data_line"], ""]
+        lines += ["| system | seeds | " + " | ".join(HEADERS) + " | steps (best) | converged | wall min |",
+                  "| --- | ---: | " + " | ".join(["---:"] * len(HEADERS)) + " | ---: | --- | ---: |"]
+        for system in SYSTEMS.values():
+            if system not in s["rows"]:
+                continue
+            row = s["rows"][system]
+            us = info["units"][system]
+            steps = ", ".join(f"{u.get('steps', 0)} ({u.get('best_step')})" for u in us) if us[0]["kind"] != "icl" else "–"
+            conv = ", ".join("yes" if u.get("stopped_early") else "**not converged**" for u in us) \
+                if us[0]["kind"] != "icl" else "–"
+            wall = _cell([u["wall_s"] / 60 for u in us], 0)
+            lines.append(f"| {system} | {row['seeds']} | " + " | ".join(_cell(row[k]) for k in METRIC_KEYS)
+                         + f" | {steps} | {conv} | {wall} |")
+        if s["controls"]:
+            lines += ["", "Controls (seed 0, same test turns; the upper-bound scaffold sees the reference: a control, "
+                      "not a result):", "", "| system | condition | " + " | ".join(HEADERS) + " |",
+                      "| --- | --- | " + " | ".join(["---:"] * len(HEADERS)) + " |"]
+            for name, vals in s["controls"].items():
+                system, cond = name.split(" | ")
+                lines.append(f"| {system} | {cond.replace('_', ' ')} | "
+                             + " | ".join(_cell([vals.get(k)]) for k in METRIC_KEYS) + " |")
+        if s["tests"]:
+            lines += ["", f"Against {BASELINE} (per-example scores averaged over seeds; paired t-test and paired "
+                      "bootstrap 95% interval of the mean difference):", "",
+                      "| system | metric | mean difference | 95% interval | p (t-test) | p (bootstrap) | n |",
+                      "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
+            for system, tests in s["tests"].items():
+                for key, t in tests.items():
+                    lines.append(f"| {system} | {'ROUGE-2' if key == 'rouge2' else 'sentence BLEU'} | "
+                                 f"{t['mean_difference']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | "
+                                 f"{t['p']:.3g} | {t['p_bootstrap']:.3g} | {t['n']} |")
+        paper = PAPER_TABLE3.get(dataset, {})
         if paper:
-            lines += ["", f"Paper (Table 3, {ds['dataset']}, BART-base with Llama-3.1-8B generic responses):", "",
-                      "| system | " + " | ".join(HEADERS) + " |", "|---|" + "---:|" * len(HEADERS)]
+            lines += ["", "The paper's Table 3 (BART-base, Llama-3.1-8B generic responses, 20 epochs):", "",
+                      "| system | Char-F1 | R-1 | R-2 | R-L | BLEU | BPC |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
             for system, vals in paper.items():
-                lines.append(f"| {system} | " + " | ".join(f"{v:.3f}" if v < 1.5 else f"{v:.2f}" for v in vals) + " |")
+                lines.append(f"| {system} | " + " | ".join(f"{v:.3f}" if v < 10 else f"{v:.2f}" for v in vals) + " |")
+        if info.get("judge"):
+            lines += ["", f"Pairwise LLM judge ({info['judge']['judge']}, {info['judge']['n']} test turns, each asked "
+                      "twice with the order swapped). A 135M judge is far too weak for these verdicts to mean "
+                      "anything; this row shows the pipeline runs:", "", info["judge"]["markdown"]]
+        if info.get("samples"):
+            lines += ["", "Samples (seed 0):", ""]
+            for sample_ in info["samples"]:
+                lines.append(f"- **{sample_['id']}** persona: {sample_['persona'][:160]}")
+                lines.append(f"  - user: {sample_['user']}")
+                lines.append(f"  - reference: {sample_['reference']}")
+                lines.append(f"  - generic R_G: {sample_['generic']}")
+                for system, text in sample_["predictions"].items():
+                    lines.append(f"  - {system}: {text}")
         lines.append("")
-    if report.get("sweeps"):
-        sw = report["sweeps"]
-        lines += ["## Sweeps (SPC, seed 0)", "", "| PreGRAG beta | ROUGE-1 | ROUGE-L | Char-F1 | BERT-F1 |",
-                  "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['beta']:g} | {r['rouge1']:.3f} | {r['rougeL']:.3f} | {r['char_f1']:.3f} | {r['bertscore_f1']:.3f} |"
-                  for r in sw["beta"]]
-        lines += ["", "| PostGRAG alpha (beta 0.05) | ROUGE-1 | ROUGE-L | Char-F1 | BERT-F1 |", "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['alpha']:g} | {r['rouge1']:.3f} | {r['rougeL']:.3f} | {r['char_f1']:.3f} | {r['bertscore_f1']:.3f} |"
-                  for r in sw["alpha"]]
-        if report.get("sweep_plot"):
-            lines += ["", f"Plot: `{report['sweep_plot']}`."]
-        lines.append("")
-    lines += [machine_line(report["machine"]), f"Date: {report['date']}; wall time {report['wall_time_s'] / 60:.1f} min.",
-              "", f"Reproduce: `{report['command']}`."]
+    lines += ["BPC: bits per character of the references (lower is better); distinct: share of distinct replies; "
+              "multi-turn: share of replies that run past one turn. The learning curves are in "
+              f"`{NAME}_curves.png`. Each row's unit file (`benchmarks/results/{NAME}/<dataset>/`) names the commit "
+              "that produced it."]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def report(args: argparse.Namespace) -> dict:
+    from personakit.augment import load_examples
+
+    by_dataset = load_units(args.out, args.setting_name)
+    out: dict[str, Any] = {"command": command_line(args.argv), "setting": args.setting_name, "written": now(),
+                           "machine_line": "", "datasets": {}}
+    for dataset, units in sorted(by_dataset.items(), key=lambda kv: ["SPC", "PFG", "ED"].index(kv[0])):
+        summary = summarise(units)
+        info: dict[str, Any] = {"summary": summary, "verdict": verdict(summary), "units": {}}
+        for u in units:
+            if u.get("kind") == "judge":
+                info["judge"] = u
+            else:
+                info["units"].setdefault(u["system"], []).append(u)
+        first = next(u for u in units if "data" in u)
+        sizes = first["data"].get("sizes", [])
+        aug = first["data"].get("augment", {})
+        info["data_line"] = (f"{sizes[0] if sizes else '?'} training, {sizes[1] if sizes else '?'} dev and "
+                             f"{sizes[2] if sizes else '?'} test examples (data {first['data']['digest']}); generic "
+                             f"responses by SmolLM2-135M-Instruct with template `{aug.get('template')}`, "
+                             f"{aug.get('empty_after_augment', '?')} empty after retries (replaced by 'Okay.'). "
+                             f"Frozen weights in {first.get('dtype')}; {first['precision']['cpu']} "
+                             f"(AMX: {first['precision']['amx_bf16']}, AVX512-BF16: {first['precision']['avx512_bf16']}).")
+        seed0 = {u["system"]: u for u in units if u.get("seed") == 0 and u.get("kind") != "judge"}
+        work_test = (args.work_dir or (RESULTS / "tmp" / f"{NAME}-{args.setting_name}")) / dataset / "test.jsonl"
+        if seed0 and work_test.exists():
+            test = load_examples(work_test)
+            info["samples"] = [{"id": test[i].id, "persona": test[i].persona.to_text(),
+                                "user": test[i].history[-1].text, "reference": test[i].response,
+                                "generic": test[i].generic_response,
+                                "predictions": {s: u["conditions"]["main"]["predictions"][i] for s, u in seed0.items()}}
+                               for i in (0, len(test) // 2, len(test) - 1)]
+        out["datasets"][dataset] = info
+        out["machine_line"] = machine_line(first["machine"])
+    slim = json.loads(json.dumps(out, default=str))
+    for info in slim["datasets"].values():  # the unit files hold the predictions and curves
+        info["units"] = {s: [{k: u.get(k) for k in ("seed", "key", "commit", "steps", "best_step", "stopped_early",
+                                                    "train_s", "eval_s", "wall_s", "dtype")} for u in us]
+                         for s, us in info["units"].items()}
+    write_results(NAME, slim, to_markdown(out), args.out)
+    plot_curves(by_dataset, args.out / f"{NAME}_curves.png")
+    return slim
+
+
+# --------------------------------------------------------------------------------------- main
+def main(argv: Optional[list[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="smoke run (SPC, 1 seed, tiny)")
-    group.add_argument("--scale", action="store_true", help="the paper's setting, for a GPU")
-    parser.add_argument("--datasets", nargs="+", default=None, choices=["SPC", "PFG", "ED"])
-    parser.add_argument("--sweeps", action="store_true", help="also run the beta / alpha sweeps")
-    parser.add_argument("--sweeps-only", action="store_true", help="run only the sweeps")
-    parser.add_argument("--betas", nargs="+", type=float, default=[0.0, 0.05, 0.5])
-    parser.add_argument("--alphas", nargs="+", type=float, default=[0.0, 0.5, 1.0])
-    parser.add_argument("--backbone", default="minilm", help="task model backbone (embedded name or folder)")
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    group.add_argument("--quick", action="store_true", help="smoke setting (a few minutes)")
+    group.add_argument("--scale", action="store_true", help="the paper's schedule (a GPU; add --device cuda)")
+    parser.add_argument("--datasets", nargs="+", choices=["SPC", "PFG", "ED"], default=None)
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
-    parser.add_argument("--work-dir", type=Path, default=None, help="default benchmarks/results/tmp/grag_quality-<setting>")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--device", default=None, help="cuda for a GPU (default: CPU)")
+    parser.add_argument("--dtype", default="auto", help="frozen-weight dtype: auto (bf16 where fast), float32, bfloat16")
+    parser.add_argument("--backbone", default=None, help="task backbone (default: smollm2)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help=f"data, caches and checkpoints (default: benchmarks/results/tmp/{NAME}-<setting>)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--commit", action="store_true", help="git commit each finished unit and the report")
+    parser.add_argument("--budget-hours", type=float, default=None, help="start no unit after this many hours")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report from the finished units")
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    setting = "quick" if args.quick else "scale" if args.scale else "default"
-    s = SETTINGS[setting]
-    work = args.work_dir or RESULTS / "tmp" / f"grag_quality-{setting}"
-    start = time.perf_counter()
-    report: dict = {"benchmark": "grag_quality", "setting": setting, "settings": s, "backbone": args.backbone,
-                    "lr": args.lr, "datasets": []}
-    models = [{"kind": "presft-hist"}, {"kind": "presft-tst"}, {"kind": "pregrag", "beta": 0.05},
-              {"kind": "postgrag", "alpha": 0.5, "beta": 0.05}]
-    if not args.sweeps_only:
-        for name, seeds in s["datasets"].items():
-            if args.datasets and name not in args.datasets:
-                continue
-            dwork = work / name
-            n_train, n_test = prepare(name, dwork, s, args)
-            runs = [run_seed(name, dwork, seed, s, args, models, True, s["epochs"]) for seed in range(seeds)]
-            from personakit.augment import load_examples
-
-            references = [ex.response for ex in load_examples(dwork / "test.jsonl")]
-            agg = aggregate(name, runs, references)
-            agg.update(train=n_train, test=n_test)
-            report["datasets"].append(agg)
-            print(f"[{name}] done after {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    if args.sweeps or args.sweeps_only:
-        prepare("SPC", work / "SPC", s, args)
-        sweep_s = dict(s, train=s["sweep_train"])
-        for sub in [f"beta{b:g}" for b in args.betas] + [f"alpha{a:g}" for a in args.alphas]:
-            d = work / "sweeps" / sub
-            d.mkdir(parents=True, exist_ok=True)
-            for f in ("train.jsonl", "test.jsonl", "llm_cache.jsonl"):
-                if not (d / f).exists() and (work / "SPC" / f).exists():
-                    (d / f).write_bytes((work / "SPC" / f).read_bytes())
-        report["sweeps"] = run_sweeps(work / "sweeps", sweep_s, args)
-        png = args.out_dir / "grag_sweeps.png"
-        if plot_sweeps(report["sweeps"], png):
-            report["sweep_plot"] = str(png.relative_to(RESULTS.parent.parent)) if png.is_relative_to(RESULTS.parent.parent) else str(png)
-    report.update(date=now(), command=command_line(), wall_time_s=time.perf_counter() - start, machine=machine_info())
-    name = "grag_sweeps" if args.sweeps_only else "grag_quality"
-    md = to_markdown(report)
-    write_results(name if setting != "quick" else f"{name}_quick", report, md, args.out_dir)
-    print(md)
-    return report
+    args.argv = argv
+    args.setting_name = "quick" if args.quick else "scale" if args.scale else "default"
+    s = SETTINGS[args.setting_name]
+    if args.report:
+        return report(args)
+    work_root = args.work_dir or (RESULTS / "tmp" / f"{NAME}-{args.setting_name}")
+    deadline = time.time() + (args.budget_hours * 3600 if args.budget_hours else 1e12)
+    for dataset in args.datasets or s["datasets"]:
+        run_dataset(dataset, s, args, work_root, deadline)
+    return report(args)
 
 
 if __name__ == "__main__":

@@ -86,3 +86,33 @@ def test_result_dataclass():
     assert r.significant() and not r.significant(alpha=0.005)
     with pytest.raises(Exception):
         r.p_value = 0.5  # frozen
+
+
+def test_paired_bootstrap_interval_and_p_value():
+    import numpy as np
+
+    from personakit.eval import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.5, 0.1, 300)
+    b = a - 0.05 + rng.normal(0, 0.01, 300)  # A better by 0.05
+    r = paired_bootstrap(a, b, n_resamples=2000)
+    assert abs(r.statistic - float(np.mean(a - b))) < 1e-12
+    assert r.details["ci_low"] < r.statistic < r.details["ci_high"] and r.details["ci_low"] > 0
+    assert r.p_value < 0.01 and r.n == 300
+    same = paired_bootstrap(a, a + rng.normal(0, 0.1, 300), n_resamples=2000)
+    assert same.details["ci_low"] < 0 < same.details["ci_high"] and same.p_value > 0.05
+    assert paired_bootstrap(a, b, n_resamples=500, seed=3) == paired_bootstrap(a, b, n_resamples=500, seed=3)
+    median = paired_bootstrap(a, b, n_resamples=200, statistic=np.median)
+    assert abs(median.statistic - (np.median(a) - np.median(b))) < 1e-12
+
+
+def test_paired_bootstrap_rejects_bad_input():
+    import pytest
+
+    from personakit.eval import paired_bootstrap
+
+    with pytest.raises(ValueError, match="paired one to one"):
+        paired_bootstrap([1, 2], [1])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_bootstrap([1, 2], [1, 2], confidence=1.5)

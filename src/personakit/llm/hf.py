@@ -143,7 +143,12 @@ class HFGenerator(TextGenerator):
         Args:
             name_or_path: an embedded model name or alias (``"smollm2"``), a local
                 folder, or a hub id.
-            dtype, device: passed to the loader.
+            dtype: ``None`` (fp32), a dtype or its name (``"bfloat16"``), or ``"auto"``: bf16
+                where ``device`` has a native bf16 path (a GPU with bf16, a CPU with AMX or
+                AVX512-BF16), fp32 elsewhere (:func:`personakit.backbones.resolve_dtype`;
+                ``$PERSONAKIT_DTYPE`` overrides what ``"auto"`` picks).  Greedy outputs in
+                bf16 can differ from fp32 ones where two tokens' logits are close.
+            device: where the model runs (``None``: the CPU).
             **kwargs: passed to the constructor (``batch_size``, ``model_id``, ...).
         """
         from personakit.backbones import load_causal_lm
