@@ -147,3 +147,29 @@ def prompt_pass_seconds(generator: Any, prompts: list[Any], batch_size: int) -> 
     for i in range(0, len(order), batch_size):
         generator.prefill([prompts[j] for j in order[i:i + batch_size]])
     return time.perf_counter() - start
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend, or ``None`` (with a message) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install personakit[bench])", flush=True)
+        return None
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure atomically (a temporary file renamed into place) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -51,7 +51,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, command_line, machine_info, machine_line, now, prompt_pass_seconds,  # noqa: E402
-                     write_results)
+                     pyplot, save_figure, write_results)
 from grag_step_time import LENGTHS, MODELS, load_examples  # noqa: E402
 
 NAME = "bf16_speed"
@@ -200,15 +200,11 @@ def time_generation(prompts: list, args: argparse.Namespace) -> dict[str, Any]:
 
 def plot_curves(systems: list[dict], path: Path) -> bool:
     """The loss curves of both precisions per system (raw thin, smoothed thick), written atomically."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        print("matplotlib is not installed: no loss-curve plot (pip install personakit[bench])", flush=True)
+    plt = pyplot()
+    if plt is None:
         return False
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(systems), figsize=(5 * len(systems), 3.6), squeeze=False)
     for ax, system in zip(axes[0], systems):
         for precision, colour in zip(PRECISIONS, ("tab:blue", "tab:orange")):
@@ -229,10 +225,7 @@ def plot_curves(systems: list[dict], path: Path) -> bool:
     fig.suptitle("SmolLM2-135M + LoRA: fp32 vs frozen bf16 base with fp32 adapters (same batches, same seed)",
                  fontsize=10)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
     return True
 
 

@@ -22,6 +22,9 @@ What it runs, per dataset (Table 3 of the GRAG paper, in direction):
   AdamW, learning rate decaying linearly to 50% over the step budget; the dev loss
   ($L_P$) is evaluated every ``eval_steps`` and training stops when it has not improved
   by 1% (relative) for ``patience`` evaluations; the best evaluated weights are kept.
+* **Ablation** (SPC, seed 0): PostGRAG with the paper's style initialisation
+  (``style_init="paper"``, a random style at every layer from step 0) against our
+  zero-initialised style path.
 * **Controls** (seed 0, the same table): persona shuffled at test (each test example gets
   another dialogue's persona), $R_G$ blanked at test (PreSFT(TST), PreGRAG, PostGRAG), and
   an upper-bound scaffold, $R_G$ := the reference minus the words it shares with the
@@ -30,7 +33,7 @@ What it runs, per dataset (Table 3 of the GRAG paper, in direction):
   the shares of distinct and multi-turn replies; against PreSFT(Hist): paired t-test and
   paired bootstrap 95% intervals on per-example ROUGE-2 and sentence BLEU (averaged over
   seeds).  A pairwise LLM judge (the embedded SmolLM2: far too weak to mean anything,
-  run as a smoke test) compares PostGRAG with PreSFT(Hist) on 50 test turns.
+  run as a smoke test) compares PostGRAG with PreSFT(Hist) on 20 test turns.
 
 Every (dataset, system, seed) is a **unit**: its metrics, predictions and learning curve
 go to ``benchmarks/results/grag_quality/<dataset>/<system>-s<seed>-<key>.json``, ``key`` a
@@ -63,7 +66,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, write_results  # noqa: E402
+from _common import (RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, pyplot,  # noqa: E402
+                     save_figure, write_results)
 
 NAME = "grag_quality"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -89,7 +93,7 @@ PAPER_KEYS = ["char_f1", "rouge1", "rouge2", "rougeL", "bleu", "bpc"]
 SETTINGS = {
     "default": dict(datasets=["SPC", "PFG", "ED"], seeds={"SPC": 3, "PFG": 1, "ED": 1}, train=2000, dev=150, test=300,
                     history_turns=4, lengths=(64, 160, 48, 48), batch=8, lr=2e-4, max_steps=500, eval_steps=25,
-                    patience=3, new_tokens=40, judge_pairs=50, backbone="smollm2"),
+                    patience=3, new_tokens=40, judge_pairs=20, backbone="smollm2"),
     "quick": dict(datasets=["SPC"], seeds={"SPC": 1}, train=24, dev=8, test=8, history_turns=2,
                   lengths=(32, 64, 24, 24), batch=4, lr=2e-4, max_steps=6, eval_steps=3, patience=2, new_tokens=12,
                   judge_pairs=2, backbone="smollm2"),
@@ -98,7 +102,9 @@ SETTINGS = {
                   patience=5, new_tokens=64, judge_pairs=200, backbone="smollm2"),
 }
 SYSTEMS = {"presft-hist": "PreSFT(Hist)", "presft-tst": "PreSFT(TST)", "pregrag": "PreGRAG", "postgrag": "PostGRAG",
-           "icl": "ICL(Hist)"}
+           "icl": "ICL(Hist)", "postgrag-paperinit": "PostGRAG (paper init)"}
+ABLATIONS = {"postgrag-paperinit": ("postgrag", {"style_init": "paper"})}
+"""Ablation units (SPC, seed 0): kind -> (model kind, GRAGConfig settings)."""
 MULTI_SEED = ("presft-hist", "postgrag")
 READS_GENERIC = ("presft-tst", "pregrag", "postgrag")
 TEMPLATES = {"SPC": "spc-chat", "PFG": "pfg-chat", "ED": "empathetic-chat"}
@@ -266,7 +272,9 @@ def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argpa
 
     torch.manual_seed(seed)
     bb, tok = backbone(args.backbone or s["backbone"])
-    model, dtype = build_recipe_model(GRAGModelSpec(kind=kind), bb, tok, dtype=args.dtype, device=args.device)
+    model_kind, settings = ABLATIONS.get(kind, (kind, {}))
+    spec = GRAGModelSpec(kind=model_kind, name=SYSTEMS[kind], settings=settings)
+    model, dtype = build_recipe_model(spec, bb, tok, dtype=args.dtype, device=args.device)
     p, h, g, r = s["lengths"]
     collator = model.make_collator(max_persona_tokens=p, max_history_tokens=h, max_generic_tokens=g,
                                    max_response_tokens=r)
@@ -286,7 +294,7 @@ def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argpa
     converged = result.stopped_early
     t = time.perf_counter()
     conditions = {"main": d["test"]}
-    if seed == 0:
+    if seed == 0 and kind not in ABLATIONS:
         conditions["shuffled_persona"] = shuffle_personas(d["test"], seed=0)
         if kind in READS_GENERIC:
             conditions["blank_generic"] = blank_generic(d["test"])
@@ -332,7 +340,7 @@ def judge_unit(dataset: str, units: dict, d: dict, s: dict, work: Path) -> Optio
     if a is None or b is None:
         return None
     n = s["judge_pairs"]
-    judge = PairwiseJudge(HFGenerator.from_pretrained("smollm2", batch_size=8, dtype="auto"),
+    judge = PairwiseJudge(HFGenerator.from_pretrained("smollm2", batch_size=8, dtype="auto"), max_attempts=2,
                           cache=work / "judge_cache.jsonl")
     t = time.perf_counter()
     result = judge.judge(d["test"][:n], a["conditions"]["main"]["predictions"][:n],
@@ -356,6 +364,8 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
     print(f"[{NAME}] {dataset}: {len(d['train'])} train / {len(d['dev'])} dev / {len(d['test'])} test examples "
           f"(data {d['digest']})", flush=True)
     order = [("presft-hist", 0), ("postgrag", 0), ("judge", 0), ("pregrag", 0), ("presft-tst", 0), ("icl", 0)]
+    if dataset == "SPC":
+        order.append(("postgrag-paperinit", 0))
     for seed in range(1, s["seeds"].get(dataset, 1)):
         order += [("presft-hist", seed), ("postgrag", seed)]
     done: dict[tuple[str, int], dict] = {}
@@ -467,13 +477,8 @@ def verdict(summary: dict) -> str:
 
 
 def plot_curves(by_dataset: dict[str, list[dict]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no learning-curve plot", flush=True)
+    plt = pyplot()
+    if plt is None:
         return False
     datasets = [d for d in ("SPC", "PFG", "ED") if d in by_dataset]
     if not datasets:
@@ -492,9 +497,7 @@ def plot_curves(by_dataset: dict[str, list[dict]], path: Path) -> bool:
         ax.set_ylabel("dev loss")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

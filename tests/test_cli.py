@@ -146,7 +146,7 @@ def test_demo_command_passes_arguments(monkeypatch, capsys, tmp_path):
     assert capsys.readouterr().out.strip() == "REPORT"
     assert seen == dict(n_shot=3, max_examples=5, batch_size=4, max_new_tokens=9, seed=7,
                         model="smollm2-135m-instruct", output_dir=str(tmp_path), progress=False, icl_only=False,
-                        quick=False, epochs=None, max_train_examples=None, backbone="minilm", cache_path=None)
+                        quick=False, epochs=None, max_train_examples=None, backbone="smollm2", cache_path=None)
     seen.clear()
     assert main(["demo", "--quick", "--epochs", "3", "--max-train-examples", "10", "--no-progress"]) == 0
     assert seen["quick"] is True and seen["epochs"] == 3 and seen["max_train_examples"] == 10

@@ -7,7 +7,7 @@
     personakit models install smollm2
     personakit demo [--quick | --icl-only] [--n-shot 2] [--max-examples N] [--max-train-examples N]
                     [--epochs N] [--batch-size 16] [--max-new-tokens 32] [--seed 0]
-                    [--model smollm2-135m-instruct] [--backbone minilm] [--cache FILE] [--output-dir DIR]
+                    [--model smollm2-135m-instruct] [--backbone smollm2] [--cache FILE] [--output-dir DIR]
     personakit evaluate PREDICTIONS [--references FILE] [--metrics char_f1 rouge ...] [--json]
     personakit augment [INPUT] --dataset spc|convai2|empathetic|pfg|builtin --output OUT.jsonl
                        [--model smollm2 | --endpoint URL --endpoint-model NAME] [--cache PATH | --no-cache]
@@ -247,8 +247,9 @@ def _cmd_augment(args: argparse.Namespace) -> int:
     assert stats is not None
     print(f"augmented {stats.examples} examples from {n_dialogues} dialogues ({args.dataset}, template "
           f"{augmenter.template.name!r}, model {generator.model_id!r})")
-    print(f"  generated {stats.generated}, from cache {stats.cached}, empty replies {stats.empty}, "
-          f"{time.perf_counter() - start:.1f} s")
+    print(f"  generated {stats.generated}, from cache {stats.cached}, {time.perf_counter() - start:.1f} s")
+    print(f"  empty first replies {stats.first_empty} (retried {stats.retried}, fallback {stats.fallback}, "
+          f"still empty {stats.empty}); speaker-label leaks cleaned {stats.label_leaks}")
     print(f"  output: {args.output}")
     if cache is not None:
         print(f"  cache:  {cache} (a rerun generates only what is missing)")
@@ -313,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets, shots, new weights and data order (default 0)")
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="generic / ICL causal LM: embedded name, local folder or hub id (default smollm2-135m-instruct)")
-    p.add_argument("--backbone", default="minilm",
-                   help="backbone of the trained models: embedded name, local folder or hub id (default minilm)")
+    p.add_argument("--backbone", default="smollm2",
+                   help="backbone of the trained models: embedded name, local folder or hub id (default smollm2, "
+                        "with LoRA; minilm: the MiniLM BERT2BERT encoder-decoder, fully fine-tuned)")
     p.add_argument("--cache", default=None,
                    help="response cache of the LLM (default: <personakit cache>/demo/llm_cache.jsonl)")
     p.add_argument("--output-dir", default=None,

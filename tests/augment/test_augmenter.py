@@ -218,3 +218,83 @@ def test_openai_compatible_endpoint(openai_server, tmp_path, examples):
     # rerun: all from the cache, no request
     aug.augment(examples[:6], progress=False)
     assert len(requests) == 6
+
+
+# ---------------------------------------------------------------- empty replies: retries and fallback
+class Flaky:
+    """A fake generic LLM whose replies to some prompts clean up to nothing.
+
+    ``bad`` maps a last user utterance to the call (1-based) of that prompt from which the
+    reply is usable (``None``: never); other prompts get a usable reply at once.
+    """
+
+    def __init__(self, bad):
+        self.bad = dict(bad)
+        self.calls = []  # (last utterance, temperature, seed)
+
+    def __call__(self, chat, settings):
+        last = _last_line(chat)
+        self.calls.append((last, settings.temperature, settings.seed))
+        n = sum(1 for c in self.calls if c[0] == last)
+        heals = self.bad.get(last, 1)
+        if heals is None or n < heals:
+            return "User: " + last  # a reply that only echoes a user turn cleans up to nothing
+        return f"Agent: Reply {n} to: {last}"
+
+
+def test_empty_replies_are_retried_sampling_then_fall_back(examples):
+    lasts = [e.history[-1].text for e in examples[:6]]
+    fake = Flaky({lasts[1]: 3, lasts[4]: None})  # the 2nd heals on its second retry, the 5th never
+    aug = GenericResponseAugmenter(CallableGenerator(fake, model_id="f"), "builtin", batch_size=4,
+                                   settings=GenerationSettings(max_new_tokens=9, seed=5))
+    out = aug.generate(examples[:6], progress=False)
+    assert out == [f"Reply 1 to: {t}" for t in lasts[:1]] + [f"Reply 3 to: {lasts[1]}"] + [
+        f"Reply 1 to: {t}" for t in lasts[2:4]] + ["Okay."] + [f"Reply 1 to: {lasts[5]}"]
+    # first pass greedy, then each retry samples with its own seed
+    assert [(t, s) for last, t, s in fake.calls if last == lasts[4]] == [(0.0, 5), (0.7, 6), (0.7, 7)]
+    stats = aug.last_stats
+    assert (stats.examples, stats.first_empty, stats.retried, stats.fallback, stats.empty) == (6, 2, 2, 1, 0)
+    assert (stats.generated, stats.cached) == (6 + 2 + 2, 0)
+
+
+def test_retries_and_fallback_are_configurable(examples):
+    echo = CallableGenerator(lambda chat: "User: " + _last_line(chat), model_id="e")
+    aug = GenericResponseAugmenter(echo, "builtin", empty_retries=0, fallback=None)
+    assert aug.generate(examples[:3], progress=False) == ["", "", ""]
+    stats = aug.last_stats
+    assert (stats.first_empty, stats.retried, stats.fallback, stats.empty, stats.generated) == (3, 0, 0, 3, 3)
+    aug = GenericResponseAugmenter(echo, "builtin", empty_retries=1, fallback="I see.")
+    assert aug.generate(examples[:3], progress=False) == ["I see."] * 3
+    assert (aug.last_stats.retried, aug.last_stats.fallback, aug.last_stats.generated) == (3, 3, 6)
+    for bad in ({"empty_retries": -1}, {"retry_temperature": 0.0}, {"fallback": "  "}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GenericResponseAugmenter(echo, **bad)
+    cfg = GenericResponseAugmenterConfig(empty_retries=0, fallback=None, retry_temperature=0.9)
+    built = cfg.build(generator=echo)
+    assert (built.empty_retries, built.fallback, built.retry_temperature) == (0, None, 0.9)
+
+
+def test_retries_are_cached_under_their_own_keys_and_a_rerun_is_free(tmp_path, examples):
+    bad = {examples[0].history[-1].text: None, examples[2].history[-1].text: None}
+    first = Flaky(bad)
+    path = tmp_path / "c.jsonl"
+    aug = GenericResponseAugmenter(CallableGenerator(first, model_id="f"), "builtin", cache=path, batch_size=2)
+    out = aug.generate(examples[:5], progress=False)
+    assert out[0] == out[2] == "Okay."
+    assert len(first.calls) == 5 + 2 * 2 and len(ResponseCache(path)) == 9
+    again = Flaky(bad)
+    aug = GenericResponseAugmenter(CallableGenerator(again, model_id="f"), "builtin", cache=path, batch_size=2)
+    assert aug.generate(examples[:5], progress=False) == out
+    assert again.calls == []
+    stats = aug.last_stats
+    assert (stats.generated, stats.cached, stats.retried, stats.fallback) == (0, 9, 2, 2)
+
+
+def test_label_leaks_are_counted_and_self_naming_dropped(examples):
+    replies = iter(["I'm Agent in a friendly chat. Pets are nice.", "Sure thing.", "Agent: Fine.",
+                    "My travel agent said so."])
+    aug = GenericResponseAugmenter(CallableGenerator(lambda chat: next(replies), model_id="l"), "builtin",
+                                   batch_size=1)
+    out = aug.generate(examples[:4], progress=False)
+    assert out == ["Pets are nice.", "Sure thing.", "Fine.", "My travel agent said so."]
+    assert aug.last_stats.label_leaks == 2

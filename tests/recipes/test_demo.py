@@ -100,8 +100,9 @@ def test_grag_demo_with_a_fake_llm_and_tiny_backbones(tmp_path):
         assert all(v is None or math.isfinite(v) for v in row.values())
         assert (row["bpc"] is None) == system.startswith("ICL")
     assert len(prompts) == 4 + 3 + 3  # augment train and test, then ICL
-    # the demo's short template is used, and the persona never reaches the generic LLM
-    assert prompts[0][0]["content"].startswith("You are Agent in a friendly chat")
+    # the demo's chat template is used (the history as chat turns), and the persona never reaches the generic LLM
+    assert prompts[0][0]["content"].startswith("You are having a casual, friendly chat")
+    assert prompts[0][-1]["role"] == "user"
     rec = result.records[0]
     assert rec["generic_response"] == "i am fine thanks" and rec["prediction"] == rec["predictions"]["PostGRAG"]
     report = result.report()
@@ -123,7 +124,7 @@ def test_demo_config_sizes():
     assert (full.data.max_train, full.data.max_test, full.training.epochs, full.icl.n_shot) == (64, 24, 2, 2)
     assert (quick.data.max_train, quick.data.max_test, quick.training.epochs) == (24, 8, 1)
     assert [m.label for m in full.models] == GRAG_ROWS and full.backbone == "smollm2" and full.lora == "auto"
-    assert full.augment.template.system == DEMO_TEMPLATE["system"] and full.augment.cache == "c.jsonl"
+    assert full.augment.template == DEMO_TEMPLATE == "builtin-chat" and full.augment.cache == "c.jsonl"
     assert {"bertscore", "bpc", "persona_use", "reply_stats"} <= set(full.eval.metrics)
     default = demo_recipe_config()
     assert default.augment.cache.endswith("demo/llm_cache.jsonl")

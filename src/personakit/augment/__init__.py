@@ -3,8 +3,11 @@
 * :class:`GenericResponseAugmenter`: fills ``ResponseExample.generic_response`` with the
   reply of a generic LLM that never sees the persona; batched, cached and resumable.
 * :class:`AugmentTemplate` / :func:`load_template`: the prompt templates, editable YAML
-  data, one per dataset (``spc``, ``convai2``, ``empathetic``, ``pfg``, ``builtin``).
-* :func:`clean_generic_response`: the post-processing of raw replies.
+  data, one per dataset (``spc``, ``convai2``, ``empathetic``, ``pfg``, ``builtin``) in the
+  paper's single-message layout, and each in the chat layout for small models
+  (``spc-chat``, ...); :func:`recommended_template` picks one for a model size.
+* :func:`clean_generic_response`: the post-processing of raw replies;
+  :func:`speaker_label_leak`: whether a reply shows the prompt's speaker labels.
 * :func:`save_examples` / :func:`load_examples`: augmented examples as JSON lines.
 
 Importing this package does not import torch or transformers.
@@ -12,15 +15,17 @@ Importing this package does not import torch or transformers.
 
 from personakit.augment.augmenter import AugmentStats, GenericResponseAugmenter, GenericResponseAugmenterConfig
 from personakit.augment.io import load_examples, save_examples
-from personakit.augment.postprocess import SPEAKER_LABELS, clean_generic_response
+from personakit.augment.postprocess import SPEAKER_LABELS, clean_generic_response, speaker_label_leak
 from personakit.augment.templates import (
     NAME_FIELDS,
+    SMALL_MODEL_PARAMETERS,
     SYSTEM_FIELDS,
     TEMPLATE_ALIASES,
     TEMPLATE_NAMES,
     USER_FIELDS,
     AugmentTemplate,
     load_template,
+    recommended_template,
     template_path,
 )
 
@@ -30,6 +35,7 @@ __all__ = [
     "GenericResponseAugmenter",
     "GenericResponseAugmenterConfig",
     "NAME_FIELDS",
+    "SMALL_MODEL_PARAMETERS",
     "SPEAKER_LABELS",
     "SYSTEM_FIELDS",
     "TEMPLATE_ALIASES",
@@ -38,6 +44,8 @@ __all__ = [
     "clean_generic_response",
     "load_examples",
     "load_template",
+    "recommended_template",
     "save_examples",
+    "speaker_label_leak",
     "template_path",
 ]

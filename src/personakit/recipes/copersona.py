@@ -117,7 +117,7 @@ class CoPersonaRecipeConfig(BaseConfig):
     variants: list[str] = Field(default_factory=lambda: list(COPERSONA_LABELS), description="Rows of the table.")
     training: CoPersonaTrainingConfig = Field(default_factory=lambda: CoPersonaTrainingConfig(epochs=1, progress=False))
     max_new_tokens: int = Field(32, ge=1, description="Generated tokens per reply.")
-    metrics: list[str] = Field(default_factory=lambda: ["rouge", "meteor", "bleu", "bertscore"])
+    metrics: list[str] = Field(default_factory=lambda: ["rouge", "meteor", "bleu", "bertscore", "reply_stats"])
     bertscore_model: str = Field("minilm", description="Local encoder of BERTScore (paper: led-base-16384).")
     output_dir: str = Field("runs/copersona", description="Results, caches, checkpoints.")
     device: Optional[str] = Field(None, description="e.g. cuda (default CPU).")

@@ -7,8 +7,9 @@ runs :func:`personakit.recipes.grag.run_grag_recipe` at demo scale:
    turns of the 28 training dialogues are the training examples (and the ICL shot
    pool), those of the 12 test dialogues the evaluation examples;
 2. writes a generic response $R_G$ for every example with the embedded
-   SmolLM2-135M-Instruct (:class:`~personakit.augment.GenericResponseAugmenter`, a short
-   prompt, the persona withheld), cached under the user cache folder
+   SmolLM2-135M-Instruct (:class:`~personakit.augment.GenericResponseAugmenter`, the
+   ``builtin-chat`` template: the history as chat turns, the persona withheld; an empty
+   reply is retried, then replaced by a neutral fallback), cached under the user cache folder
    (``{cache_dir}/demo/llm_cache.jsonl``), so a second run generates nothing;
 3. trains PreSFT(Hist), PreSFT(TST), PreGRAG and PostGRAG on the embedded
    SmolLM2-135M-Instruct with LoRA adapters (each from the same pretrained weights, the
@@ -49,15 +50,10 @@ DEMO_METRICS = ("char_f1", "rouge", "bleu", "meteor")
 """Metric groups of the ICL-only demo (``rouge`` gives rouge1, rouge2 and rougeL); the GRAG demo adds
 ``bertscore`` and ``bpc``."""
 
-DEMO_TEMPLATE = {
-    "name": "builtin-short",
-    "description": "A short generic-response prompt for the demo (prefilling a long system message dominates on a CPU).",
-    "system": ("You are {agent_name} in a friendly chat. Reply to {user_name}'s last message in one short "
-               "sentence. Keep a neutral tone and do not invent personal details."),
-    "user": "{history}\n{user_name}: {last_user_utterance}\n{agent_name}:",
-}
-"""The demo's generic-response template (:class:`~personakit.augment.AugmentTemplate` fields): the
-shipped ``builtin`` template, shortened to a third of its tokens."""
+DEMO_TEMPLATE = "builtin-chat"
+"""The demo's generic-response template: the shipped ``builtin-chat`` (the history as chat turns, a short
+system message), which the embedded 135M SmolLM2 answers without empty replies or leaked speaker labels
+(see :func:`~personakit.augment.recommended_template`)."""
 
 _QUICK = {"max_train": 24, "max_test": 8, "epochs": 1}
 _FULL = {"max_train": 64, "max_test": 24, "epochs": 2}

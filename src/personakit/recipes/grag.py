@@ -164,9 +164,12 @@ class GRAGAugmentConfig(BaseConfig):
     """The causal LM behind :class:`~personakit.llm.HFGenerator` (ignored when ``run_grag_recipe`` is
     given a ``generator``)."""
     template: Union[str, AugmentTemplate] = Field(
-        "builtin", description="Prompt template: a shipped name, a YAML path or an inline template.")
-    """A shipped template name (``"builtin"``, ``"spc"``, ``"convai2"``, ``"empathetic"``, ``"pfg"``), the path of
-    a YAML template, or the template itself (:class:`~personakit.augment.AugmentTemplate` fields)."""
+        "builtin-chat", description="Prompt template: a shipped name, a YAML path or an inline template.")
+    """A shipped template name (``"builtin-chat"``, ``"spc-chat"``, ... for small instruct models such as
+    the embedded SmolLM2: the history as chat turns; ``"builtin"``, ``"spc"``, ``"convai2"``,
+    ``"empathetic"``, ``"pfg"``: the paper's layout, for large generic LLMs; see
+    :func:`~personakit.augment.recommended_template`), the path of a YAML template, or the template
+    itself (:class:`~personakit.augment.AugmentTemplate` fields)."""
     cache: Optional[str] = Field("auto", description="Response cache file ('auto': output_dir/llm_cache.jsonl).")
     """JSON-lines response cache shared by augmentation and the ICL baseline; ``"auto"``:
     ``{output_dir}/llm_cache.jsonl``; ``None``: no cache."""
@@ -180,11 +183,16 @@ class GRAGAugmentConfig(BaseConfig):
     """Show the generic LLM only the last this many turns (``None``: all)."""
     dtype: Optional[str] = Field(None, description="Weights dtype of the generic LLM (None: float32).")
     """``"bfloat16"`` on a GPU; ``None``: float32."""
-    empty_fallback: Optional[str] = Field(
-        "Okay.", description="R_G for replies that clean up to nothing (None: an error).")
+    empty_retries: int = Field(2, ge=0, description="Sampled retries of a reply that cleans up to nothing.")
     """A small generic LLM sometimes answers with nothing usable (only a role label, an echo of the
-    transcript); such an $R_G$ is replaced by this neutral text (counted in ``sizes["empty_generic"]``).
-    ``None`` keeps them empty, and the models that read $R_G$ then refuse the example."""
+    transcript): such a prompt is asked again up to this many times, sampling (see
+    :class:`~personakit.augment.GenericResponseAugmenter`); counted in ``sizes["empty_generic"]``
+    (first replies that were empty) and ``sizes["retried"]``."""
+    empty_fallback: Optional[str] = Field(
+        "Okay.", description="R_G for replies still empty after the retries (None: an error).")
+    """An $R_G$ still empty after the retries is replaced by this neutral text (counted in
+    ``sizes["fallback_generic"]``). ``None`` keeps them empty, and the models that read $R_G$ then
+    refuse the example."""
 
 
 class GRAGInputConfig(BaseConfig):
@@ -455,7 +463,8 @@ class GRAGRecipeResults:
         test_examples: the test examples (augmented: with ``generic_response``).
         training: ``{system: {"steps", "seconds", "final_loss", "history"}}`` per trained model.
         timings: seconds per stage (``augment_s``, ``train_s``, ``icl_s``, ``eval_s``, ``total_s``).
-        sizes: counts (``train``, ``test``, ``generated``, ``cached``, ``empty_generic``).
+        sizes: counts (``train``, ``test``, ``generated``, ``cached``, ``empty_generic``: first replies
+            that cleaned up to nothing, ``retried``, ``fallback_generic``: replaced by the fallback).
         config: the recipe config as a dict.
         output_dir: where :meth:`save` wrote the files (``None``: not saved).
     """
@@ -518,8 +527,8 @@ class GRAGRecipeResults:
         fallback = self.config.get("augment", {}).get("empty_fallback")
         lines.append(f"{sizes.get('train', 0)} training and {sizes.get('test', 0)} test examples; generic responses: "
                      f"{sizes.get('generated', 0)} generated, {sizes.get('cached', 0)} from the cache, "
-                     f"{sizes.get('empty_generic', 0)} empty"
-                     + (f" (replaced by {fallback!r})." if fallback and sizes.get("empty_generic") else "."))
+                     f"{sizes.get('empty_generic', 0)} empty at first ({sizes.get('retried', 0)} retried, "
+                     f"{sizes.get('fallback_generic', 0)} replaced by {fallback!r}); none reached training empty.")
         lines.append("Time: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items() if k.endswith("_s")) + ".")
         return "\n".join(lines) + "\n"
 
@@ -627,16 +636,20 @@ def _augment(config: GRAGRecipeConfig, generator: Any, cache: Any, train: list, 
         augmenter = GenericResponseAugmenter(
             generator, template=aug.template,
             settings=GenerationSettings(max_new_tokens=aug.max_new_tokens, stop=list(aug.stop)),
-            cache=cache, batch_size=aug.batch_size, max_history_turns=aug.max_history_turns)
+            cache=cache, batch_size=aug.batch_size, max_history_turns=aug.max_history_turns,
+            empty_retries=aug.empty_retries, fallback=aug.empty_fallback)
         log(f"augmenting {len(todo)} examples with {getattr(generator, 'model_id', type(generator).__name__)}")
         done = augmenter.augment([both[i] for i in todo], progress=progress)
         for i, ex in zip(todo, done):
             both[i] = ex
         st = augmenter.last_stats
         if st is not None:
-            stats = {"generated": st.generated, "cached": st.cached}
+            stats = {"generated": st.generated, "cached": st.cached, "empty_generic": st.first_empty,
+                     "retried": st.retried, "fallback_generic": st.fallback}
     empty = [i for i, ex in enumerate(both) if ex.generic_response is not None and not ex.generic_response.strip()]
-    stats["empty_generic"] = len(empty)
+    stats["empty_generic"] = stats.get("empty_generic", 0) + len(empty)  # e.g. empty in the given data
+    stats.setdefault("retried", 0)
+    stats["fallback_generic"] = stats.get("fallback_generic", 0) + (len(empty) if aug.empty_fallback else 0)
     if empty and aug.empty_fallback is not None:
         for i in empty:
             both[i] = both[i].model_copy(update={"generic_response": aug.empty_fallback})
@@ -814,7 +827,8 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
         rows=rows, significance=significance, predictions=predictions, test_examples=test, training=training,
         timings=timings,
         sizes={"train": len(train), "test": len(test), "generated": aug_stats["generated"],
-               "cached": aug_stats["cached"], "empty_generic": aug_stats["empty_generic"]},
+               "cached": aug_stats["cached"], "empty_generic": aug_stats["empty_generic"],
+               "retried": aug_stats["retried"], "fallback_generic": aug_stats["fallback_generic"]},
         config=config.to_dict(),
         environment={"python": platform.python_version(), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "precision": precision,

@@ -169,7 +169,7 @@ class QuestionerSystemSpec(BaseConfig):
 class QuestionerEvalConfig(BaseConfig):
     """Evaluation options."""
 
-    metrics: list[str] = Field(default_factory=lambda: ["rouge", "bleu"], min_length=1,
+    metrics: list[str] = Field(default_factory=lambda: ["rouge", "bleu", "reply_stats"], min_length=1,
                                description="evaluate_texts metric names.")
     diversity_inputs: int = Field(16, ge=0, description="Test inputs of the diversity measure (0: off).")
     diversity_questioners: int = Field(4, ge=2, description="Questioners per input in the diversity measure.")

@@ -357,46 +357,23 @@ class GRAGCollator:
             parts["R"].append(self._tok(t["response"])[: self.max_response_tokens])
             parts["T_R"].append(list(parts["R"][-1]))
 
-    def _build_chat(self, p: dict[str, list[list[int]]]) -> dict[str, Tensor]:
-        """Decoder-only chat-format batch: the same fields as the plain layout."""
-        batch: dict[str, Tensor] = {}
-        n, targets, eot, wrap = len(p["P"]), self.with_targets, self.end_of_turn, self._wrap
-        prompts = p["cue"]
-        if self.method in ("presft", "pregrag"):
-            self._add(batch, "prompt_ids", prompts, "prompt_mask")
-            if targets:
-                self._add_sequences(batch, "", prompts, [p["T_R"][i] + eot for i in range(n)])
-            if self.method == "pregrag":
-                self._add(batch, "generic_ids", [wrap(g) for g in p["G"]], "generic_mask")
-                if targets:
-                    self._add(batch, "response_ids", [wrap(r) for r in p["R"]], "response_mask")
-            return batch
-        self._add(batch, "persona_ids", [wrap(x) for x in p["P"]], "persona_mask")
-        self._add(batch, "history_ids", prompts, "history_mask")
-        self._add(batch, "generic_ids", [wrap(x) for x in p["G"]], "generic_mask")
-        if targets:
-            self._add(batch, "response_ids", [wrap(x) for x in p["R"]], "response_mask")
-            self._add_sequences(batch, "", prompts, [p["T_R"][i] + eot for i in range(n)])
-            gprompts = [wrap(p["R"][i] + p["gcue"][i]) for i in range(n)]
-            self._add_sequences(batch, "generic_", gprompts, [p["T_G"][i] + eot for i in range(n)])
-        return batch
-
     def _build(self, p: dict[str, list[list[int]]]) -> dict[str, Tensor]:
-        if self.chat:
-            return self._build_chat(p)
+        """The batch from the tokenised pieces (chat format: ``p["cue"]`` holds each whole prompt)."""
         batch: dict[str, Tensor] = {}
         n = len(p["P"])
         wrap, targets = self._wrap, self.with_targets
         eos = self.end_of_turn
         if self.method in ("presft", "pregrag"):
-            if self.method == "presft" and self.mode == "hist":
+            if self.chat:
+                content = [[] for _ in range(n)]
+            elif self.method == "presft" and self.mode == "hist":
                 content = [p["P_pre"][i] + p["H_pre"][i] for i in range(n)]
             elif self.method == "presft":
                 content = [p["P_pre"][i] + p["G_pre"][i] for i in range(n)]
             else:
                 content = [p["P_pre"][i] + p["H_pre"][i] + p["G_pre"][i] for i in range(n)]
             if self.decoder_only:
-                prompts = [wrap(content[i] + p["cue"][i]) for i in range(n)]
+                prompts = p["cue"] if self.chat else [wrap(content[i] + p["cue"][i]) for i in range(n)]
                 self._add(batch, "prompt_ids", prompts, "prompt_mask")
                 if targets:
                     self._add_sequences(batch, "", prompts, [p["T_R"][i] + eos for i in range(n)])
@@ -412,7 +389,8 @@ class GRAGCollator:
 
         # PostGRAG: each source alone
         self._add(batch, "persona_ids", [wrap(x) for x in p["P"]], "persona_mask")
-        history = [wrap(p["H"][i] + (p["cue"][i] if self.decoder_only else [])) for i in range(n)]
+        history = p["cue"] if self.chat else [wrap(p["H"][i] + (p["cue"][i] if self.decoder_only else []))
+                                              for i in range(n)]
         self._add(batch, "history_ids", history, "history_mask")
         self._add(batch, "generic_ids", [wrap(x) for x in p["G"]], "generic_mask")
         if targets:
