@@ -42,7 +42,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, write_results  # noqa: E402
+from _common import (RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, pyplot,  # noqa: E402
+                     save_figure, write_results)
 
 NAME = "scaffold_templates"
 SAMPLE_SEED = 1234
@@ -123,13 +124,8 @@ def run_template(generator, template: str, examples: list, settings, args: argpa
 
 
 def plot(rows: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)", flush=True)
+    plt = pyplot()
+    if plt is None:
         return False
     measures = [("first_empty_rate", "empty (1st pass)"), ("label_leak_rate", "label leaks"),
                 ("rouge1", "ROUGE-1"), ("bertscore_f1", "BERTScore-F1")]
@@ -146,9 +142,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    save_figure(fig, path)
     return True
 
 
