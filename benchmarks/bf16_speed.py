@@ -323,7 +323,6 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from personakit.augment import GenericResponseAugmenter
-    from personakit.augment.templates import AugmentTemplate
     from personakit.backbones import describe_precision, load_causal_lm
     from personakit.data import dialogues_to_examples, load_builtin_corpus
     from personakit.llm import CallableGenerator
@@ -352,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     print("generation ...", flush=True)
     # the augmenter only renders the prompts here (its generator is never called)
-    builder = GenericResponseAugmenter(CallableGenerator(str), template=AugmentTemplate(**DEMO_TEMPLATE))
+    builder = GenericResponseAugmenter(CallableGenerator(str), template=DEMO_TEMPLATE)
     test = dialogues_to_examples(load_builtin_corpus("test"), agent="agent")[:args.gen_prompts]
     generation = time_generation([builder.build_prompt(ex) for ex in test], args)
 

@@ -45,14 +45,13 @@ LENGTHS = dict(max_persona_tokens=96, max_history_tokens=128, max_generic_tokens
 
 def load_examples(n: int, cache: Path, progress: bool):
     from personakit.augment import GenericResponseAugmenter
-    from personakit.augment.templates import AugmentTemplate
     from personakit.data import dialogues_to_examples, load_builtin_corpus
     from personakit.llm import GenerationSettings, HFGenerator, ResponseCache
     from personakit.recipes.demo import DEMO_TEMPLATE
 
     examples = dialogues_to_examples(load_builtin_corpus("train"), agent="agent")[:n]
     generator = HFGenerator.from_pretrained("smollm2")
-    augmenter = GenericResponseAugmenter(generator, template=AugmentTemplate(**DEMO_TEMPLATE),
+    augmenter = GenericResponseAugmenter(generator, template=DEMO_TEMPLATE,
                                          settings=GenerationSettings(max_new_tokens=32),
                                          cache=ResponseCache(cache), batch_size=16)
     augmented = augmenter.augment(examples, progress=progress)

@@ -36,7 +36,14 @@ def test_presft_loss_equals_backbone_loss(kind, mode):
                          labels=batch["labels"]).loss
     torch.testing.assert_close(out.loss_p, ref)
     assert out.loss is out.loss_p and out.loss_g is None and out.loss_cjepa is None
-    assert out.logits.shape[:2] == batch["labels"].shape
+    aligned = out.labels if out.labels is not None else batch["labels"]
+    assert out.logits.shape[:2] == aligned.shape
+    if out.labels is not None:  # decoder-only: logits only from the earliest target on, equal to the backbone's
+        full = model.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        width = out.logits.size(1)
+        assert width < full.size(1)
+        torch.testing.assert_close(out.logits, full[:, -width:], atol=1e-5, rtol=1e-5)
+        assert torch.equal(out.labels, batch["labels"][:, -width:])
 
 
 # ---------------------------------------------------------------------------- PreGRAG

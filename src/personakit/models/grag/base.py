@@ -271,6 +271,30 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
         ids = [base.prepare_decoder_input_ids_from_labels(labels=target) for target in labels]
         return embed_together(base.get_decoder().get_input_embeddings(), ids)
 
+    def causal_lm_forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Optional[Tensor] = None
+                          ) -> tuple[Tensor, Optional[Tensor], Tensor]:
+        """Decoder-only teacher forcing with the output layer only where a target is predicted.
+
+        The LM's stack runs over the whole sequence (prompt + target); the output layer and
+        its ``[., V]`` logits, a fifth of SmolLM2's arithmetic per position, are computed only
+        from the position before the batch's earliest target token on (the positions whose
+        predictions the loss and the bits per character read).  Without ``labels`` (or for a
+        model that post-processes its logits, such as Gemma 2's soft-capping) every position
+        gets logits.
+
+        Shapes: ``[B, S]`` → logits ``[B, W, V]`` with the labels aligned to them ``[B, W]``
+        (``None`` without labels) and the last hidden states ``[B, S, D]``.
+        """
+        base = self.base_model
+        hidden = base.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        start = 0
+        if labels is not None and getattr(base.config, "final_logit_softcapping", None) is None:
+            supervised = (labels != -100).any(dim=0)  # (S,)
+            if bool(supervised.any()):
+                start = max(int(supervised.int().argmax()) - 1, 0)
+        logits = base.get_output_embeddings()(hidden[:, start:])  # (B, W, V)
+        return logits, (None if labels is None else labels[:, start:]), hidden
+
     def token_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean token cross-entropy (shifted for decoder-only backbones), as transformers computes it."""
         return token_cross_entropy(logits, labels, shift=not self.is_encoder_decoder)

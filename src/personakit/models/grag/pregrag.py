@@ -80,9 +80,9 @@ class PreGRAG(GRAGModel):
             fused = self.encode(input_ids, attention_mask)  # E_H': (B, S, D)
             logits = self.decode_encoder_decoder(fused, attention_mask, labels)  # (B, T, V)
             context = last_token_pool(fused, attention_mask)  # (B, D)
-        else:
-            out = base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
-            logits, hidden = out.logits, out.hidden_states[-1]  # (B, S, V), (B, S, D)
+            target = labels
+        else:  # logits from the earliest target on; ``target`` is aligned with them
+            logits, target, hidden = self.causal_lm_forward(input_ids, attention_mask, labels)  # (B, W, V), (B, S, D)
             context = None
             if labels is not None:
                 supervised = labels != -100
@@ -90,7 +90,7 @@ class PreGRAG(GRAGModel):
                     raise ValueError("PreGRAG.forward: every row of labels needs a target token")
                 last_prompt = supervised.int().argmax(dim=1) - 1  # (B,) the token before the first target
                 context = hidden[torch.arange(hidden.size(0), device=hidden.device), last_prompt]  # (B, D)
-        loss_p = None if labels is None else self.token_loss(logits, labels)
+        loss_p = None if target is None else self.token_loss(logits, target)
 
         loss_cjepa = None
         if self._wants(self.config.beta) and context is not None and response_ids is not None and generic_ids is not None:
@@ -99,7 +99,7 @@ class PreGRAG(GRAGModel):
             if self.config.beta == 0:
                 loss_cjepa = loss_cjepa.detach()
         return GRAGOutput(loss=self._combine(loss_p, None, loss_cjepa), loss_p=loss_p, loss_cjepa=loss_cjepa,
-                          logits=logits)
+                          logits=logits, labels=None if self.is_encoder_decoder else target)
 
     def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
         if self.is_encoder_decoder:

@@ -78,10 +78,12 @@ class PreSFT(GRAGModel):
             decoder_input_ids = base.prepare_decoder_input_ids_from_labels(labels=labels)  # (B, T)
             logits = base(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
                           use_cache=False).logits  # (B, T, V)
-        else:
-            logits = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, S, V)
-        loss_p = None if labels is None else self.token_loss(logits, labels)
-        return GRAGOutput(loss=self._combine(loss_p, None, None), loss_p=loss_p, logits=logits)
+            target = labels
+        else:  # logits from the earliest target on; ``target`` is aligned with them
+            logits, target, _ = self.causal_lm_forward(input_ids, attention_mask, labels)  # (B, W, V)
+        loss_p = None if target is None else self.token_loss(logits, target)
+        return GRAGOutput(loss=self._combine(loss_p, None, None), loss_p=loss_p, logits=logits,
+                          labels=None if self.is_encoder_decoder else target)
 
     def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
         if self.is_encoder_decoder:
