@@ -181,8 +181,9 @@ class GRAGAugmentConfig(BaseConfig):
     """Prompts per generation batch (and per durable cache write)."""
     max_history_turns: Optional[int] = Field(None, ge=1, description="History turns shown to the generic LLM.")
     """Show the generic LLM only the last this many turns (``None``: all)."""
-    dtype: Optional[str] = Field(None, description="Weights dtype of the generic LLM (None: float32).")
-    """``"bfloat16"`` on a GPU; ``None``: float32."""
+    dtype: Optional[str] = Field("auto", description="Weights dtype of the generic LLM ('auto': bf16 where fast).")
+    """``"auto"``: bf16 where the hardware has a fast bf16 path (a CPU with AMX or AVX512-BF16, a GPU
+    with bf16), fp32 elsewhere (:func:`~personakit.backbones.precision.resolve_dtype`); ``None``: float32."""
     empty_retries: int = Field(2, ge=0, description="Sampled retries of a reply that cleans up to nothing.")
     """A small generic LLM sometimes answers with nothing usable (only a role label, an echo of the
     transcript): such a prompt is asked again up to this many times, sampling (see
