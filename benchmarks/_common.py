@@ -173,3 +173,55 @@ def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+class UnitStore:
+    """Resumable results of a long benchmark (``../shared/EXPERIMENTS.md`` §6): one JSON file per unit.
+
+    A *unit* (a dataset, system and seed, say) is stored as
+    ``{root}/{name}/{group}/{unit}-{key}.json``, ``key`` a hash of everything that determines its
+    result (:meth:`key`), written atomically.  A rerun asks :meth:`load` first and skips the units
+    already there; a changed config gives a new key, so a stale result is never reused.
+
+    Example:
+        >>> import tempfile
+        >>> store = UnitStore(Path(tempfile.mkdtemp()), "demo")
+        >>> key = store.key({"seed": 0, "lr": 1e-4})
+        >>> store.load("SPC", "presft-s0", key) is None
+        True
+        >>> _ = store.save("SPC", "presft-s0", key, {"rouge1": 0.3})
+        >>> store.load("SPC", "presft-s0", key)
+        {'rouge1': 0.3}
+    """
+
+    def __init__(self, root: Path, name: str):
+        self.root = Path(root)
+        self.name = name
+
+    @staticmethod
+    def key(payload: dict[str, Any], length: int = 10) -> str:
+        """A stable hash of ``payload`` (JSON with sorted keys): the same config gives the same key."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+    def path(self, group: str, unit: str, key: str) -> Path:
+        return self.root / self.name / group / f"{unit}-{key}.json"
+
+    def load(self, group: str, unit: str, key: str) -> dict[str, Any] | None:
+        """The stored result of this unit and key, or ``None`` when it has not finished yet."""
+        path = self.path(group, unit, key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save(self, group: str, unit: str, key: str, result: dict[str, Any]) -> Path:
+        """Write the unit's result atomically (a crash leaves the old file or none, never half of one)."""
+        from personakit.config import atomic_write_text
+
+        path = self.path(group, unit, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(path, json.dumps(result, indent=1, default=str) + "\n")
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every stored result (any key), in path order."""
+        folder = self.root / self.name
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*/*.json"))] if folder.is_dir() else []

@@ -66,8 +66,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, SHARED_DATA, command_line, machine_info, machine_line, now, pyplot,  # noqa: E402
-                     save_figure, write_results)
+from _common import (RESULTS, SHARED_DATA, UnitStore, command_line, machine_info, machine_line, now,  # noqa: E402
+                     pyplot, save_figure, write_results)
 
 NAME = "grag_quality"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -236,14 +236,10 @@ def backbone(name: str) -> tuple[Any, Any]:
 
 
 def unit_key(dataset: str, kind: str, seed: int, s: dict, digest: str, args: argparse.Namespace) -> str:
-    payload = {"v": CODE_VERSION, "dataset": dataset, "kind": kind, "seed": seed, "digest": digest,
-               "setting": {k: v for k, v in s.items() if k not in ("datasets", "seeds", "judge_pairs")},
-               "dtype": args.dtype, "backbone": args.backbone or s["backbone"]}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def unit_path(out: Path, dataset: str, kind: str, seed: int, key: str) -> Path:
-    return out / NAME / dataset / f"{kind}-s{seed}-{key}.json"
+    """The unit's key: a hash of its config, its data and the benchmark's code version."""
+    return UnitStore.key({"v": CODE_VERSION, "dataset": dataset, "kind": kind, "seed": seed, "digest": digest,
+                          "setting": {k: v for k, v in s.items() if k not in ("datasets", "seeds", "judge_pairs")},
+                          "dtype": args.dtype, "backbone": args.backbone or s["backbone"]})
 
 
 def commit(path: Path, message: str) -> None:
@@ -357,7 +353,6 @@ def git_commit_id() -> str:
 
 def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path, deadline: float) -> None:
     from personakit.backbones.precision import describe_precision
-    from personakit.config import atomic_write_text
 
     work = work_root / dataset
     d = prepare(dataset, work, s, args.data)
@@ -369,12 +364,13 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
     for seed in range(1, s["seeds"].get(dataset, 1)):
         order += [("presft-hist", seed), ("postgrag", seed)]
     done: dict[tuple[str, int], dict] = {}
+    store = UnitStore(args.out, NAME)
     for kind, seed in order:
         key = unit_key(dataset, kind, seed, s, d["digest"], args)
-        path = unit_path(args.out, dataset, kind, seed, key)
-        if path.exists():
-            done[(kind, seed)] = json.loads(path.read_text())
-            print(f"[{NAME}] {dataset} {kind} seed {seed}: done ({path.name})", flush=True)
+        stored = store.load(dataset, f"{kind}-s{seed}", key)
+        if stored is not None:
+            done[(kind, seed)] = stored
+            print(f"[{NAME}] {dataset} {kind} seed {seed}: done ({key})", flush=True)
             continue
         if time.time() > deadline:
             print(f"[{NAME}] time budget reached; {dataset} {kind} seed {seed} left for a later run", flush=True)
@@ -393,8 +389,7 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
                      "finished": now(), "commit": git_commit_id(), "setting": args.setting_name,
                      "machine": machine_info(("torch", "transformers", "peft")), "precision": describe_precision(),
                      "data": {"digest": d["digest"], **d["meta"]}})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(unit, indent=1, default=str) + "\n")
+        path = store.save(dataset, f"{kind}-s{seed}", key, unit)
         done[(kind, seed)] = unit
         print(f"[{NAME}] {dataset} {kind} seed {seed}: finished in {unit['wall_s'] / 60:.1f} min", flush=True)
         report(args)
@@ -408,9 +403,7 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
 # --------------------------------------------------------------------------------------- report
 def load_units(out: Path, setting: str) -> dict[str, list[dict]]:
     by_dataset: dict[str, list[dict]] = {}
-    folder = out / NAME
-    for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
-        unit = json.loads(path.read_text())
+    for unit in UnitStore(out, NAME).all():
         if unit.get("setting") == setting:
             by_dataset.setdefault(unit["dataset"], []).append(unit)
     return by_dataset

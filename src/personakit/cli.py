@@ -291,23 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "GRAG on the built-in corpus, no files or network needed: generic responses from the embedded "
             "SmolLM2-135M-Instruct (cached under the personakit cache folder, so a rerun is faster), then "
-            "PreSFT(Hist), PreSFT(TST), PreGRAG and PostGRAG trained on the MiniLM BERT2BERT encoder-decoder, "
-            "and ICL(Hist) with SmolLM2 as a fifth row; prints char-F1, ROUGE-1/2/L, BLEU, METEOR, BERTScore "
-            "and bits per character for each, a paired t-test against PreSFT(Hist), and sample responses. "
-            "About five minutes on an idle 2-core CPU; --quick runs a smaller slice, --icl-only the ICL(Hist) "
-            "baseline alone (no training)."
+            "PreSFT(Hist), PreSFT(TST), PreGRAG and PostGRAG trained as LoRA adapters on SmolLM2 (frozen "
+            "weights in bf16 where the CPU has a fast bf16 path), and ICL(Hist) with SmolLM2 as a fifth row; "
+            "prints char-F1, ROUGE-1/2/L, BLEU, METEOR, BERTScore, bits per character, persona use and the "
+            "shares of distinct and multi-turn replies for each, a paired t-test against PreSFT(Hist), and "
+            "sample responses. Sized for under ten minutes on a 2-core CPU; --quick runs a smaller slice, "
+            "--icl-only the ICL(Hist) baseline alone (no training)."
         ),
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
-                      help="a smaller slice: 32 training and 12 test examples, one epoch (about 1.5 minutes)")
+                      help="a smaller slice: 16 training and 8 test examples, one epoch")
     mode.add_argument("--icl-only", action="store_true",
                       help="only ICL(Hist) next to a copy-the-last-user-turn row (no augmentation, no training)")
     p.add_argument("--n-shot", type=_non_negative_int, default=2, help="ICL(Hist) demonstrations per prompt (default 2)")
     p.add_argument("--max-examples", type=_positive_int, default=None,
-                   help="evaluate a seeded random subset of this many test examples (default: all 48; quick 12)")
+                   help="evaluate a seeded random subset of this many test examples (default 16; quick 8)")
     p.add_argument("--max-train-examples", type=_positive_int, default=None,
-                   help="train on a seeded random subset of this many examples (default: all 105; quick 32)")
+                   help="train on a seeded random subset of this many examples (default 32; quick 16)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs per model (default 2; quick 1)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per LLM generation batch (default 16)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32, help="maximum reply length in tokens (default 32)")

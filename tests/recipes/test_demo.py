@@ -121,8 +121,8 @@ def test_grag_demo_with_a_fake_llm_and_tiny_backbones(tmp_path):
 def test_demo_config_sizes():
     full = demo_recipe_config(cache_path="c.jsonl")
     quick = demo_recipe_config(quick=True, cache_path="c.jsonl")
-    assert (full.data.max_train, full.data.max_test, full.training.epochs, full.icl.n_shot) == (64, 24, 2, 2)
-    assert (quick.data.max_train, quick.data.max_test, quick.training.epochs) == (24, 8, 1)
+    assert (full.data.max_train, full.data.max_test, full.training.epochs, full.icl.n_shot) == (32, 16, 2, 2)
+    assert (quick.data.max_train, quick.data.max_test, quick.training.epochs) == (16, 8, 1)
     assert [m.label for m in full.models] == GRAG_ROWS and full.backbone == "smollm2" and full.lora == "auto"
     assert full.augment.template == DEMO_TEMPLATE == "builtin-chat" and full.augment.cache == "c.jsonl"
     assert {"bertscore", "bpc", "persona_use", "reply_stats"} <= set(full.eval.metrics)

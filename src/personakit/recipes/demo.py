@@ -55,8 +55,8 @@ DEMO_TEMPLATE = "builtin-chat"
 system message), which the embedded 135M SmolLM2 answers without empty replies or leaked speaker labels
 (see :func:`~personakit.augment.recommended_template`)."""
 
-_QUICK = {"max_train": 24, "max_test": 8, "epochs": 1}
-_FULL = {"max_train": 64, "max_test": 24, "epochs": 2}
+_QUICK = {"max_train": 16, "max_test": 8, "epochs": 1}
+_FULL = {"max_train": 32, "max_test": 16, "epochs": 2}
 
 
 @dataclass
@@ -182,10 +182,10 @@ def demo_recipe_config(
     """The :class:`~personakit.recipes.grag.GRAGRecipeConfig` that ``personakit demo`` runs.
 
     Args:
-        quick: a smaller slice (32 training and 12 test examples, one epoch).
+        quick: a smaller slice (16 training and 8 test examples, one epoch).
         n_shot: ICL(Hist) demonstrations.
-        max_examples: test examples (seeded subsample; default all 48, quick 12).
-        max_train_examples: training examples (default all 105, quick 32).
+        max_examples: test examples (seeded subsample; default 16, quick 8).
+        max_train_examples: training examples (default 32, quick 16).
         epochs: training epochs per model (default 2, quick 1).
         batch_size: generation batch of the LLM.
         max_new_tokens: reply length of ICL(Hist) and of the trained models.
@@ -208,7 +208,7 @@ def demo_recipe_config(
                  "max_test": max_examples if max_examples is not None else sizes["max_test"]},
         "augment": {"model": model, "template": DEMO_TEMPLATE, "max_new_tokens": 16, "batch_size": batch_size,
                     "cache": cache_path or str(cache_dir() / "demo" / "llm_cache.jsonl")},
-        "inputs": {"max_persona_tokens": 64, "max_history_tokens": 96, "max_generic_tokens": 32,
+        "inputs": {"max_persona_tokens": 48, "max_history_tokens": 80, "max_generic_tokens": 32,
                    "max_response_tokens": 32},
         "models": [{"kind": "presft-hist"}, {"kind": "presft-tst"}, {"kind": "pregrag", "beta": 0.05},
                    {"kind": "postgrag", "alpha": 0.5, "beta": 0.05, "settings": {"encoder_passes": 2}}],
@@ -249,7 +249,7 @@ def run_demo(
     Args:
         n_shot: ICL(Hist) demonstrations per prompt, drawn from the training split.
         max_examples: evaluate a seeded random subset of this many test examples
-            (``None``: all 48; ``quick``: 12).
+            (``None``: 16; ``quick``: 8).
         batch_size: prompts per LLM generation batch.
         max_new_tokens: maximum reply length in tokens (ICL and the trained models).
         seed: seed of the subsets, the shots, the new weights and the data order.
@@ -261,9 +261,9 @@ def run_demo(
         progress: stage messages and progress bars (``None``: on for the GRAG demo,
             automatic for ICL-only).
         icl_only: the original demo: ICL(Hist) and a *copy the last user turn* row, no training.
-        quick: GRAG on a smaller slice (32 training, 12 test examples, one epoch).
+        quick: GRAG on a smaller slice (16 training, 8 test examples, one epoch).
         epochs: training epochs per model (default 2; quick 1).
-        max_train_examples: training examples (seeded subset; default all 105; quick 32).
+        max_train_examples: training examples (seeded subset; default 32; quick 16).
         backbone: the trained models' backbone: ``"smollm2"`` (with LoRA), ``"minilm"``, a folder, a ``(model,
             tokenizer)`` pair or a function returning a fresh pair (tests).
         cache_path: the response cache of augmentation and ICL (default

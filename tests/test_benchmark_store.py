@@ -1,0 +1,86 @@
+"""The resumable unit store of the long benchmarks and the GRAG benchmark's summary (no model is loaded)."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from _common import UnitStore  # noqa: E402
+import grag_quality  # noqa: E402
+
+
+def test_unit_store_round_trip_and_keys(tmp_path):
+    store = UnitStore(tmp_path, "bench")
+    key = store.key({"seed": 0, "lr": 1e-4, "sizes": (1, 2)})
+    assert key == UnitStore.key({"sizes": [1, 2], "lr": 1e-4, "seed": 0})  # order and tuple/list do not matter
+    assert key != store.key({"seed": 1, "lr": 1e-4, "sizes": (1, 2)})
+    assert store.load("SPC", "presft-s0", key) is None
+    path = store.save("SPC", "presft-s0", key, {"rouge1": 0.25})
+    assert path == tmp_path / "bench" / "SPC" / f"presft-s0-{key}.json"
+    assert store.load("SPC", "presft-s0", key) == {"rouge1": 0.25}
+    assert store.load("SPC", "presft-s0", "otherkey00") is None  # another config is not reused
+    store.save("PFG", "postgrag-s0", key, {"rouge1": 0.5})
+    assert [u["rouge1"] for u in store.all()] == [0.5, 0.25]
+    assert not list(path.parent.glob("*.tmp*"))  # atomic: no temporary file left behind
+
+
+def test_grag_unit_key_depends_on_what_changes_the_result():
+    args = argparse.Namespace(dtype="auto", backbone=None)
+    s = grag_quality.SETTINGS["default"]
+    base = grag_quality.unit_key("SPC", "postgrag", 0, s, "digest", args)
+    assert base == grag_quality.unit_key("SPC", "postgrag", 0, dict(s), "digest", args)
+    assert base == grag_quality.unit_key("SPC", "postgrag", 0, {**s, "judge_pairs": 3, "seeds": {}}, "digest", args)
+    others = [grag_quality.unit_key("SPC", "postgrag", 1, s, "digest", args),
+              grag_quality.unit_key("SPC", "presft-hist", 0, s, "digest", args),
+              grag_quality.unit_key("PFG", "postgrag", 0, s, "digest", args),
+              grag_quality.unit_key("SPC", "postgrag", 0, {**s, "lr": 1e-3}, "digest", args),
+              grag_quality.unit_key("SPC", "postgrag", 0, s, "other data", args),
+              grag_quality.unit_key("SPC", "postgrag", 0, s, "digest", argparse.Namespace(dtype="float32",
+                                                                                           backbone=None))]
+    assert base not in others and len(set(others)) == len(others)
+
+
+def _unit(system, kind, seed, rouge2, bleu):
+    per = {"rouge2": rouge2, "bleu": bleu}
+    metrics = {k: 0.1 for k in grag_quality.METRIC_KEYS}
+    return {"system": system, "kind": kind, "seed": seed,
+            "conditions": {"main": {"metrics": metrics, "per_example": per, "predictions": ["x"] * len(rouge2)}}}
+
+
+def test_summary_tests_against_the_baseline_and_gives_a_verdict():
+    rng = random.Random(0)
+    n = 60
+    base = [rng.random() * 0.2 for _ in range(n)]
+    units = [_unit("PreSFT(Hist)", "presft-hist", 0, base, [b * 50 for b in base])]
+    better = [b + 0.05 + rng.random() * 0.01 for b in base]
+    units.append(_unit("PostGRAG", "postgrag", 0, better, [b * 50 for b in better]))
+    summary = grag_quality.summarise(units)
+    test = summary["tests"]["PostGRAG"]["rouge2"]
+    assert test["mean_difference"] == pytest.approx(sum(better) / n - sum(base) / n)
+    assert test["p"] < 0.05 and 0 < test["ci_low"] < test["mean_difference"] < test["ci_high"]
+    assert grag_quality.verdict(summary).startswith("reproduced in direction")
+
+    worse = [b - 0.05 for b in base]
+    summary = grag_quality.summarise(units[:1] + [_unit("PostGRAG", "postgrag", 0, worse, [w * 50 for w in worse])])
+    assert grag_quality.verdict(summary).startswith("not reproduced")
+    noise = [b + rng.uniform(-0.01, 0.01) for b in base]
+    summary = grag_quality.summarise(units[:1] + [_unit("PostGRAG", "postgrag", 0, noise, [b * 50 for b in base])])
+    assert grag_quality.verdict(summary).startswith("inconclusive")
+    assert grag_quality.verdict(grag_quality.summarise(units[:1])).startswith("not yet measured")
+
+
+def test_seeds_are_averaged_per_example_before_testing():
+    base = [0.1, 0.2, 0.3, 0.4]
+    units = [_unit("PreSFT(Hist)", "presft-hist", s, base, base) for s in (0, 1)]
+    units += [_unit("PostGRAG", "postgrag", 0, [0.2, 0.3, 0.4, 0.5], base),
+              _unit("PostGRAG", "postgrag", 1, [0.0, 0.1, 0.2, 0.3], base)]
+    summary = grag_quality.summarise(units)
+    assert summary["rows"]["PostGRAG"]["seeds"] == 2
+    assert summary["tests"]["PostGRAG"]["rouge2"]["mean_difference"] == pytest.approx(0.0)
