@@ -224,3 +224,31 @@ def test_recipe_with_bertscore_on_minilm(tmp_path):
                                   bertscore={"model": "minilm"})["bertscore_f1"]
         assert 0.0 <= row["bertscore_f1"] <= 1.0 and row["bertscore_f1"] == pytest.approx(expected, abs=1e-6)
         assert math.isfinite(row["bpc"]) and row["bpc"] > 0
+
+
+def test_build_recipe_model_applies_lora_by_architecture_and_casts_the_frozen_part():
+    import torch
+
+    from personakit.recipes.grag import GRAGModelSpec, build_recipe_model
+
+    spec = GRAGModelSpec(kind="postgrag")
+    model, dtype = build_recipe_model(spec, build_backbone("llama"), tokenizer_for("llama"), dtype="bfloat16")
+    assert dtype == "bfloat16" and model.config.lora is not None  # "auto": LoRA on a decoder-only backbone
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trainable = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16} and trainable == {torch.float32}
+    assert any("lora_" in n for n in model.trainable_parameter_names())
+    batch = model.make_collator()(examples_for_test())
+    assert torch.isfinite(model(**batch).loss)
+
+    encdec, dtype = build_recipe_model(spec, build_backbone("bart"), tokenizer_for("bart"), dtype="bfloat16")
+    assert dtype == "float32" and encdec.config.lora is None  # full fine-tuning stays fp32
+    assert {p.dtype for p in encdec.parameters()} == {torch.float32}
+    none, dtype = build_recipe_model(spec, build_backbone("llama"), tokenizer_for("llama"), lora=None)
+    assert none.config.lora is None and dtype == "float32"
+
+
+def examples_for_test():
+    from grag_testkit import make_examples
+
+    return make_examples()
