@@ -32,8 +32,9 @@ What it runs, per dataset (Table 3 of the GRAG paper, in direction):
 * **Metrics**: Char-F1, ROUGE-1/2/L, BLEU, BERTScore (MiniLM), BPC of the references,
   the shares of distinct and multi-turn replies; against PreSFT(Hist): paired t-test and
   paired bootstrap 95% intervals on per-example ROUGE-2 and sentence BLEU (averaged over
-  seeds).  A pairwise LLM judge (the embedded SmolLM2: far too weak to mean anything,
-  run as a smoke test) compares PostGRAG with PreSFT(Hist) on 20 test turns.
+  seeds).  A pairwise LLM judge (the embedded SmolLM2, answering each question by its
+  next-token likelihoods of A / B / Similar: far too weak to mean much, run as a smoke
+  test) compares PostGRAG with PreSFT(Hist) on 50 test turns, each asked in both orders.
 
 Every (dataset, system, seed) is a **unit**: its metrics, predictions and learning curve
 go to ``benchmarks/results/grag_quality/<dataset>/<system>-s<seed>-<key>.json``, ``key`` a
@@ -93,7 +94,7 @@ PAPER_KEYS = ["char_f1", "rouge1", "rouge2", "rougeL", "bleu", "bpc"]
 SETTINGS = {
     "default": dict(datasets=["SPC", "PFG", "ED"], seeds={"SPC": 3, "PFG": 1, "ED": 1}, train=2000, dev=150, test=300,
                     history_turns=4, lengths=(64, 160, 48, 48), batch=8, lr=2e-4, max_steps=500, eval_steps=25,
-                    patience=3, new_tokens=40, judge_pairs=20, backbone="smollm2"),
+                    patience=3, new_tokens=40, judge_pairs=50, backbone="smollm2"),
     "quick": dict(datasets=["SPC"], seeds={"SPC": 1}, train=24, dev=8, test=8, history_turns=2,
                   lengths=(32, 64, 24, 24), batch=4, lr=2e-4, max_steps=6, eval_steps=3, patience=2, new_tokens=12,
                   judge_pairs=2, backbone="smollm2"),
@@ -111,6 +112,7 @@ TEMPLATES = {"SPC": "spc-chat", "PFG": "pfg-chat", "ED": "empathetic-chat"}
 FALLBACK_TEMPLATES = {"SPC": "spc", "PFG": "pfg", "ED": "empathetic"}
 BASELINE = "PreSFT(Hist)"
 TESTED = ("rouge2", "bleu")
+JUDGE_ANSWER = "choice"  # the embedded 135M model never writes a valid JSON verdict; read its likelihoods
 
 
 # --------------------------------------------------------------------------------------- data
@@ -237,9 +239,12 @@ def backbone(name: str) -> tuple[Any, Any]:
 
 def unit_key(dataset: str, kind: str, seed: int, s: dict, digest: str, args: argparse.Namespace) -> str:
     """The unit's key: a hash of its config, its data and the benchmark's code version."""
-    return UnitStore.key({"v": CODE_VERSION, "dataset": dataset, "kind": kind, "seed": seed, "digest": digest,
-                          "setting": {k: v for k, v in s.items() if k not in ("datasets", "seeds", "judge_pairs")},
-                          "dtype": args.dtype, "backbone": args.backbone or s["backbone"]})
+    payload = {"v": CODE_VERSION, "dataset": dataset, "kind": kind, "seed": seed, "digest": digest,
+               "setting": {k: v for k, v in s.items() if k not in ("datasets", "seeds", "judge_pairs")},
+               "dtype": args.dtype, "backbone": args.backbone or s["backbone"]}
+    if kind == "judge":
+        payload["judge"] = {"answer": JUDGE_ANSWER, "pairs": s["judge_pairs"]}
+    return UnitStore.key(payload)
 
 
 def commit(path: Path, message: str) -> None:
@@ -336,13 +341,13 @@ def judge_unit(dataset: str, units: dict, d: dict, s: dict, work: Path) -> Optio
     if a is None or b is None:
         return None
     n = s["judge_pairs"]
-    judge = PairwiseJudge(HFGenerator.from_pretrained("smollm2", batch_size=8, dtype="auto"), max_attempts=2,
-                          cache=work / "judge_cache.jsonl")
+    judge = PairwiseJudge(HFGenerator.from_pretrained("smollm2", batch_size=8, dtype="auto"), answer=JUDGE_ANSWER)
     t = time.perf_counter()
     result = judge.judge(d["test"][:n], a["conditions"]["main"]["predictions"][:n],
                          b["conditions"]["main"]["predictions"][:n], names=("PostGRAG", "PreSFT(Hist)"))
     return {"system": "judge", "kind": "judge", "n": n, "seconds": time.perf_counter() - t,
-            "judge": "smollm2 (135M)", "result": result.to_dict(), "markdown": result.to_markdown()}
+            "judge": f"SmolLM2-135M-Instruct, answer={JUDGE_ANSWER!r}", "result": result.to_dict(),
+            "markdown": result.to_markdown()}
 
 
 def git_commit_id() -> str:

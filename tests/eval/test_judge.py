@@ -307,3 +307,71 @@ def test_smollm2_judge_returns_a_consistent_tally(smollm2):
     assert result.n == 2
     for q in result.questions.values():
         assert q.wins + q.ties + q.losses == result.n - result.n_failed
+
+
+# ---------------------------------------------------------------------- answer="choice"
+class _LikelihoodStub(CallableGenerator):
+    """A local-model stand-in: ``prefill`` returns next-token logits preferring the response that mentions dogs."""
+
+    class _Tok:
+        vocab = {"A": 0, "B": 1, "Similar": 2}
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [self.vocab[text]]}
+
+    def __init__(self):
+        super().__init__(lambda chat: "unused")
+        self.tokenizer = self._Tok()
+        self.seen: list = []
+
+    def prefill(self, prompts):
+        import torch
+
+        self.seen += prompts
+        rows = []
+        for chat in prompts:
+            text = chat[-1]["content"]
+            a = text.split("Response A:\n")[1].split("\n")[0]
+            b = text.split("Response B:\n")[1].split("\n")[0]
+            pick = 0 if "dog" in a and "dog" not in b else 1 if "dog" in b and "dog" not in a else 2
+            row = torch.zeros(5)
+            row[pick] = 3.0
+            row[3] = 10.0  # a token outside the three choices never wins
+            rows.append(row)
+        return torch.stack(rows)
+
+
+def test_choice_mode_asks_each_question_alone_and_reads_the_likeliest_choice():
+    stub = _LikelihoodStub()
+    result = PairwiseJudge(stub, answer="choice", batch_size=3).judge(
+        [_example(0), _example(1)], ["I walk my dogs.", "Nothing."], ["Nothing.", "Nothing much."])
+    assert len(stub.seen) == 2 * 2 * len(JUDGE_QUESTIONS)  # pairs x orders x questions
+    assert all("Answer with one word" in chat[-1]["content"] for chat in stub.seen)
+    assert result.n_failed == 0
+    for q in result.questions.values():
+        assert (q.wins, q.ties, q.losses) == (1, 1, 0)  # the dog reply wins in both orders; the other pair ties
+    assert result.examples[0].first.naturalness == "A" and result.examples[0].second.naturalness == "B"
+
+
+def test_choice_mode_needs_a_local_model():
+    with pytest.raises(ValueError, match="HFGenerator"):
+        PairwiseJudge(CallableGenerator(lambda chat: "{}"), answer="choice")
+    with pytest.raises(ValueError, match="'json' or 'choice'"):
+        PairwiseJudge(CallableGenerator(lambda chat: "{}"), answer="vote")
+    with pytest.raises(ValueError, match="unknown question"):
+        build_judge_prompt(_example(), "a", "b", question="fluency")
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_smollm2_choice_judge_gives_a_verdict_for_every_pair(smollm2):
+    from personakit.llm import HFGenerator
+
+    model, tokenizer = smollm2
+    gen = HFGenerator(model, tokenizer, batch_size=4, model_id="smollm2")
+    result = PairwiseJudge(gen, answer="choice").judge(
+        [_example(0), _example(1)], ["I'll walk my two dogs in the park.", "Nothing much."],
+        ["Nothing much.", "Maybe I'll take my dogs to the beach."])
+    assert result.n == 2 and result.n_failed == 0
+    for q in result.questions.values():
+        assert q.wins + q.ties + q.losses == 2

@@ -246,6 +246,7 @@ def build_judge_prompt(
     response_b: str,
     generic_response: Optional[str] = None,
     max_history_turns: Optional[int] = 6,
+    question: Optional[str] = None,
 ) -> list[dict[str, str]]:
     """The judge chat for one ordered pair: a system message and a user message.
 
@@ -260,6 +261,9 @@ def build_judge_prompt(
         response_b: shown second, as Response B.
         generic_response: $R_G$; default ``example.generic_response``.
         max_history_turns: the most recent turns to show; ``None`` shows all.
+        question: a key of :data:`JUDGE_QUESTIONS` to ask that question alone, answered
+            with one word (``A``, ``B`` or ``Similar``: the ``answer="choice"`` mode);
+            ``None`` asks all four for a JSON object.
 
     Returns:
         ``[{"role": "system", ...}, {"role": "user", ...}]``.
@@ -275,14 +279,22 @@ def build_judge_prompt(
         )
     history = example.history if max_history_turns is None else example.history[-max_history_turns:]
     turns = "\n".join(f"{'Agent' if t.speaker == example.agent else 'User'}: {t.text.strip()}" for t in history)
-    questions = "\n".join(f"- {key}: {text}" for key, text in JUDGE_QUESTIONS.items())
-    keys = ", ".join(f'"{key}": ...' for key in JUDGE_QUESTIONS)
-    user = (
+    context = (
         f"Persona of the agent:\n{example.persona.to_text() or '(none)'}\n\n"
         f"Conversation (most recent turn last):\n{turns}\n\n"
         f"Generic response (what an agent without a persona might say):\n{generic.strip()}\n\n"
         f"Response A:\n{response_a.strip()}\n\n"
         f"Response B:\n{response_b.strip()}\n\n"
+    )
+    if question is not None:
+        if question not in JUDGE_QUESTIONS:
+            raise ValueError(f"build_judge_prompt: unknown question {question!r}; use one of {list(JUDGE_QUESTIONS)}")
+        user = context + (f"{JUDGE_QUESTIONS[question]}\nAnswer with one word: A, B, or Similar when neither "
+                          "is clearly better.")
+        return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    questions = "\n".join(f"- {key}: {text}" for key, text in JUDGE_QUESTIONS.items())
+    keys = ", ".join(f'"{key}": ...' for key in JUDGE_QUESTIONS)
+    user = context + (
         "Compare the two candidate responses. Answer each question with \"A\", \"B\", or \"Similar\" "
         "when neither is clearly better.\n"
         f"{questions}\n\n"
@@ -509,6 +521,15 @@ class PairwiseJudge:
     evaluations; the embedded SmolLM2-135M is a very weak judge (strong position bias,
     near-random answers), good only for smoke tests.
 
+    **Answer modes.** ``answer="json"`` (the default) asks the four questions at once for a
+    JSON verdict, as above.  ``answer="choice"`` suits small local models, which rarely
+    write valid JSON (the embedded SmolLM2 never did): each question is asked alone
+    (:func:`build_judge_prompt` with ``question=``) and the answer is read from the
+    model's next-token likelihoods, the most likely of the first tokens of ``A``, ``B`` and
+    ``Similar`` (so every verdict is valid and nothing is generated).  It needs a local
+    :class:`~personakit.llm.HFGenerator` (its ``prefill`` and ``tokenizer``); the cache is
+    not used (a prompt pass per question is cheap).
+
     Args:
         generator: any text generator (:class:`~personakit.llm.HFGenerator`,
             :class:`~personakit.llm.OpenAICompatibleGenerator`,
@@ -521,6 +542,7 @@ class PairwiseJudge:
             (or a resumed, interrupted run) asks only what is not stored yet.
         max_history_turns: most recent history turns shown to the judge (``None``: all).
         confidence: coverage of the Wilson intervals.
+        answer: ``"json"`` or ``"choice"`` (see above).
 
     Example:
         >>> import json
@@ -545,6 +567,7 @@ class PairwiseJudge:
         cache: Union[ResponseCache, str, os.PathLike[str], None] = None,
         max_history_turns: Optional[int] = 6,
         confidence: float = 0.95,
+        answer: str = "json",
     ):
         if not isinstance(generator, TextGenerator):
             raise TypeError(f"PairwiseJudge: generator must be a TextGenerator, got {type(generator).__name__}")
@@ -556,6 +579,14 @@ class PairwiseJudge:
             raise ValueError(f"PairwiseJudge: max_history_turns must be >= 1 or None, got {max_history_turns}")
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"PairwiseJudge: confidence must be in (0, 1), got {confidence}")
+        if answer not in ("json", "choice"):
+            raise ValueError(f"PairwiseJudge: answer must be 'json' or 'choice', got {answer!r}")
+        if answer == "choice" and not (callable(getattr(generator, "prefill", None))
+                                       and getattr(generator, "tokenizer", None) is not None):
+            raise ValueError("PairwiseJudge: answer='choice' reads next-token likelihoods and needs a local "
+                             f"HFGenerator (with prefill and a tokenizer), got {type(generator).__name__}")
+        self.answer = answer
+        self._local = generator
         self.generator = generator if cache is None else CachedGenerator(generator, cache)
         self.settings = GenerationSettings(max_new_tokens=128) if settings is None else _coerce_settings(settings)
         self.max_attempts = max_attempts
@@ -612,14 +643,16 @@ class PairwiseJudge:
 
         pairs = list(zip(responses_a, responses_b))
         ordered = pairs + [(b, a) for a, b in pairs]  # first every pair as given, then every pair swapped
-        prompts = [
-            build_judge_prompt(ex, first, second, generic, self.max_history_turns)
-            for (first, second), ex, generic in zip(ordered, examples * 2, generics * 2)
-        ]
-        verdicts = generate_structured(
-            self.generator, prompts, PairwiseVerdict, self.settings, max_attempts=self.max_attempts,
-            on_failure="none", batch_size=self.batch_size, progress=progress,
-        )
+        items = list(zip(ordered, examples * 2, generics * 2))
+        if self.answer == "choice":
+            verdicts: list[Optional[PairwiseVerdict]] = self._choose(items)
+        else:
+            prompts = [build_judge_prompt(ex, first, second, generic, self.max_history_turns)
+                       for (first, second), ex, generic in items]
+            verdicts = generate_structured(
+                self.generator, prompts, PairwiseVerdict, self.settings, max_attempts=self.max_attempts,
+                on_failure="none", batch_size=self.batch_size, progress=progress,
+            )
         n = len(examples)
         judgements = [
             _judgement(i, ex.id, verdicts[i], verdicts[n + i]) for i, ex in enumerate(examples)
@@ -630,6 +663,23 @@ class PairwiseJudge:
             examples=judgements,
             max_attempts=self.max_attempts,
         )
+
+    def _choose(self, items: list) -> list[Optional[PairwiseVerdict]]:
+        """``answer="choice"``: one prompt per ordered pair and question, answered by the likeliest choice."""
+        tokenizer = self._local.tokenizer  # type: ignore[attr-defined]
+        options = ("A", "B", "Similar")
+        ids = [tokenizer(option, add_special_tokens=False)["input_ids"][0] for option in options]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"PairwiseJudge: the tokenizer starts {options} with the same token; use answer='json'")
+        keys = list(JUDGE_QUESTIONS)
+        prompts = [build_judge_prompt(ex, first, second, generic, self.max_history_turns, question=key)
+                   for (first, second), ex, generic in items for key in keys]
+        picks: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            logits = self._local.prefill(prompts[start:start + self.batch_size])  # type: ignore[attr-defined]
+            picks += [options[int(row[ids].argmax())] for row in logits]
+        return [PairwiseVerdict(**dict(zip(keys, picks[i * len(keys):(i + 1) * len(keys)])))
+                for i in range(len(items))]
 
     def _tally(self, key: str, judgements: Sequence[PairJudgement]) -> JudgeQuestionResult:
         done = [j for j in judgements if j.outcomes is not None]
@@ -645,8 +695,8 @@ class PairwiseJudge:
 
     def __repr__(self) -> str:
         return (
-            f"PairwiseJudge({self.generator!r}, max_attempts={self.max_attempts}, batch_size={self.batch_size}, "
-            f"max_history_turns={self.max_history_turns})"
+            f"PairwiseJudge({self.generator!r}, answer={self.answer!r}, max_attempts={self.max_attempts}, "
+            f"batch_size={self.batch_size}, max_history_turns={self.max_history_turns})"
         )
 
 
@@ -675,6 +725,8 @@ class PairwiseJudgeConfig(BaseConfig):
     cache: Optional[str] = Field(None, description="Path of a response-cache file (JSON lines); None: no cache.")
     max_history_turns: Optional[int] = Field(6, ge=1, description="Most recent history turns shown; None: all.")
     confidence: float = Field(0.95, gt=0.0, lt=1.0, description="Coverage of the Wilson intervals.")
+    answer: Literal["json", "choice"] = Field(
+        "json", description="'json': one JSON verdict per pair; 'choice': next-token likelihoods (local models).")
 
 
 def judge_pairs(
@@ -691,6 +743,7 @@ def judge_pairs(
     cache: Union[ResponseCache, str, os.PathLike[str], None] = None,
     max_history_turns: Optional[int] = 6,
     confidence: float = 0.95,
+    answer: str = "json",
     progress: Optional[bool] = None,
 ) -> JudgeResult:
     """Functional form of :class:`PairwiseJudge`: build a judge and run :meth:`PairwiseJudge.judge`.
@@ -699,12 +752,12 @@ def judge_pairs(
         generator: any text generator.
         examples, responses_a, responses_b, generic_responses, names, progress: see
             :meth:`PairwiseJudge.judge`.
-        settings, max_attempts, batch_size, cache, max_history_turns, confidence: see
+        settings, max_attempts, batch_size, cache, max_history_turns, confidence, answer: see
             :class:`PairwiseJudge`.
 
     Returns:
         A :class:`JudgeResult`.
     """
     judge = PairwiseJudge(generator, settings=settings, max_attempts=max_attempts, batch_size=batch_size,
-                          cache=cache, max_history_turns=max_history_turns, confidence=confidence)
+                          cache=cache, max_history_turns=max_history_turns, confidence=confidence, answer=answer)
     return judge.judge(examples, responses_a, responses_b, generic_responses, names=names, progress=progress)
