@@ -206,7 +206,7 @@ def demo_recipe_config(
         "data": {"source": "builtin", "max_history_turns": 3,
                  "max_train": max_train_examples if max_train_examples is not None else sizes["max_train"],
                  "max_test": max_examples if max_examples is not None else sizes["max_test"]},
-        "augment": {"model": model, "template": DEMO_TEMPLATE, "max_new_tokens": 16, "batch_size": batch_size,
+        "augment": {"model": model, "template": DEMO_TEMPLATE, "max_new_tokens": 32, "batch_size": batch_size,
                     "cache": cache_path or str(cache_dir() / "demo" / "llm_cache.jsonl")},
         "inputs": {"max_persona_tokens": 48, "max_history_tokens": 80, "max_generic_tokens": 32,
                    "max_response_tokens": 32},
