@@ -211,8 +211,8 @@ class GenericResponseAugmenter:
                 ``batch_size`` rows decode together (see :class:`~personakit.llm.HFGenerator`;
                 on a CPU, ``batch_size=48, prefill_batch_size=16`` is about 1.4× faster than
                 ``batch_size=16``); ``None`` prefills each batch at once.
-            template, settings, cache, batch_size, max_history_turns, empty_retries,
-                retry_temperature, fallback: as in the constructor.
+            template, settings, cache, batch_size, max_history_turns: as in the constructor.
+            empty_retries, retry_temperature, fallback: as in the constructor.
 
         Example:
             >>> aug = GenericResponseAugmenter.from_pretrained("smollm2", template="builtin")  # doctest: +SKIP
