@@ -48,7 +48,8 @@ learning-curve PNG from whatever units exist.
     python benchmarks/grag_quality.py --datasets SPC --commit  # SPC only
     python benchmarks/grag_quality.py --report                 # tables from the finished units
     python benchmarks/grag_quality.py --quick                  # smoke run (a few minutes)
-    python benchmarks/grag_quality.py --scale --device cuda    # the paper's schedule on a GPU
+    python benchmarks/grag_quality.py --scale --device cuda    # the paper's setting on a GPU: BART-base
+                                                               # (hub id or --backbone folder), full splits
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ SETTINGS = {
                   judge_pairs=2, backbone="smollm2"),
     "scale": dict(datasets=["SPC", "PFG", "ED"], seeds={"SPC": 3, "PFG": 3, "ED": 3}, train=None, dev=1000, test=1000,
                   history_turns=None, lengths=(128, 256, 64, 64), batch=16, lr=1e-4, max_steps=20_000, eval_steps=500,
-                  patience=5, new_tokens=64, judge_pairs=200, backbone="smollm2"),
+                  patience=5, new_tokens=64, judge_pairs=200, backbone="facebook/bart-base"),
 }
 SYSTEMS = {"presft-hist": "PreSFT(Hist)", "presft-tst": "PreSFT(TST)", "pregrag": "PreGRAG", "postgrag": "PostGRAG",
            "icl": "ICL(Hist)", "postgrag-paperinit": "PostGRAG (paper init)"}
