@@ -81,6 +81,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from personakit.config import BaseConfig, ConfigError, normalize_name
+from personakit.llm.base import merge_roles
 
 __all__ = [
     "AugmentTemplate",
@@ -311,13 +312,7 @@ class AugmentTemplate(BaseConfig):
         turns.append(("user", self.render_user([], last_user_utterance)))
         if turns[0][0] == "assistant":
             turns.insert(0, ("user", self._names(self.opening_user.strip())))
-        messages: list[dict[str, str]] = []
-        for role, text in turns:
-            if messages and messages[-1]["role"] == role:
-                messages[-1]["content"] += "\n" + text
-            else:
-                messages.append({"role": role, "content": text})
-        return messages
+        return merge_roles(turns)
 
     def render_messages(self, history: list[tuple[bool, str]], last_user_utterance: str) -> list[dict[str, str]]:
         """The whole chat for one example: the system message, then the history and the turn to answer.

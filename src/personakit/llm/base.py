@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from pydantic import Field, field_validator
 
@@ -33,6 +33,7 @@ __all__ = [
     "TextGenerator",
     "validate_prompt",
     "prompt_to_messages",
+    "merge_roles",
     "messages_to_text",
     "apply_stop",
 ]
@@ -136,6 +137,25 @@ def validate_prompt(prompt: Any, index: int | None = None) -> Prompt:
         if not isinstance(content, str):
             raise ValueError(f"{where}, message {j}: field 'content' must be a string, got {type(content).__name__}")
     return prompt
+
+
+def merge_roles(turns: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
+    """Chat messages from ``(role, text)`` turns, consecutive turns of one role merged (joined by a newline).
+
+    Chat templates expect the roles to alternate; a conversation where one side speaks
+    twice in a row becomes one message per side.
+
+    Example:
+        >>> merge_roles([("user", "Hi"), ("user", "there"), ("assistant", "Hello!")])
+        [{'role': 'user', 'content': 'Hi\\nthere'}, {'role': 'assistant', 'content': 'Hello!'}]
+    """
+    messages: list[dict[str, str]] = []
+    for role, text in turns:
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += "\n" + text
+        else:
+            messages.append({"role": role, "content": text})
+    return messages
 
 
 def prompt_to_messages(prompt: Prompt) -> list[dict[str, str]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from personakit.llm.base import merge_roles
 from personakit.types import Turn
 
 __all__ = ["has_chat_template", "chat_turns", "render_chat", "end_of_turn_text", "end_of_turn_ids",
@@ -42,15 +43,8 @@ def chat_turns(history: Sequence[Turn], agent: Optional[str]) -> list[dict[str, 
     Consecutive turns of one role are merged (one message, lines joined by a newline), so
     roles alternate as chat templates expect; whitespace inside a turn is collapsed.
     """
-    messages: list[dict[str, str]] = []
-    for turn in history:
-        role = "assistant" if turn.speaker == agent else "user"
-        text = " ".join(turn.text.split())
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"] += "\n" + text
-        else:
-            messages.append({"role": role, "content": text})
-    return messages
+    return merge_roles(("assistant" if turn.speaker == agent else "user", " ".join(turn.text.split()))
+                       for turn in history)
 
 
 def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
