@@ -55,7 +55,7 @@ from _common import (RESULTS, command_line, machine_info, machine_line, now, pro
 from grag_step_time import LENGTHS, MODELS, load_examples  # noqa: E402
 
 NAME = "bf16_speed"
-LORA = {"r": 16, "alpha": 32}
+LORA = {"r": 16, "lora_alpha": 32}
 SYSTEMS = ("PreSFT(Hist)", "PostGRAG")
 PRECISIONS = ("fp32", "bf16")
 TOLERANCE = 0.02  # relative gap of the final mean losses

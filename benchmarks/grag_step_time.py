@@ -65,7 +65,7 @@ def time_backbone(name: str, examples: list, args: argparse.Namespace) -> dict:
     from personakit.models.grag.base import load_backbone
 
     base, tokenizer = load_backbone(name)
-    lora = {"lora": {"r": 16, "alpha": 32}} if not getattr(base.config, "is_encoder_decoder", False) else {}
+    lora = {"lora": {"r": 16, "lora_alpha": 32}} if not getattr(base.config, "is_encoder_decoder", False) else {}
     batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
     batches = [b for b in batches if len(b) == args.batch_size]
     runs = []

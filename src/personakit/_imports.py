@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from functools import lru_cache
 
-__all__ = ["is_available", "require", "WITH_PYG", "WITH_SENTENCE_TRANSFORMERS", "WITH_PEFT", "WITH_GGUF"]
+__all__ = ["is_available", "require", "WITH_PYG", "WITH_SENTENCE_TRANSFORMERS", "WITH_PEFT", "WITH_GGUF", "WITH_FAISS"]
 
 _INSTALL_HINTS = {
     "torch_geometric": "pip install 'personakit[graph]'",
@@ -38,3 +38,4 @@ WITH_PYG = is_available("torch_geometric")
 WITH_SENTENCE_TRANSFORMERS = is_available("sentence_transformers")
 WITH_PEFT = is_available("peft")
 WITH_GGUF = is_available("gguf")
+WITH_FAISS = is_available("faiss")

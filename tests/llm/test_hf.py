@@ -154,14 +154,15 @@ def test_shared_prefix_encoded_once_gives_the_unshared_outputs(tiny_lm):
     assert sampled == shared.generate(TEMPLATED, GenerationSettings(max_new_tokens=6, temperature=0.8, seed=3))
 
 
-def test_shared_prefix_length_rules(tiny_lm):
+def test_prefix_settings_live_on_the_engine(tiny_lm):
     model, tok = tiny_lm
-    gen = HFGenerator(model, tok, min_shared_prefix=3)
-    assert gen.shared_prefix_length([[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]]) == 4
-    assert gen.shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 4, 6]]) == 3  # one token of each prompt is left
-    assert gen.shared_prefix_length([[1, 2, 9, 4], [1, 2, 3, 4]]) == 0  # shorter than min_shared_prefix
-    assert gen.shared_prefix_length([[1, 2, 3, 4, 5]]) == 0  # a single prompt: nothing to share
-    assert HFGenerator(model, tok, share_prefix=False).shared_prefix_length([[1] * 40, [1] * 40 + [2]]) == 0
+    gen = HFGenerator(model, tok, min_shared_prefix=3, prefill_batch_size=2, reuse_prefill=False)
+    engine = gen.prefix_engine
+    assert (engine.min_shared_prefix, engine.prefill_batch_size, engine.reuse_prefill) == (3, 2, False)
+    assert engine.pad_token_id == gen.pad_token_id == tok.pad_token_id and engine.model is gen.model
+    assert gen.shared_prefix_length([[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]]) == 4  # the engine's rules
+    gen.share_prefix = False
+    assert not engine.share_prefix and gen.shared_prefix_length([[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]]) == 0
     with pytest.raises(ValueError, match="min_shared_prefix"):
         HFGenerator(model, tok, min_shared_prefix=0)
 
@@ -200,27 +201,6 @@ def test_prefill_in_sub_batches_decodes_all_rows_together_with_the_same_outputs(
     assert split.generate(prompts, sampled) == split.generate(prompts, sampled)
     with pytest.raises(ValueError, match="prefill_batch_size"):
         HFGenerator(model, tok, prefill_batch_size=0)
-
-
-def test_reserved_cache_layer_grows_in_place_and_falls_back_when_full():
-    from transformers.cache_utils import DynamicLayer
-
-    from personakit.llm.hf import _reserved_layer
-
-    keys, values = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
-    room = torch.zeros(2, 3, 2, 5)  # buffers with room for 2 more positions
-    layer = _reserved_layer(DynamicLayer(), torch.cat([keys, room], -2), torch.cat([values, room], -2), 4)
-    torch.testing.assert_close(layer.keys, keys)
-    buffer = layer.keys.data_ptr()
-    new_k, new_v = torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5)
-    k, v = layer.update(new_k, new_v)
-    assert k.data_ptr() == buffer and layer.get_seq_length() == 5  # written into the reserved room
-    torch.testing.assert_close(k, torch.cat([keys, new_k], -2))
-    torch.testing.assert_close(v, torch.cat([values, new_v], -2))
-    layer.update(new_k, new_v)
-    k, _ = layer.update(new_k, new_v)  # the room was for 2: the third grows the plain way
-    assert layer.get_seq_length() == 7 and k.data_ptr() != buffer
-    torch.testing.assert_close(k[..., 4:, :], new_k.expand(2, 3, 3, 5))
 
 
 def test_prefill_in_sub_batches_with_one_token_prompts(tiny_lm, plain_tokenizer):

@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "facets"))
-
-from copersona_kit import encoder, examples, fake_llm, tiny_llama, users  # noqa: E402
 
 pytest.importorskip("torch_geometric")
 pytest.importorskip("peft")
 
-from personakit.facets import FacetEmbedder, FacetSchema, FacetSummarizer  # noqa: E402
-from personakit.graph import build_multiplex_graph  # noqa: E402
-from personakit.models.copersona import COPERSONA_VARIANTS, CoPersonaContext, CoPersonaModel  # noqa: E402
+from copersona_testkit import L, build_context, examples, make_model  # noqa: E402
 
-SCHEMA = FacetSchema(facets=[{"name": n, "definition": "d", "values": "v"} for n in ("Hobbies", "Tone", "Work")])
-L = 3
+from personakit.models.copersona import COPERSONA_VARIANTS, CoPersonaModel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def context():
-    profiles = users()
-    facets = FacetSummarizer(fake_llm([]), SCHEMA).summarize(profiles)
-    emb = FacetEmbedder(encoder).embed([facets[p.user_id] for p in profiles])
-    graph = build_multiplex_graph(emb.embeddings, emb.reliability, top_k=2, threshold=0.0, facet_names=SCHEMA.names)
-    return CoPersonaContext.build(profiles, facets, emb, graph, max_neighbors=1)
+    return build_context()
 
 
 def make(context, variant="copersona", lora=None, seed=0):
-    model, tok = tiny_llama(seed)
-    torch.manual_seed(seed)
-    return CoPersonaModel.from_backbone(model, tok, context=context, variant=variant, num_facets=3, facet_dim=8,
-                                       graph_hidden=8, num_virtual_tokens=L, lora=lora, max_prompt_tokens=48)
+    return make_model(context, variant=variant, lora=lora, seed=seed)
 
 
 def test_forward_prepends_masked_soft_prompt(context):
@@ -86,3 +69,29 @@ def test_generate_and_save_load_round_trip(context, tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(**batch).logits, loaded(**batch).logits, atol=1e-6)
     assert loaded.respond(examples()[:2], max_new_tokens=4, do_sample=False) == texts
+
+
+def test_user_peft_model_round_trip_and_prompt_ids_for_generation(context, tmp_path):
+    import peft
+    from copersona_testkit import tiny_llama
+
+    lm, _ = tiny_llama(1)
+    user = peft.get_peft_model(lm, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], lora_dropout=0.0,
+                                                   task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for n, p in user.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    model = make_model(context, backbone=user).eval()
+    assert model.backbone is user and model.config.lora_settings.target_modules == ["q_proj"]
+    train_batch = model.make_collator()(examples())
+    infer_batch = model.make_collator(with_targets=False)(examples())
+    # generation reads the prompts alone, from a training batch as from an inference one
+    assert torch.equal(model.generate(train_batch, max_new_tokens=3, do_sample=False),
+                       model.generate(infer_batch, max_new_tokens=3, do_sample=False))
+    model.save_pretrained(tmp_path)
+    assert {"model.safetensors", "graph.safetensors", "context.json", "config.json"} <= {
+        p.name for p in tmp_path.iterdir()}
+    loaded = CoPersonaModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(**train_batch).logits, model(**train_batch).logits)

@@ -60,9 +60,9 @@ def test_stream_equals_hand_written_loop():
     qids = torch.tensor([1, 3])
     inputs, attn, hooks = [], [], []
     for layer in enc._layers:
-        hooks.append(layer.base_layer.register_forward_pre_hook(
+        hooks.append(layer.wrapped_layer.register_forward_pre_hook(
             lambda m, args, kwargs: inputs.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True))
-        hooks.append(layer.base_layer.self_attn.register_forward_hook(lambda m, a, out: attn.append(out[0])))
+        hooks.append(layer.wrapped_layer.self_attn.register_forward_hook(lambda m, a, out: attn.append(out[0])))
     with torch.no_grad():
         hidden_out = lm.model(ids).last_hidden_state  # general stream only (no questioners set): norm(h_L)
         inner = lm.model.norm
@@ -200,7 +200,7 @@ def test_unwrap_restores_layers_and_rejects_double_wrap():
     lm = build_lm()
     enc = LowRankSpecificEncoder(lm, num_questioners=2, rank=2)
     assert all(isinstance(layer, SpecificStreamLayer) for layer in lm.model.layers)
-    assert lm.model.layers[0].self_attn is lm.model.layers[0].base_layer.self_attn  # attributes pass through
+    assert lm.model.layers[0].self_attn is lm.model.layers[0].wrapped_layer.self_attn  # attributes pass through
     with pytest.raises(ValueError, match="already wrapped"):
         LowRankSpecificEncoder(lm, num_questioners=2, rank=2)
     enc.unwrap()

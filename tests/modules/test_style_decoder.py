@@ -170,7 +170,7 @@ def test_style_added_at_every_layer_output(name):
 
     handles = []
     for i, layer in enumerate(styled.style_layers):
-        handles.append(layer.base_layer.register_forward_hook(record(base_out, i)))
+        handles.append(layer.wrapped_layer.register_forward_hook(record(base_out, i)))
         handles.append(layer.register_forward_hook(record(wrapped_out, i)))
     with torch.no_grad():
         with styled.use_style(style):
@@ -309,14 +309,22 @@ def test_forced_architecture_and_direct_construction():
     assert direct.layers_path == "layers" and direct.num_layers == 2
 
 
-def test_double_wrap_is_refused_and_unwrap_restores():
+def test_double_wrap_shares_the_wrappers_and_unwrap_restores():
     model, inputs, _ = _build("qwen2")
     with torch.no_grad():
         before = model(**inputs).logits
     original = list(model.model.layers)
     styled = wrap_style_decoder(model)
-    with pytest.raises(ValueError, match="already wrapped"):
-        wrap_style_decoder(model)
+    second = wrap_style_decoder(model)  # e.g. a second GRAG model on the same backbone
+    assert all(a is b for a, b in zip(second.style_layers, styled.style_layers))
+    assert not any(isinstance(layer.wrapped_layer, StyleInjectionLayer) for layer in model.model.layers)
+    style = _style()
+    with torch.no_grad():
+        with styled.use_style(style):
+            first_logits = model(**inputs).logits
+        with second.use_style(style):
+            assert torch.equal(model(**inputs).logits, first_logits)
+        assert torch.equal(model(**inputs).logits, before)  # each style only lasts for its own call
     # attribute access falls through to the original layer
     assert styled.style_layers[0].self_attn is original[0].self_attn
     decoder = styled.unwrap()

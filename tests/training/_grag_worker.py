@@ -2,19 +2,15 @@
 
 Modes:
 
-* ``python _grag_worker.py train OUT_DIR``: a checkpointed PostGRAG/BART run in its own
-  process that sleeps after every step (so the test can SIGKILL it mid-run).
-* ``torchrun --nproc_per_node=2 _grag_worker.py ddp OUT_DIR``: multi-process training of a
-  dropout-free PostGRAG/Llama; each rank writes ``rank{r}.json`` (world size, parameter
-  checksum, history) and ``rank{r}.safetensors`` (final weights).
+``python _grag_worker.py train OUT_DIR``: a checkpointed PostGRAG/BART run in its own
+process that sleeps after every step (so the test can SIGKILL it mid-run).
 
-The builders below are imported by the tests too, so both sides start from the same model.
+The builders below are imported by the tests too (and by ``_families.py``), so both sides
+start from the same model.  Multi-process runs of every trainer: ``_contract_worker.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -67,14 +63,6 @@ def ddp_config(world_size: int, out_dir: str | None = None) -> GRAGTrainingConfi
                               ddp_find_unused_parameters=False)
 
 
-def checksum(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 class _Sleep(TrainerCallback):
     def __init__(self, seconds: float):
         self.seconds = seconds
@@ -89,26 +77,6 @@ def main_train(out_dir: str) -> None:
     trainer.train()
 
 
-def main_ddp(out_dir: str) -> None:
-    from safetensors.torch import save_file
-
-    model = build_llama_postgrag()
-    examples = training_examples()
-    trainer = GRAGTrainer(model, ddp_config(2, str(Path(out_dir) / "run")), train_examples=examples,
-                          eval_examples=examples[:3])
-    result = trainer.train()
-    metrics = trainer.evaluate()  # rank 0 computes, every rank gets the result
-    rank = trainer.accelerator.process_index
-    out = Path(out_dir)
-    save_file({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},  # clone: unties shared tensors
-              str(out / f"rank{rank}.safetensors"))
-    (out / f"rank{rank}.json").write_text(json.dumps({
-        "rank": rank, "world_size": trainer.world_size, "checksum": checksum(model),
-        "history": result.history, "metrics": metrics,
-        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-    }))
-
-
 if __name__ == "__main__":
     mode, target = sys.argv[1], sys.argv[2]
-    {"train": main_train, "ddp": main_ddp}[mode](target)
+    {"train": main_train}[mode](target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,7 +30,6 @@ from personakit.training.grag import (  # noqa: E402
     GRAGTrainer,
     GRAGTrainingConfig,
     TrainerCallback,
-    linear_decay_schedule,
 )
 
 torch.set_num_threads(1)
@@ -104,32 +104,11 @@ def test_callbacks_see_logs_and_saves(tmp_path):
     assert seen["save"] == ["checkpoint-00000002", "checkpoint-00000003"]
 
 
-# ------------------------------------------------------------------------------ LR schedule
-def test_linear_decay_schedule_values():
-    fn = linear_decay_schedule(5, 0.5)
-    assert [fn(s) for s in range(5)] == [1.0, 0.875, 0.75, 0.625, 0.5]
-    assert fn(9) == 0.5
-    warm = linear_decay_schedule(6, 0.5, warmup_steps=2)
-    assert [warm(s) for s in range(6)] == pytest.approx([1 / 3, 2 / 3, 1.0, 5 / 6, 2 / 3, 0.5])
-    assert linear_decay_schedule(1, 0.5)(0) == 1.0
-    with pytest.raises(ValueError, match="final_fraction"):
-        linear_decay_schedule(3, 1.5)
-
-
-def test_lr_reaches_half_of_initial_at_final_step():
-    model = PreSFT.from_backbone(build_backbone("bart"), tokenizer_for("bart"))
-    lr = 2e-3
-    result = GRAGTrainer(model, config(max_steps=5, learning_rate=lr), train_examples=EXAMPLES).train()
-    lrs = [r["lr"] for r in result.history]
-    assert lrs[0] == lr
-    assert lrs[-1] == pytest.approx(0.5 * lr, rel=1e-12)  # paper: linear decay to 50% by the final step
-    steps = [b - a for a, b in zip(lrs, lrs[1:])]
-    assert all(d == pytest.approx(steps[0], rel=1e-9) and d < 0 for d in steps)  # linear
-
-
 # ------------------------------------------------------------------------------ resumption
-def test_stop_and_resume_equals_uninterrupted(tmp_path):
-    """Stop mid-epoch (and mid logging window) at K, resume from the checkpoint: same weights, logs, evals."""
+def test_resume_restores_evaluations_and_the_logging_window(tmp_path):
+    """GRAG evaluations (text metrics, bpc, loss terms) and a logging window of 2 steps across a stop at step 3:
+    the same eval records and final metrics as an uninterrupted run (the bare resume contract is in
+    test_trainer_contract.py)."""
     cfg = dict(max_steps=6, logging_steps=2, save_steps=4, eval_steps=3, eval_metrics=["char_f1", "bpc", "loss"],
                max_new_tokens=4)
     full_model = worker.build_bart_postgrag()
@@ -199,8 +178,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_trainable_only_checkpoints_and_resume(tmp_path):
-    from safetensors import safe_open
-
+    """A frozen backbone: the checkpoint holds the extractors only (layout: test_checkpoint_layout_is_pinned)."""
     def build(seed):
         model = worker.build_bart_postgrag(seed)
         for p in model.backbone.parameters():  # train the style extractors only
@@ -211,11 +189,6 @@ def test_trainable_only_checkpoints_and_resume(tmp_path):
     full_model = build(0)
     full = GRAGTrainer(full_model, config(max_steps=4), train_examples=EXAMPLES).train()
     GRAGTrainer(build(0), cfg, train_examples=EXAMPLES).train(stop_after_step=2)
-    ckpt = latest_checkpoint(tmp_path / "run")
-    with safe_open(str(ckpt / "modules" / "model.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
-    trainable = {n.replace(".", "/") for n, p in full_model.named_parameters() if p.requires_grad}
-    assert keys == {"params." + k for k in trainable} and not any("backbone" in k for k in keys)
 
     resumed_model = build(0)
     with torch.no_grad():  # perturb a trainable weight: the checkpoint must restore it
@@ -242,15 +215,11 @@ def test_full_state_checkpoints_and_torn_log_line(tmp_path):
     assert [r for r in log_records(tmp_path)] == [{"kind": "train", **r} for r in full.history]
 
 
-def test_resume_rejects_other_settings_or_data(tmp_path):
+def test_resume_rejects_another_model_and_a_fresh_start_over_old_checkpoints(tmp_path):
+    """(Other data and other settings are refused for every trainer: test_trainer_contract.py.)"""
     out = str(tmp_path / "run")
     model = PreSFT.from_backbone(build_backbone("bart"), tokenizer_for("bart"))
     GRAGTrainer(model, config(max_steps=2, output_dir=out), train_examples=EXAMPLES).train(stop_after_step=1)
-    with pytest.raises(CheckpointError, match="batch_size"):
-        GRAGTrainer(model, config(max_steps=2, output_dir=out, batch_size=4),
-                    train_examples=EXAMPLES).train(resume_from="latest")
-    with pytest.raises(CheckpointError, match="examples"):
-        GRAGTrainer(model, config(max_steps=2, output_dir=out), train_examples=EXAMPLES[:6]).train(resume_from="latest")
     other = PostGRAG.from_backbone(build_backbone("bart"), tokenizer_for("bart"), extractor_heads=2)
     with pytest.raises(CheckpointError, match="model_class"):
         GRAGTrainer(other, config(max_steps=2, output_dir=out), train_examples=EXAMPLES).train(resume_from="latest")
@@ -263,6 +232,43 @@ def test_resume_rejects_other_settings_or_data(tmp_path):
     # resuming a finished run is a no-op that returns its history
     again = GRAGTrainer(model, config(max_steps=2, output_dir=out), train_examples=EXAMPLES).train(resume_from="latest")
     assert again.history == result.history and again.global_step == 2
+
+
+def test_checkpoint_layout_is_pinned(tmp_path):
+    """Checkpoints of running multi-session benchmarks must stay readable: file names, weight keys, extra fields."""
+    from safetensors import safe_open
+
+    model = worker.build_bart_postgrag()
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    out = tmp_path / "run"
+    cfg = config(max_steps=2, output_dir=str(out), eval_steps=1, eval_metrics=["loss"], load_best_model_at_end=True)
+    GRAGTrainer(model, cfg, train_examples=EXAMPLES, eval_examples=EXAMPLES[:2]).train()
+    ckpt = latest_checkpoint(out)
+    assert ckpt.name == "checkpoint-00000002"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["modules", "optimizer.pt", "rng_state.pt", "scheduler.pt",
+                                                      "trainer_state.json"]
+    state = read_checkpoint_state(ckpt)
+    assert state["modules"] == ["model"] and state["step"] == 2
+    extra = state["extra"]
+    assert list(extra) == ["trainer", "model_class", "config", "world_size", "n_examples", "examples_digest",
+                           "total_steps", "data_position", "history", "eval_history", "pending_log"]
+    assert (extra["trainer"], extra["model_class"], extra["world_size"]) == ("grag", "PostGRAG", 1)
+    assert (extra["n_examples"], extra["total_steps"], extra["pending_log"]) == (8, 2, {})
+    assert extra["data_position"] == {"epoch": 0, "step_in_epoch": 2}
+    assert extra["examples_digest"] == hashlib.sha256(
+        b"".join(ex.model_dump_json().encode() + b"\n" for ex in EXAMPLES)).hexdigest()
+    assert extra["config"] == cfg.to_dict()
+    assert {"learning_rate", "final_lr_fraction", "warmup_steps", "weight_decay", "epochs", "max_steps", "batch_size",
+            "gradient_accumulation_steps", "seed", "checkpoint_weights"} <= set(extra["config"])  # checked on resume
+    with safe_open(str(ckpt / "modules" / "model.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+    trainable = {n.replace(".", "/") for n, p in model.named_parameters() if p.requires_grad}
+    assert keys == {"params." + k for k in trainable} and not any("backbone" in k for k in keys)
+    best = latest_checkpoint(out / "best")
+    assert best is not None and read_checkpoint_state(best)["extra"]["metric"] == "loss_p"
+    with safe_open(str(best / "modules" / "model.safetensors"), framework="pt") as f:
+        assert set(f.keys()) == keys
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -304,23 +310,6 @@ def test_pregrag_decoder_only_trains_with_eval_and_saves(tmp_path):
     path = trainer.save_model(tmp_path / "model")
     loaded = PreGRAG.from_pretrained(path)
     assert states_equal(loaded, model)
-
-
-def test_grad_accumulation_weights_micro_batches_by_size():
-    """One step of 3 examples as micro-batches of 2 + 1: gradient = (2/3) grad(mb1) + (1/3) grad(mb2)."""
-    examples = EXAMPLES[:3]
-    model = PreSFT.from_backbone(build_backbone("llama"), tokenizer_for("llama"))  # no dropout
-    trainer = GRAGTrainer(model, config(max_steps=1, batch_size=2, gradient_accumulation_steps=2,
-                                        max_grad_norm=None), train_examples=examples)
-    order = trainer.step_indices(0)
-    assert sorted(order) == [0, 1, 2]
-    coll = model.make_collator()
-    terms = []
-    for idx in ([order[0], order[1]], [order[2]]):
-        out = model(**coll([examples[i] for i in idx]))
-        terms.append(out.loss_p.item())
-    result = trainer.train()
-    assert result.history[0]["loss"] == pytest.approx(2 / 3 * terms[0] + 1 / 3 * terms[1], rel=1e-6)
 
 
 # ------------------------------------------------------------------------------ config

@@ -1,10 +1,8 @@
-"""QuestionerTrainer: logs the LM and contrastive terms, cluster-grouped batches, exact resumption."""
+"""QuestionerTrainer: logs the LM and contrastive terms, cluster-grouped batches (resumption: test_trainer_contract.py)."""
 
 from __future__ import annotations
 
 import json
-
-import torch
 
 from _questioner_kit import QUESTIONERS, build_lm, build_tokenizer, make_examples
 from personakit.models.questioner import DualTowerResponder
@@ -45,27 +43,6 @@ def test_cluster_grouped_order():
     assert not (order == trainer.epoch_order(1)).all()
     plain = QuestionerTrainer(_model(), _config(None, group_by_cluster=False), train_examples=examples)
     assert plain.epoch_order(0).tolist() != order.tolist()
-
-
-def test_resume_equals_uninterrupted(tmp_path):
-    examples = make_examples(16)
-    full = QuestionerTrainer(m_full := _model(), _config(tmp_path / "a"), train_examples=examples)
-    res_full = full.train()
-
-    part = QuestionerTrainer(_model(), _config(tmp_path / "b"), train_examples=examples)
-    stopped = part.train(stop_after_step=3)
-    assert stopped.global_step == 3 and not stopped.completed
-    m_resumed = _model()  # a fresh model, as after a crash
-    resumed = QuestionerTrainer(m_resumed, _config(tmp_path / "b"), train_examples=examples)
-    res = resumed.train(resume_from="latest")
-    assert res.global_step == 6
-    for a, b in zip(res_full.history, res.history):
-        for key in ("loss", "loss_lm", "loss_contrastive"):
-            assert a[key] == b[key], (key, a, b)
-    state_a, state_b = m_full.state_dict(), m_resumed.state_dict()
-    for key in state_a:
-        assert torch.equal(state_a[key], state_b[key]), key
-    assert torch.equal(m_full.contrastive.queue, m_resumed.contrastive.queue)
 
 
 def test_predict_uses_questioners(tmp_path):

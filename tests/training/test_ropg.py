@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import doctest
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import personakit.training.ropg as ropg_mod
 from personakit.retrieval import BM25Retriever, DenseRetriever
@@ -22,56 +23,10 @@ from personakit.training import (
     score_candidate_lists,
 )
 from personakit.training.checkpoint import CheckpointError
-from personakit.types import ProfileItem
 
-WORDS = ["apple", "river", "stone", "cloud", "music", "paper", "green", "tiger", "lamp", "bread", "ocean", "chair"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-class BagOfWords(nn.Module):
-    """A tiny retriever: mean word embeddings, dot-product scores; implements ``score_candidates``."""
-
-    def __init__(self, dim: int = 8, seed: int = 0):
-        super().__init__()
-        self.vocab = {w: i + 1 for i, w in enumerate(WORDS)}
-        g = torch.Generator().manual_seed(seed)
-        self.emb = nn.EmbeddingBag(len(WORDS) + 1, dim, mode="mean")
-        with torch.no_grad():
-            self.emb.weight.copy_(0.1 * torch.randn(len(WORDS) + 1, dim, generator=g))
-        self.drop = nn.Dropout(0.1)  # exercises the global RNG on resume
-
-    def encode(self, texts):
-        ids = [[self.vocab.get(w, 0) for w in t.split()] or [0] for t in texts]
-        flat = torch.tensor([i for row in ids for i in row])
-        offsets = torch.tensor([0] + [len(r) for r in ids[:-1]]).cumsum(0)
-        return self.drop(self.emb(flat, offsets))  # (n, D)
-
-    def score_candidates(self, queries, docs):
-        q = self.encode(queries)  # (B, D)
-        width = max(len(d) for d in docs)
-        rows = []
-        for b, row in enumerate(docs):
-            s = self.encode(row) @ q[b]  # (l_b,)
-            rows.append(nn.functional.pad(s, (0, width - len(row))))
-        return torch.stack(rows)  # (B, L)
-
-
-def keyword_task(n: int = 12, l: int = 6, seed: int = 0):
-    """Queries and profiles; the frozen 'LLM' does well (EVAL 1) only with documents containing 'apple'."""
-    rng = np.random.default_rng(seed)
-    others = [w for w in WORDS if w != "apple"]
-    queries, profiles = [], []
-    for i in range(n):
-        queries.append(" ".join(rng.choice(others, 2, replace=False)))
-        docs = [" ".join(rng.choice(others, 3, replace=False)) for _ in range(l)]
-        for j in rng.choice(l, 2, replace=False):
-            docs[j] = "apple " + docs[j]
-        profiles.append([ProfileItem(id=f"{i}-{j}", text=t) for j, t in enumerate(docs)])
-    return queries, profiles
-
-
-def keyword_feedback(examples, candidates):
-    assert all(isinstance(it, ProfileItem) for row in candidates for it in row)
-    return [np.array([1.0 if "apple" in it.text else 0.0 for it in row]) for row in candidates]
+from _families import WORDS, BagOfWords, keyword_feedback, keyword_task, ropg_items  # noqa: E402
 
 
 def keyword_mass(trainer, items):
@@ -79,10 +34,7 @@ def keyword_mass(trainer, items):
     return float(np.mean([sum(p for p, t in zip(ps, it.candidates) if "apple" in t) for ps, it in zip(probs, items)]))
 
 
-def _items(n: int = 12, l: int = 6, top_l: int = 16):
-    queries, profiles = keyword_task(n, l)
-    return prepare_ropg_items(queries, profiles, initial_retriever=BM25Retriever(), top_l=top_l,
-                              feedback=keyword_feedback)
+_items = ropg_items
 
 
 def _cfg(tmp_path=None, **kw):
@@ -190,25 +142,6 @@ def test_rl_reward_log_is_eval_minus_baseline():
     assert set(rewards) <= possible and len(set(rewards)) > 1
 
 
-def test_gradient_accumulation_matches_a_large_batch():
-    items = _items(8, 5)
-    w = []
-    for bs, acc in ((4, 1), (2, 2), (1, 4)):
-        model = BagOfWords()
-        model.drop.p = 0.0
-        ROPGKDTrainer(model, _cfg(batch_size=bs, gradient_accumulation_steps=acc, epochs=1)).train(items)
-        w.append(model.emb.weight.detach().clone())
-    torch.testing.assert_close(w[0], w[1])
-    torch.testing.assert_close(w[0], w[2])
-
-
-def test_linear_schedule_with_warmup():
-    items = _items(8, 5)
-    trainer = ROPGKDTrainer(BagOfWords(), _cfg(lr=1.0, epochs=5, batch_size=4, warmup_ratio=0.2))
-    lrs = [h["lr"] for h in trainer.train(items)]  # 10 steps, 2 of warm-up
-    np.testing.assert_allclose(lrs, [1 / 3, 2 / 3] + [(10 - s) / 8 for s in range(2, 10)])
-
-
 # -------------------------------------------------------------------------- resume
 def _tiny_bert_dense(tmp_path, seed):
     from transformers import BertConfig, BertModel, BertTokenizer
@@ -222,64 +155,31 @@ def _tiny_bert_dense(tmp_path, seed):
     return DenseRetriever(encoder=(model, tok), normalize=False)
 
 
-class _Killed(Exception):
-    pass
+def test_dense_retriever_trains_its_module_and_resumes(tmp_path):
+    """A DenseRetriever trains through its ``.module``; checkpoints are named after the retriever.
 
-
-def _kill_at(step):
-    def callback(log):
-        if log["step"] == step:
-            raise _Killed
-    return callback
-
-
-def test_resume_gives_identical_weights_dense_retriever_rl(tmp_path):
+    (Bit-identical resumption, accumulation and the schedule are checked for every trainer in
+    test_trainer_contract.py.)
+    """
     items = _items(6, 4)
-    cfg_a = _cfg(tmp_path / "a", epochs=2, batch_size=2, save_every=2, lr=0.01)  # 6 steps
+    cfg = _cfg(tmp_path / "a", epochs=2, batch_size=2, save_every=2, lr=0.01)  # 6 steps
     dense_a = _tiny_bert_dense(tmp_path, seed=0)
-    hist_a = ROPGRLTrainer(dense_a, cfg_a).train(items)
-    assert len(hist_a) == 6
-
-    cfg_b = cfg_a.model_copy(update={"checkpoint_dir": str(tmp_path / "b")})
-    with pytest.raises(_Killed):  # dies after step 5; the last checkpoint is step 4
-        ROPGRLTrainer(_tiny_bert_dense(tmp_path, seed=0), cfg_b, callback=_kill_at(5)).train(items)
-    assert latest_checkpoint(cfg_b.checkpoint_dir).name == "checkpoint-00000004"
-    dense_b = _tiny_bert_dense(tmp_path, seed=1)  # a fresh process: other weights, other RNG state
-    torch.rand(5)
-    hist_b = ROPGRLTrainer(dense_b, cfg_b).train(items, resume_from="latest")
-
+    before = [p.detach().clone() for p in dense_a.module.parameters()]
+    hist_a = ROPGRLTrainer(dense_a, cfg).train(items)
+    assert len(hist_a) == 6 and any(not torch.equal(a, b) for a, b in zip(before, dense_a.module.parameters()))
+    ckpt = latest_checkpoint(cfg.checkpoint_dir)
+    assert ckpt.name == "checkpoint-00000006" and (ckpt / "modules" / "retriever.safetensors").is_file()
+    dense_b = _tiny_bert_dense(tmp_path, seed=1)
+    hist_b = ROPGRLTrainer(dense_b, cfg).train(items, resume_from=ckpt.parent / "checkpoint-00000004")
     for (name, pa), (_, pb) in zip(dense_a.module.named_parameters(), dense_b.module.named_parameters()):
         assert torch.equal(pa, pb), name
-    assert [h["loss"] for h in hist_b] == [h["loss"] for h in hist_a]
-    assert [h["reward"] for h in hist_b] == [h["reward"] for h in hist_a]
-    assert latest_checkpoint(cfg_b.checkpoint_dir).name == "checkpoint-00000006"
+    assert hist_b == hist_a
 
 
-def test_stop_and_resume_kd_bag_of_words(tmp_path):
-    items = _items(10, 5)
-    model_a = BagOfWords()
-    ROPGKDTrainer(model_a, _cfg(tmp_path / "a", epochs=3, batch_size=2, gradient_accumulation_steps=2)).train(items)
-
-    cfg = _cfg(tmp_path / "b", epochs=3, batch_size=2, gradient_accumulation_steps=2)  # 3 steps/epoch, save per epoch
-    ROPGKDTrainer(BagOfWords(), cfg).train(items, stop_after_step=4)  # last save: end of epoch 1 (step 3)
-    assert latest_checkpoint(cfg.checkpoint_dir).name == "checkpoint-00000003"
-    model_b = BagOfWords(seed=7)
-    trainer = ROPGKDTrainer(model_b, cfg)
-    history = trainer.train(items, resume_from="latest")
-    assert torch.equal(model_a.emb.weight, model_b.emb.weight)
-    assert len(history) == 9 and trainer.global_step == 9
-    # resuming a finished run does nothing more
-    assert len(ROPGKDTrainer(BagOfWords(seed=3), cfg).train(items, resume_from="latest")) == 9
-
-
-def test_resume_refuses_other_data_or_settings(tmp_path):
+def test_resume_refuses_another_trainer_or_a_missing_checkpoint(tmp_path):
     items = _items(6, 4)
     cfg = _cfg(tmp_path, epochs=1, batch_size=2)
     ROPGKDTrainer(BagOfWords(), cfg).train(items)
-    with pytest.raises(CheckpointError, match="other items"):
-        ROPGKDTrainer(BagOfWords(), cfg).train(items[:4], resume_from="latest")
-    with pytest.raises(CheckpointError, match="'batch_size'"):
-        ROPGKDTrainer(BagOfWords(), cfg.model_copy(update={"batch_size": 3})).train(items, resume_from="latest")
     with pytest.raises(CheckpointError, match="'trainer'"):
         ROPGRLTrainer(BagOfWords(), cfg).train(items, resume_from="latest")
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):

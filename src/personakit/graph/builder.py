@@ -27,11 +27,14 @@ top-$K$), because that score does not depend on which other users exist, is symm
 and can be ranked exactly without a candidate list: it is the inner product of the
 concatenated weighted embeddings divided by $M$.
 
-**Scale.** No $N \times N$ matrix is ever formed.  The exact backend scans row blocks
-against all users (one ``[chunk, N]`` block of scores per facet at a time), keeps the
-top-$K$ of each row, and adds the facet blocks into the combined block, so memory is
-$O(NK + \text{chunk}\cdot N)$ and the work is the $M$ matrix products $N^2 d M$ plus a
-top-$k$ per block (it holds one reliability-weighted copy of the embeddings).
+**Scale.** No $N \times N$ matrix is ever formed.  The searches are the pure functions
+of :mod:`personakit.functional.knn`.  The exact backend
+(:func:`~personakit.functional.knn.knn_exact`, one space per facet plus their mean) scans
+row blocks against all users (one ``[chunk, N]`` block of scores per facet at a time),
+keeps the top-$K$ of each row, and adds the facet blocks into the combined block, so
+memory is $O(NK + \text{chunk}\cdot N)$ and the work is the $M$ matrix products
+$N^2 d M$ plus a top-$k$ per block (it holds one reliability-weighted copy of the
+embeddings).
 
 The approximate backends first drop, per layer, the users that cannot reach the
 threshold at all ($\tilde A^{(m)}_{uv} \le \omega(r_u^{(m)}) \max_v \omega(r_v^{(m)})$,
@@ -39,16 +42,17 @@ so with the defaults a facet graded none or weak never has an edge: $0.25 \cdot 
 0.35$), then search an inverted file of ``nlist`` k-means cells (default $4\sqrt N$)
 with exact scores inside the probed cells:
 
-* ``"ivf"`` (plain torch, no extra dependency): cells from
-  :func:`personakit.functional.kmeans.kmeans` on a 64-dimensional random projection of
-  the layer vectors; the users of one cell are scored together, in one matrix product,
-  against the members of the ``nprobe`` cells whose centres are nearest to their cell's
-  centre.  Holds a cell-ordered copy of one layer's vectors when it fits in 2 GiB,
-  otherwise gathers them per cell.
-* ``"faiss"``: a faiss ``IndexIVFFlat`` (inner product) per layer, probing ``nprobe``
-  cells per user (optional dependency ``faiss-cpu``).  The combined layer ($M d$ wide)
-  is indexed in a 384-dimensional projection that keeps inner products best, and the
-  8 K best candidates found there are re-scored with the exact vectors.
+* ``"ivf"`` (:func:`~personakit.functional.knn.knn_ivf`, plain torch, no extra
+  dependency): cells from :func:`personakit.functional.kmeans.kmeans` on a
+  64-dimensional random projection of the layer vectors; the users of one cell are
+  scored together, in one matrix product, against the members of the ``nprobe`` cells
+  whose centres are nearest to their cell's centre.  Holds a cell-ordered copy of one
+  layer's vectors when it fits in 2 GiB, otherwise gathers them per cell.
+* ``"faiss"`` (:func:`~personakit.functional.knn.knn_faiss`): a faiss ``IndexIVFFlat``
+  (inner product) per layer, probing ``nprobe`` cells per user (optional dependency
+  ``faiss-cpu``).  The combined layer ($M d$ wide) is indexed in a 384-dimensional
+  projection that keeps inner products best, and the 8 K best candidates found there
+  are re-scored with the exact vectors.
 
 Both are exact with ``nlist=0``.
 
@@ -66,6 +70,9 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import Tensor
 
+from personakit.functional.knn import knn_chunk_size as _auto_chunk
+from personakit.functional.knn import knn_exact, knn_exact_among, knn_faiss, knn_ivf, knn_merge, knn_threshold
+
 __all__ = [
     "DEFAULT_OMEGA",
     "MultiplexGraph",
@@ -78,7 +85,6 @@ DEFAULT_OMEGA: tuple[float, float, float, float] = (0.05, 0.25, 0.60, 0.95)
 """Reliability weights $\\omega$ for none, weak, moderate, strong (CoPersona, Appendix C)."""
 
 _NEG_INF = float("-inf")
-_DEFAULT_BLOCK_BYTES = 128 * 2**20  # one [chunk, N] float32 score block
 
 
 # --------------------------------------------------------------------------------------
@@ -273,118 +279,13 @@ def _check_inputs(facet_embeddings: Tensor, reliability: Tensor, omega: Sequence
     return names
 
 
-def _auto_chunk(n_cols: int, chunk_size: int | None) -> int:
-    if chunk_size is not None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        return int(chunk_size)
-    return max(1, min(4096, _DEFAULT_BLOCK_BYTES // (4 * max(n_cols, 1))))
-
-
 def _empty_tables(layers: int, n: int, k: int) -> tuple[Tensor, Tensor]:
     return (torch.full((layers, n, k), -1, dtype=torch.long),
             torch.full((layers, n, k), _NEG_INF, dtype=torch.float32))
 
 
-def _finish(values: Tensor, indices: Tensor, k: int, threshold: float) -> tuple[Tensor, Tensor]:
-    """Apply the threshold and pad the top-k lists to width ``k`` (-1 / -inf)."""
-    keep = values >= threshold
-    indices = torch.where(keep, indices, torch.full_like(indices, -1))
-    values = torch.where(keep, values, torch.full_like(values, _NEG_INF))
-    if values.shape[-1] < k:
-        pad = k - values.shape[-1]
-        indices = torch.nn.functional.pad(indices, (0, pad), value=-1)
-        values = torch.nn.functional.pad(values, (0, pad), value=_NEG_INF)
-    return values, indices
-
-
-def _merge(v1: Tensor, i1: Tensor, v2: Tensor, i2: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k of two candidate lists along the last dim (both already thresholded)."""
-    v, i = torch.cat([v1, v2], -1), torch.cat([i1, i2], -1)
-    kk = min(k, v.shape[-1])
-    v, pos = v.topk(kk, dim=-1)
-    i = i.gather(-1, pos)
-    i = torch.where(torch.isinf(v), torch.full_like(i, -1), i)
-    return _finish(v, i, k, _NEG_INF)
-
-
 # --------------------------------------------------------------------------------------
-# exact backend
-# --------------------------------------------------------------------------------------
-
-
-def _exact_rows(weighted: list[Tensor], rows: Tensor, k: int, thresholds: list[float], chunk: int,
-                progress: bool = False) -> tuple[Tensor, Tensor]:
-    """Top-k neighbours (all layers) of the users ``rows`` against every user.
-
-    ``weighted``: M tensors ``[N, d]`` of reliability-weighted facet embeddings.
-    Returns ``[M + 1, len(rows), k]`` indices and scores.
-    """
-    n_facets, n = len(weighted), weighted[0].shape[0]
-    idx_out, val_out = _empty_tables(n_facets + 1, len(rows), k)
-    kk = min(k, n - 1)
-    if kk <= 0 or len(rows) == 0:
-        return idx_out, val_out
-    block = torch.empty(min(chunk, len(rows)), n)  # reused score buffers: no allocation per block
-    total = torch.empty_like(block)
-    for start in range(0, len(rows), chunk):
-        r = rows[start:start + chunk]
-        c = len(r)
-        ar = torch.arange(c)
-        s, combined = block[:c], total[:c]
-        for m, w in enumerate(weighted):
-            torch.mm(w[r], w.T, out=s)  # (c, N)
-            if m == 0:
-                combined.copy_(s)
-            else:
-                combined.add_(s)
-            s[ar, r] = _NEG_INF  # v != u
-            v, i = s.topk(kk, dim=1)  # (c, kk)
-            v, i = _finish(v, i, k, thresholds[m])
-            val_out[m, start:start + c], idx_out[m, start:start + c] = v, i
-        combined.div_(n_facets)
-        combined[ar, r] = _NEG_INF
-        v, i = combined.topk(kk, dim=1)
-        v, i = _finish(v, i, k, thresholds[-1])
-        val_out[-1, start:start + c], idx_out[-1, start:start + c] = v, i
-        if progress:
-            print(f"  multiplex graph: rows {start + c:,}/{len(rows):,}", flush=True)
-    return idx_out, val_out
-
-
-def _exact_columns(weighted: list[Tensor], rows: Tensor, k: int, thresholds: list[float],
-                   chunk: int) -> tuple[Tensor, Tensor]:
-    """For every user, its best neighbours among the users ``rows`` (all layers): ``[M + 1, N, k]``.
-
-    Uses the symmetry of the scores: column ``u`` of the ``[rows, N]`` block scores ``u``
-    against each of ``rows``.
-    """
-    n_facets, n = len(weighted), weighted[0].shape[0]
-    idx_out, val_out = _empty_tables(n_facets + 1, n, k)
-    for start in range(0, len(rows), chunk):
-        r = rows[start:start + chunk]
-        c = len(r)
-        ar = torch.arange(c)
-        kk = min(k, c)
-        combined = None
-        for layer in range(n_facets + 1):
-            if layer < n_facets:
-                w = weighted[layer]
-                s = w[r] @ w.T  # (c, N)
-                combined = s.clone() if combined is None else combined.add_(s)
-            else:
-                assert combined is not None
-                s = combined.div_(n_facets)
-            s[ar, r] = _NEG_INF
-            v, i = s.topk(kk, dim=0)  # (kk, N): best rows for each column
-            v, i = v.T, r[i.T]  # (N, kk)
-            v, i = _finish(v, i, kk, thresholds[layer])
-            val_out[layer], idx_out[layer] = _merge(val_out[layer], idx_out[layer], v, i, k)
-    return idx_out, val_out
-
-
-# --------------------------------------------------------------------------------------
-# approximate backends
+# approximate backends: the layer vectors, gathered on demand, searched by functional.knn
 # --------------------------------------------------------------------------------------
 
 
@@ -416,179 +317,24 @@ def _active_users(w: Tensor, layer: int, threshold: float) -> Tensor:
     return (bound * 1.01 >= threshold).nonzero().flatten()
 
 
-def _ivf_search(e: Tensor, w: Tensor, layer: int, users: Tensor, k: int, nlist: int, nprobe: int, seed: int,
-                chunk: int, sketch_dim: int = 64,
-                copy_budget_bytes: int = 2 * 2**30) -> tuple[Tensor, Tensor]:
-    """Approximate top-k (self excluded) among ``users`` with a torch inverted file.
-
-    Cells: k-means (:func:`personakit.functional.kmeans.kmeans`) of unit "sketches" of the
-    layer vectors (a fixed random projection to ``sketch_dim`` dims when wider).  The users
-    of a cell are searched together against the members of the ``nprobe`` cells whose
-    centres are nearest to their cell's centre (their own first), with exact scores.
-    Returns ``(values, global indices)`` of shape ``[len(users), k]``.
-    """
-    from personakit.functional.kmeans import kmeans, kmeans_assign
-
-    n_a = len(users)
-    kk = min(k, n_a - 1)
-    vals = torch.full((n_a, k), _NEG_INF)
-    idxs = torch.full((n_a, k), -1, dtype=torch.long)
-    if kk <= 0:
-        return vals, idxs
-    if nlist <= 1:  # exact: every active user against every other, in row blocks
-        x = _layer_vectors(e, w, layer, users)  # (n_a, D)
-        for start in range(0, n_a, chunk):
-            s = x[start:start + chunk] @ x.T  # (c, n_a)
-            s[torch.arange(len(s)), torch.arange(start, start + len(s))] = _NEG_INF
-            v, i = s.topk(kk, dim=1)
-            vals[start:start + len(s), :kk], idxs[start:start + len(s), :kk] = v, users[i]
-        return vals, idxs
-    gen = torch.Generator().manual_seed(seed)
-    dim = _layer_vectors(e, w, layer, users[:1]).shape[1]
-    proj = torch.randn(dim, sketch_dim, generator=gen) / math.sqrt(sketch_dim) if dim > sketch_dim else None
-    sketches = []
-    for start in range(0, n_a, chunk):
-        z = _layer_vectors(e, w, layer, users[start:start + chunk])
-        sketches.append(torch.nn.functional.normalize(z @ proj if proj is not None else z, dim=-1))
-    sketch = torch.cat(sketches)  # (n_a, sketch dim)
-    nlist = min(nlist, n_a)
-    sample = sketch[torch.randperm(n_a, generator=gen)[: 8 * nlist]]  # k-means++ costs O(nlist * sample)
-    centers = kmeans(sample, nlist, n_init=1, max_iter=10, seed=seed).centers  # (nlist, s)
-    cell = kmeans_assign(sketch, centers)  # (n_a,)
-    del sketch, sketches
-    unit = torch.nn.functional.normalize(centers, dim=-1)
-    near = unit @ unit.T  # (nlist, nlist)
-    near.fill_diagonal_(float("inf"))  # a cell probes itself first
-    probes = near.topk(min(nprobe, nlist), dim=1).indices  # (nlist, p)
-    order = cell.argsort()
-    offsets = torch.zeros(nlist + 1, dtype=torch.long)
-    offsets[1:] = torch.bincount(cell, minlength=nlist).cumsum(0)
-    # the layer vectors in cell order, when they fit the budget: a cell's members are then a slice
-    in_order = None
-    if n_a * dim * 4 <= copy_budget_bytes:
-        in_order = torch.cat([_layer_vectors(e, w, layer, users[order[s:s + chunk]]) for s in range(0, n_a, chunk)])
-    for c in range(nlist):
-        queries = order[offsets[c]:offsets[c + 1]]  # local ids, in cell c
-        if len(queries) == 0:
-            continue
-        cells = probes[c].tolist()  # cell c first
-        cand = torch.cat([order[offsets[b]:offsets[b + 1]] for b in cells])
-        if len(cand) < 2:
-            continue
-        if in_order is not None:
-            xc = torch.cat([in_order[offsets[b]:offsets[b + 1]] for b in cells])  # (C, D)
-        else:
-            xc = _layer_vectors(e, w, layer, users[cand])  # (C, D)
-        s = xc[: len(queries)] @ xc.T  # (q, C)
-        s[torch.arange(len(queries)), torch.arange(len(queries))] = _NEG_INF  # v != u
-        v, i = s.topk(min(kk, len(cand) - 1), dim=1)
-        vals[queries, : v.shape[1]] = v
-        idxs[queries, : v.shape[1]] = users[cand[i]]
-    return vals, idxs
-
-
-_FAISS_TRAIN_PER_LIST = 16  # training points per inverted list of the faiss index
-_FAISS_REDUCE_ABOVE = 1024  # wider layers (the combined one: M x d) are searched in a reduced space ...
-_FAISS_REDUCED_DIM = 384  # ... of this many dimensions ...
-_FAISS_REFINE = 8  # ... for refine x k candidates, re-scored with the exact vectors
-
-
-def _inner_product_basis(x: Tensor, dim: int) -> Tensor:
-    """``[D, dim]`` orthonormal basis of the top eigenvectors of the uncentred second moment of ``x`` ``[n, D]``.
-
-    Projecting on it keeps inner products best in the least-squares sense (no centring: the
-    search ranks by inner product, not by distance from the mean).
-    """
-    moment = (x.T @ x).double() / max(1, x.shape[0])  # (D, D)
-    _, vectors = torch.linalg.eigh(moment)  # ascending eigenvalues
-    return vectors[:, -dim:].flip(1).float().contiguous()  # (D, dim)
-
-
-def _faiss_search(e: Tensor, w: Tensor, layer: int, users: Tensor, k: int, nlist: int, nprobe: int, seed: int,
-                  chunk: int) -> tuple[Tensor, Tensor]:
-    """Top-k (self excluded) among ``users`` with a faiss inverted-file (flat when ``nlist <= 1``) index.
-
-    Layers wider than ``_FAISS_REDUCE_ABOVE`` dimensions (the combined layer, $M d$ wide) are
-    indexed in a ``_FAISS_REDUCED_DIM``-dimensional projection (:func:`_inner_product_basis`)
-    when an inverted file is used; the ``_FAISS_REFINE`` $\times k$ best candidates found
-    there are re-scored with the exact vectors, so the returned scores are exact.
-    """
-    import faiss  # optional (personakit[ann]); checked by build_multiplex_graph
-    import numpy as np
-
-    n_a = len(users)
-    vals = torch.full((n_a, k), _NEG_INF)
-    idxs = torch.full((n_a, k), -1, dtype=torch.long)
-    if n_a < 2:
-        return vals, idxs
-    gen = torch.Generator().manual_seed(seed)
-    dim = _layer_vectors(e, w, layer, users[:1]).shape[1]
-    nlist = min(nlist, n_a)
-    basis = None
-    if nlist > 1 and dim > _FAISS_REDUCE_ABOVE:
-        sample = torch.randperm(n_a, generator=gen)[: 4 * dim].sort().values
-        basis = _inner_product_basis(_layer_vectors(e, w, layer, users[sample]), _FAISS_REDUCED_DIM)
-        dim = _FAISS_REDUCED_DIM
-
-    def rows(start: int, stop: int) -> Any:
-        x = _layer_vectors(e, w, layer, users[start:stop])
-        return np.ascontiguousarray((x if basis is None else x @ basis).numpy(), dtype=np.float32)
-
-    if nlist <= 1:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.cp.niter = 10
-        # k-means on a sample: its cost (sample x nlist x dim x iterations) dominated the build at
-        # 64 points per list (10^5 users: 200 s of which most was training); 16 keep the recall
-        index.cp.max_points_per_centroid = _FAISS_TRAIN_PER_LIST
-        index.cp.min_points_per_centroid = 1  # no warning about the (deliberately) small sample
-        pick = torch.randperm(n_a, generator=gen)[: _FAISS_TRAIN_PER_LIST * nlist].sort().values
-        train = _layer_vectors(e, w, layer, users[pick])
-        index.train(np.ascontiguousarray((train if basis is None else train @ basis).numpy(), dtype=np.float32))
-        index.nprobe = min(nprobe, nlist)
-    for start in range(0, n_a, chunk):
-        index.add(rows(start, start + chunk))
-    kk = min(k + 1 if basis is None else _FAISS_REFINE * k + 1, n_a)
-    for start in range(0, n_a, chunk):
-        v, i = index.search(rows(start, start + chunk), kk)
-        v, i = torch.from_numpy(v), torch.from_numpy(i).long()  # local ids
-        if basis is not None:  # exact scores of the candidates
-            v = _exact_candidate_scores(e, w, layer, users, start, i)
-        own = torch.arange(start, start + len(v)).unsqueeze(1)
-        v = torch.where((i == own) | (i < 0), torch.full_like(v, _NEG_INF), v)
-        v, pos = v.topk(min(k, kk), dim=1)
-        i = i.gather(1, pos)
-        vals[start:start + len(v), : v.shape[1]] = v
-        idxs[start:start + len(v), : v.shape[1]] = torch.where(torch.isinf(v), torch.full_like(i, -1), users[i.clamp_min(0)])
-    return vals, idxs
-
-
-def _exact_candidate_scores(e: Tensor, w: Tensor, layer: int, users: Tensor, start: int, cand: Tensor,
-                            block: int = 512) -> Tensor:
-    """Exact layer scores of queries ``start ..`` (local ids) against their candidates ``cand`` ``[q, c]`` (-1: none)."""
-    out = torch.empty(cand.shape)
-    for a in range(0, cand.shape[0], block):
-        c = users[cand[a:a + block].clamp_min(0)]  # (b, c) global ids
-        q = _layer_vectors(e, w, layer, users[start + a:start + a + len(c)])  # (b, D)
-        x = _layer_vectors(e, w, layer, c.flatten()).view(len(c), c.shape[1], -1)  # (b, c, D)
-        out[a:a + len(c)] = torch.bmm(x, q.unsqueeze(-1)).squeeze(-1)  # (b, c)
-    return out
-
-
 def _approx_tables(e: Tensor, w: Tensor, k: int, thresholds: list[float], backend: str, nlist: int | None,
                    nprobe: int, seed: int, chunk: int, progress: bool) -> tuple[Tensor, Tensor]:
     n, n_facets, _ = e.shape
     idx_out, val_out = _empty_tables(n_facets + 1, n, k)
+    search = knn_faiss if backend == "faiss" else knn_ivf
     for layer in range(n_facets + 1):
         users = _active_users(w, layer, thresholds[layer])  # the others cannot reach the threshold
         lists = _auto_nlist(len(users), nlist)
-        search = _faiss_search if backend == "faiss" else _ivf_search
-        v, i = search(e, w, layer, users, k, lists, nprobe, seed + layer, chunk)
+
+        def gather(local: Tensor, layer: int = layer, users: Tensor = users) -> Tensor:
+            return _layer_vectors(e, w, layer, users[local])  # (r, D)
+
+        v, i = search(gather, k, nlist=lists, nprobe=nprobe, seed=seed + layer, chunk_size=chunk,
+                      num_rows=len(users))  # local ids
+        i = torch.where(i >= 0, users[i.clamp_min(0)], i)  # (N_a, k) global ids
         if layer == n_facets:
             v = v / n_facets
-        v, i = _finish(v, i, k, thresholds[layer])
+        v, i = knn_threshold(v, i, k, thresholds[layer])
         val_out[layer, users], idx_out[layer, users] = v, i
         if progress:
             print(f"  multiplex graph ({backend}): layer {layer + 1}/{n_facets + 1}, {len(users):,} active users, "
@@ -663,11 +409,12 @@ def build_multiplex_graph(
     if backend not in ("exact", "faiss", "ivf"):
         raise ValueError(f"build_multiplex_graph: backend must be 'exact', 'faiss' or 'ivf', got {backend!r}")
     if backend == "faiss":
-        from personakit._imports import is_available
+        from personakit._imports import require
 
-        if not is_available("faiss"):
-            raise ImportError("build_multiplex_graph(backend='faiss') needs the optional package 'faiss'; install it "
-                              "with: pip install 'personakit[ann]' (or use backend='ivf', the same search in plain torch)")
+        try:
+            require("faiss", "build_multiplex_graph(backend='faiss')")
+        except ImportError as err:
+            raise ImportError(f"{err} (or use backend='ivf', the same search in plain torch)") from None
     if nprobe < 1:
         raise ValueError(f"build_multiplex_graph: nprobe must be >= 1, got {nprobe}")
     comb_t = threshold if combined_threshold is None else float(combined_threshold)
@@ -679,7 +426,11 @@ def build_multiplex_graph(
     e = facet_embeddings.detach().cpu()
     if backend == "exact":
         per_facet = _weighted_facets(e, reliability, omega)  # M x (N, d): one weighted copy of the input
-        idx, val = _exact_rows(per_facet, torch.arange(n), top_k, thresholds, chunk, progress)
+        def report(done: int, total: int) -> None:
+            print(f"  multiplex graph: rows {done:,}/{total:,}", flush=True)
+
+        val, idx = knn_exact(per_facet, top_k, min_score=thresholds, mean_layer=True, chunk_size=chunk,
+                             progress=report if progress else None)
     else:
         w = torch.as_tensor(list(omega), dtype=torch.float32)[reliability.cpu().long()]  # (N, M)
         idx, val = _approx_tables(e, w, top_k, thresholds, backend, nlist, nprobe, seed, chunk, progress)
@@ -744,8 +495,8 @@ def update_multiplex_graph(
     stale = (old_idx >= 0) & is_changed[old_idx.clamp_min(0)]  # (L, N, K)
     kept_idx = torch.where(stale, torch.full_like(old_idx, -1), old_idx)
     kept_val = torch.where(stale, torch.full_like(old_val, _NEG_INF), old_val)
-    cand_idx, cand_val = _exact_columns(per_facet, rows, k, thresholds, chunk)
-    new_val, new_idx = _merge(kept_val, kept_idx, cand_val, cand_idx, k)
+    cand_val, cand_idx = knn_exact_among(per_facet, rows, k, min_score=thresholds, mean_layer=True, chunk_size=chunk)
+    new_val, new_idx = knn_merge(kept_val, kept_idx, cand_val, cand_idx, k)
 
     # A full old list that lost a changed neighbour bounds every unstored unchanged user by its
     # last score; if the merged list falls below that bound, the row must be recomputed.
@@ -753,7 +504,8 @@ def update_multiplex_graph(
     lost = stale.any(-1) & old_full & ~(new_val[..., -1] >= old_val[..., -1])
     redo = lost.any(0) & ~is_changed  # (N,)
     redo_rows = torch.cat([rows, redo.nonzero().flatten()])
-    fresh_idx, fresh_val = _exact_rows(per_facet, redo_rows, k, thresholds, chunk)
+    fresh_val, fresh_idx = knn_exact(per_facet, k, queries=redo_rows, min_score=thresholds, mean_layer=True,
+                                     chunk_size=chunk)
     new_idx[:, redo_rows], new_val[:, redo_rows] = fresh_idx, fresh_val
     return MultiplexGraph(neighbor_index=new_idx, neighbor_score=new_val, facet_names=list(graph.facet_names),
                           top_k=k, threshold=graph.threshold, combined_threshold=graph.combined_threshold,

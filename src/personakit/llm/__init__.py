@@ -2,6 +2,8 @@
 
 * :class:`TextGenerator`: the base class (``generate(prompts, settings) -> list[str]``).
 * :class:`HFGenerator`: a local Hugging Face causal LM, batched.
+  Its prompt pass (shared prefixes, reused prefills) is
+  :class:`~personakit.llm.prefix_cache.PrefixCacheEngine`, in :mod:`personakit.llm.prefix_cache`.
 * :class:`OpenAICompatibleGenerator`: any OpenAI-compatible HTTP endpoint.
 * :class:`CallableGenerator`: a Python function.
 * :class:`ResponseCache` / :class:`CachedGenerator`: a persistent, crash-safe cache.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any, Optional
 
 from personakit.llm.base import (
@@ -13,8 +11,15 @@ from personakit.llm.base import (
     messages_to_text,
     prompt_to_messages,
 )
+from personakit.llm.prefix_cache import PrefixCacheEngine
 
 __all__ = ["HFGenerator"]
+
+
+def _engine_setting(name: str, cast: Any, doc: str) -> Any:
+    """A property of :class:`HFGenerator` kept on (read from and written to) its ``prefix_engine``."""
+    return property(lambda self: getattr(self.prefix_engine, name),
+                    lambda self, value: setattr(self.prefix_engine, name, cast(value)), doc=doc)
 
 
 class HFGenerator(TextGenerator):
@@ -51,6 +56,10 @@ class HFGenerator(TextGenerator):
     each left-padded only to its own longest prompt; their key/value caches are merged
     (padding between the shared prefix and the rest of each prompt, masked) and all
     ``batch_size`` rows decode together in a cache reserved for the new tokens up front.
+
+    The prompt pass is the work of a
+    :class:`~personakit.llm.prefix_cache.PrefixCacheEngine` (attribute ``prefix_engine``,
+    which holds the settings above); this class renders, tokenises, generates and decodes.
 
     Greedy decoding (``temperature == 0``) gives the same output whatever the batch
     size (up to floating-point ties); sampling seeds every batch with ``settings.seed``
@@ -110,24 +119,26 @@ class HFGenerator(TextGenerator):
         self.tokenizer = tokenizer
         self.use_chat_template = has_template if use_chat_template is None else use_chat_template
         self.max_input_tokens = max_input_tokens
-        if min_shared_prefix < 1:
-            raise ValueError(f"min_shared_prefix must be >= 1, got {min_shared_prefix}")
-        self.share_prefix = bool(share_prefix)
-        self.min_shared_prefix = int(min_shared_prefix)
-        self.reuse_prefill = bool(reuse_prefill)
-        # copying keys and values between prompts needs every cache layer to hold every position
-        self._full_cache = _holds_every_position(model)
-        if prefill_batch_size is not None and prefill_batch_size < 1:
-            raise ValueError(f"prefill_batch_size must be >= 1 or None, got {prefill_batch_size}")
-        self.prefill_batch_size = prefill_batch_size
-        # a prompt pass only needs the last position's logits (or none) when the model can skip the rest
-        self._last_logits = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
         pad = tokenizer.pad_token_id
         if pad is None:
             pad = tokenizer.eos_token_id
         if pad is None:
             raise ValueError(f"the tokenizer of {self.model_id!r} has neither a pad token nor an eos token")
-        self.pad_token_id = int(pad)
+        self.prefix_engine = PrefixCacheEngine(
+            model,
+            int(pad),
+            share_prefix=share_prefix,
+            min_shared_prefix=min_shared_prefix,
+            reuse_prefill=reuse_prefill,
+            prefill_batch_size=prefill_batch_size,
+        )
+
+    # the prompt-pass settings live on the engine
+    share_prefix = _engine_setting("share_prefix", bool, "Encode the token prefix shared by a batch once.")
+    min_shared_prefix = _engine_setting("min_shared_prefix", int, "Shortest shared prefix worth its own pass.")
+    reuse_prefill = _engine_setting("reuse_prefill", bool, "Reuse the prefill of a longer prompt of the batch.")
+    prefill_batch_size = _engine_setting("prefill_batch_size", lambda v: v, "Prompts per prompt pass (None: all).")
+    pad_token_id = _engine_setting("pad_token_id", int, "The id written in padded positions.")
 
     @classmethod
     def from_pretrained(
@@ -179,47 +190,29 @@ class HFGenerator(TextGenerator):
     def _batch_order(self, prompts: list[Prompt]) -> list[int]:
         """Longest first, keeping prompts that share a prefix beyond the common one together.
 
-        With ``share_prefix``, prompts whose tokens agree for at least
-        ``min_shared_prefix`` tokens past the prefix *all* prompts share (the turns of one
-        dialogue, say) form a group, so that a batch can prefill their common part once
-        (see the class docstring); groups run longest first, and so do the prompts in a
-        group.  Without such groups this is a plain sort by length, longest first (the
-        slowest batch runs first, so a progress bar's estimate is pessimistic).
+        See :meth:`PrefixCacheEngine.batch_order`: prompts of one group (the turns of one
+        dialogue, say) run in one batch so that it can prefill their common part once;
+        without such groups this is a plain sort by length, longest first (the slowest
+        batch runs first, so a progress bar's estimate is pessimistic).
         """
-        encoded = [self.encode(p) for p in prompts]
-        group = list(range(len(prompts)))  # the group (its first member's index) of each prompt
-        if self._reuses_prefill and len(prompts) > 2:
-            lexical = sorted(range(len(prompts)), key=lambda i: encoded[i])
-            # the prefix common to all prompts is the one the lexically first and last share
-            common = _common_length(encoded[lexical[0]], encoded[lexical[-1]])
-            for a, b in zip(lexical, lexical[1:]):
-                if _common_length(encoded[a], encoded[b]) >= common + self.min_shared_prefix:
-                    group[b] = group[a]
-        longest: dict[int, int] = {}
-        for i, g in enumerate(group):
-            longest[g] = max(longest.get(g, 0), len(encoded[i]))
-        return sorted(range(len(prompts)), key=lambda i: (-longest[group[i]], group[i], -len(encoded[i])))
+        return self.prefix_engine.batch_order([self.encode(p) for p in prompts])
 
-    @property
-    def _reuses_prefill(self) -> bool:
-        return self.share_prefix and self.reuse_prefill and self._full_cache
+    def shared_prefix_length(self, encoded: list[list[int]]) -> int:
+        """Tokens of the prefix common to ``encoded`` that a batch encodes once (0: none).
 
-    # ------------------------------------------------------------ batching
-    def _layout(self, prefix: list[int], rests: list[list[int]], width: int) -> tuple[Any, Any]:
-        """``input_ids`` and ``attention_mask`` ``[n, P + width]``: ``prefix``, then each rest left-padded."""
-        import torch
+        At least one token of every prompt is left after the prefix (generation needs it),
+        and a prefix shorter than ``min_shared_prefix`` is not worth a separate pass
+        (:meth:`PrefixCacheEngine.shared_prefix_length`).
+        """
+        return self.prefix_engine.shared_prefix_length(encoded)
 
-        shared = len(prefix)
-        input_ids = torch.full((len(rests), shared + width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rests), shared + width), dtype=torch.long)
-        if shared:
-            input_ids[:, :shared] = torch.tensor(prefix, dtype=torch.long)
-            attention_mask[:, :shared] = 1
-        for row, ids in enumerate(rests):  # left padding (after the shared prefix)
-            if ids:
-                input_ids[row, shared + width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, shared + width - len(ids):] = 1
-        return input_ids, attention_mask
+    def branch_points(self, encoded: list[list[int]]) -> list[tuple[int, int]]:
+        """For each prompt, the prompt of the batch whose prefill it reuses and how many tokens.
+
+        Returns ``(source, reused)`` per prompt, ``(i, 0)`` for a prompt prefilled in full
+        (:meth:`PrefixCacheEngine.branch_points`).
+        """
+        return self.prefix_engine.branch_points(encoded)
 
     def prefill(self, prompts: list[Prompt]) -> Any:
         """Run only the prompt pass that generating ``prompts`` as one batch starts with.
@@ -231,52 +224,17 @@ class HFGenerator(TextGenerator):
         batched generation's time is the prompt pass, which no batch size can shrink on a
         compute-bound device (see ``benchmarks/``).
         """
-        import torch
-        from transformers import DynamicCache
-
         if not prompts:
             raise ValueError("prefill needs at least one prompt")
-        encoded = [self.encode(p) for p in prompts]
-        prefilled = self._merged_prefill(encoded, 1)
-        if prefilled is None:  # one-token prompts and no shared prefix: nothing to prefill before the last token
-            input_ids, attention_mask = self._layout([], encoded, 1)
-            cache = DynamicCache(config=self.model.config)
-        else:
-            input_ids, attention_mask, cache = prefilled
-        with torch.inference_mode():
-            out = self._continue(input_ids[:, -1:], attention_mask, cache)
-        return out.logits[:, -1].float()  # (B, V)
-
-    def _continue(self, input_ids: Any, attention_mask: Any, cache: Any) -> Any:
-        """Run ``input_ids`` ``[n, T]`` after what ``cache`` holds; ``attention_mask`` ``[n, cached + T]``.
-
-        Positions come from the mask, as generation computes them, so left padding anywhere
-        leaves every token the position it has unpadded.
-        """
-        device = _model_device(self.model)
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
-        return self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                          position_ids=positions.to(device), past_key_values=cache, use_cache=True,
-                          **self._last_logits)
+        return self.prefix_engine.prefill_logits([self.encode(p) for p in prompts])
 
     # ------------------------------------------------------------ generation
     def _generate_batch(self, prompts: list[Prompt], settings: GenerationSettings) -> list[str]:
         import torch
 
-        device = _model_device(self.model)
+        device = self.prefix_engine.device
         encoded = [self.encode(p) for p in prompts]
-        points = self.branch_points(encoded)
-        prefilled = None
-        if (self.prefill_batch_size is not None and len(prompts) > self.prefill_batch_size) \
-                or any(reused for _, reused in points):
-            prefilled = self._merged_prefill(encoded, settings.max_new_tokens, points)
-        if prefilled is not None:
-            input_ids, attention_mask, cache = prefilled
-        else:
-            shared = self.shared_prefix_length(encoded)  # P: tokens encoded once for the whole batch
-            rests = [ids[shared:] for ids in encoded]
-            input_ids, attention_mask = self._layout(encoded[0][:shared], rests, max(len(r) for r in rests))
-            cache = self._prefix_cache(input_ids[:1, :shared].to(device), len(prompts)) if shared else None
+        input_ids, attention_mask, cache = self.prefix_engine.prepare(encoded, settings.max_new_tokens)
         width = input_ids.shape[1]
         kwargs: dict[str, Any] = dict(
             max_new_tokens=settings.max_new_tokens,
@@ -306,262 +264,11 @@ class HFGenerator(TextGenerator):
         new_tokens = out[:, width:].cpu()  # (B, new)
         return [self.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in new_tokens]
 
-    def branch_points(self, encoded: list[list[int]]) -> list[tuple[int, int]]:
-        """For each prompt, the prompt of the batch whose prefill it reuses and how many tokens.
-
-        Past the batch's shared prefix (:meth:`shared_prefix_length`), a prompt that agrees
-        with a longer one for at least ``min_shared_prefix`` more tokens (an earlier turn of
-        the same dialogue, say) takes those tokens' keys and values from it and prefills
-        only the rest.  Returns ``(source, reused)`` per prompt: ``(i, 0)`` for a prompt
-        prefilled in full, which is what every prompt gets without ``share_prefix`` or
-        ``reuse_prefill``.
-        Every prompt's last token is left out (generation starts by running it).
-        """
-        import torch
-
-        shared = self.shared_prefix_length(encoded)
-        rests = [ids[shared:-1] for ids in encoded]
-        points = [(i, 0) for i in range(len(encoded))]
-        width = max((len(r) for r in rests), default=0)
-        if not self._reuses_prefill or len(encoded) < 2 or width < self.min_shared_prefix:
-            return points
-        table = torch.full((len(rests), width), -1, dtype=torch.long)
-        for i, ids in enumerate(rests):
-            table[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        sources: list[int] = []  # prompts prefilled in full, longest first
-        for i in sorted(range(len(rests)), key=lambda i: -len(rests[i])):
-            n = len(rests[i])
-            if sources and n >= self.min_shared_prefix:
-                # tokens each earlier (longer) source agrees with this prompt on, from the start
-                agree = (table[sources, :n] == table[i, :n]).cumprod(-1).sum(-1)
-                best = int(agree.argmax())
-                if int(agree[best]) >= self.min_shared_prefix:
-                    points[i] = (sources[best], int(agree[best]))
-                    continue
-            sources.append(i)
-        return points
-
-    def _merged_prefill(self, encoded: list[list[int]], max_new_tokens: int,
-                        points: Optional[list[tuple[int, int]]] = None) -> Optional[tuple[Any, Any, Any]]:
-        """Prefill the prompts ``encoded`` in sub-batches and merge their caches into one.
-
-        Every prompt but its last token is prefilled (generation starts by running the last
-        token).  The shared prefix is run once; the prompts prefilled in full come first,
-        in sub-batches of ``prefill_batch_size`` (all at once when ``None``) sorted by
-        length; then the prompts that reuse part of another's prefill
-        (:meth:`branch_points`) run only their own tokens after a copy of those keys and
-        values.  The merged layout of a row is ``[shared prefix | padding | rest of the
-        prompt without its last token]``, the padding masked out; positions come from the
-        attention mask as in generation, so every token keeps the position it has unpadded.
-        Returns ``input_ids`` and ``attention_mask`` ``[B, P + W + 1]`` (the last column is
-        each prompt's last token) and the cache of the first ``P + W`` columns, with room
-        reserved for ``max_new_tokens`` more; ``None`` when there is nothing to prefill.
-        ``points``: :meth:`branch_points` of ``encoded`` when already computed.
-        """
-        import torch
-        from transformers import DynamicCache
-
-        shared = self.shared_prefix_length(encoded)  # P
-        prefix = encoded[0][:shared]
-        rests = [ids[shared:-1] for ids in encoded]  # what the sub-batches prefill
-        width = max(len(r) for r in rests)  # W
-        if not shared and not width:
-            return None
-        device = _model_device(self.model)
-        if points is None:
-            points = self.branch_points(encoded)
-        tails = [rests[i][reused:] for i, (_, reused) in enumerate(points)]
-        size = self.prefill_batch_size or len(encoded)
-        passes: list[list[int]] = []
-        for reusing in (False, True):  # the prompts prefilled in full first: the others copy from them
-            rows = sorted((i for i, (_, reused) in enumerate(points) if bool(reused) == reusing),
-                          key=lambda i: -len(tails[i]))  # similar lengths together
-            passes += [rows[start:start + size] for start in range(0, len(rows), size)]
-        # the merged layout, with each prompt's last token in the extra column generation starts from
-        input_ids, attention_mask = self._layout(prefix, [ids[shared:] for ids in encoded], width + 1)
-        prefix_cache = self._prefix_cache(torch.tensor([prefix], device=device), 1) if shared else None
-        buffers: list[tuple[Any, Any]] = []  # per layer: keys and values [B, H, P + W + new, D]
-        with torch.inference_mode():
-            for rows in passes:
-                reused = [points[i][1] for i in rows]
-                longest_reused, longest_tail = max(reused), max(len(tails[i]) for i in rows)
-                if not (shared or longest_reused or longest_tail):
-                    continue  # one-token prompts with no shared prefix: nothing cached, all padding
-                n, past = len(rows), shared + longest_reused
-                # this pass's rows: [shared prefix | padding | reused keys/values | padding | own tokens]
-                mask = torch.zeros((n, past + longest_tail), dtype=torch.long)
-                mask[:, :shared] = 1
-                source_columns = []  # per row, the cache columns of its prompt, in order
-                for j, i in enumerate(rows):
-                    own = len(tails[i])
-                    mask[j, past - reused[j]:past] = 1
-                    mask[j, past + longest_tail - own:] = 1
-                    source_columns.append(list(range(shared)) + list(range(past - reused[j], past))
-                                          + list(range(past + longest_tail - own, past + longest_tail)))
-                cache = DynamicCache(config=self.model.config)
-                if past:
-                    if longest_reused:
-                        # the reused columns of each row's source, right-aligned (the masked padding
-                        # before them reads whatever columns precede them)
-                        src = torch.tensor([points[i][0] for i in rows], device=device)[:, None]
-                        cols = torch.tensor([[shared + width - len(rests[points[i][0]]) - longest_reused + r + k
-                                              for k in range(longest_reused)] for i, r in zip(rows, reused)],
-                                            device=device).clamp(min=0)
-                    for index, layer in enumerate(cache.layers):
-                        keys, values = [], []
-                        if prefix_cache is not None:
-                            keys.append(prefix_cache.layers[index].keys.expand(n, -1, -1, -1))
-                            values.append(prefix_cache.layers[index].values.expand(n, -1, -1, -1))
-                        if longest_reused:  # the indexed view is (n, cols, H, D)
-                            keys.append(buffers[index][0][src, :, cols].transpose(1, 2))
-                            values.append(buffers[index][1][src, :, cols].transpose(1, 2))
-                        layer.update(torch.cat(keys, 2) if len(keys) > 1 else keys[0].contiguous(),
-                                     torch.cat(values, 2) if len(values) > 1 else values[0].contiguous())
-                if longest_tail:
-                    ids, _ = self._layout([], [tails[i] for i in rows], longest_tail)
-                    self._continue(ids, mask, cache)
-                # write each row's prompt into its merged layout: [prefix | padding | rest], right-aligned
-                longest = max(shared + len(rests[i]) for i in rows)
-                dst_rows = torch.tensor(rows, device=device)[:, None]
-                dst_cols, src_cols = [], []
-                for j, i in enumerate(rows):
-                    count = len(source_columns[j])
-                    pad = longest - count  # columns of padding written with whatever column 0 holds
-                    dst_cols.append(list(range(shared)) + list(range(shared + width - (longest - shared),
-                                                                     shared + width)))
-                    src_cols.append(source_columns[j][:shared] + [0] * pad + source_columns[j][shared:])
-                dst = torch.tensor(dst_cols, device=device)
-                local = torch.arange(n, device=device)[:, None]
-                srcc = torch.tensor(src_cols, device=device)
-                for index, layer in enumerate(cache.layers):
-                    if len(buffers) == index:  # (B, H, P + W + new, D); padding stays zero and masked
-                        shape = (len(encoded), layer.keys.shape[1], shared + width + max_new_tokens + 1,
-                                 layer.keys.shape[-1])
-                        buffers.append((layer.keys.new_zeros(shape), layer.values.new_zeros(shape)))
-                    buffers[index][0][dst_rows, :, dst] = layer.keys[local, :, srcc]
-                    buffers[index][1][dst_rows, :, dst] = layer.values[local, :, srcc]
-        merged = DynamicCache(config=self.model.config)
-        for index, (keys, values) in enumerate(buffers):
-            merged.layers[index] = _reserved_layer(merged.layers[index], keys, values, shared + width)
-        return input_ids.to(device), attention_mask.to(device), merged
-
-    def shared_prefix_length(self, encoded: list[list[int]]) -> int:
-        """Tokens of the prefix common to ``encoded`` that :meth:`_generate_batch` encodes once (0: none).
-
-        At least one token of every prompt is left after the prefix (generation needs it),
-        and a prefix shorter than ``min_shared_prefix`` is not worth a separate pass.
-        """
-        if not self.share_prefix or len(encoded) < 2:
-            return 0
-        limit = min(len(ids) for ids in encoded) - 1
-        length = min([limit] + [_common_length(encoded[0], ids) for ids in encoded[1:]])
-        return length if length >= self.min_shared_prefix else 0
-
-    def _prefix_cache(self, prefix_ids: Any, batch: int) -> Any:
-        """The key/value cache of ``prefix_ids`` ``[1, P]``, repeated over ``batch`` rows."""
-        import torch
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        with torch.inference_mode():
-            self.model(input_ids=prefix_ids, past_key_values=cache, use_cache=True, **self._last_logits)
-        if batch > 1:
-            cache.batch_repeat_interleave(batch)
-        return cache
-
     def __repr__(self) -> str:
         return (
             f"HFGenerator(model_id={self.model_id!r}, batch_size={self.batch_size}, "
             f"use_chat_template={self.use_chat_template})"
         )
-
-
-def _reserved_layer(layer: Any, key_buffer: Any, value_buffer: Any, length: int) -> Any:
-    """A cache layer holding the first ``length`` positions of ``key_buffer``/``value_buffer`` ``[B, H, L, D]``.
-
-    Decoding appends one position per step; a plain ``DynamicLayer`` copies its whole
-    cache to do so (``torch.cat``), which at a large batch costs a good part of the step on
-    a CPU.  The returned layer writes into the rest of the buffers instead and falls back
-    to the plain behaviour once they are full or the batch changes.  A layer of another
-    kind (sliding window, quantised) is filled the plain way.
-    """
-    from transformers.cache_utils import DynamicLayer
-
-    if type(layer) is not DynamicLayer:
-        layer.update(key_buffer[..., :length, :], value_buffer[..., :length, :])
-        return layer
-    cls = _reserved_layer_class()
-    reserved = cls.__new__(cls)
-    reserved.__dict__.update(layer.__dict__)
-    reserved.adopt(key_buffer, value_buffer, length)
-    return reserved
-
-
-@functools.lru_cache(maxsize=None)
-def _reserved_layer_class() -> Any:
-    from transformers.cache_utils import DynamicLayer
-
-    class ReservedLayer(DynamicLayer):
-        def adopt(self, key_buffer: Any, value_buffer: Any, length: int) -> None:
-            if not self.is_initialized:
-                self.lazy_initialization(key_buffer, value_buffer)
-            self._key_buffer, self._value_buffer = key_buffer, value_buffer
-            self.keys, self.values = key_buffer[..., :length, :], value_buffer[..., :length, :]
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            buffer = self._key_buffer
-            if self.is_initialized and self.keys.data_ptr() == buffer.data_ptr():
-                start, count = self.keys.shape[-2], key_states.shape[-2]
-                if key_states.shape[0] == buffer.shape[0] and start + count <= buffer.shape[-2]:
-                    buffer[..., start:start + count, :] = key_states
-                    self._value_buffer[..., start:start + count, :] = value_states
-                    self.keys = buffer[..., :start + count, :]
-                    self.values = self._value_buffer[..., :start + count, :]
-                    return self.keys, self.values
-            return super().update(key_states, value_states, *args, **kwargs)
-
-    return ReservedLayer
-
-
-def _common_length(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists."""
-    n = min(len(a), len(b))
-    for k in range(n):
-        if a[k] != b[k]:
-            return k
-    return n
-
-
-def _holds_every_position(model: Any) -> bool:
-    """Whether every layer of ``model``'s dynamic cache keeps all positions (no sliding window)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    try:
-        layers = DynamicCache(config=model.config).layers
-    except Exception:  # a model without a usable config: do not copy caches between prompts
-        return False
-    return all(type(layer) is DynamicLayer for layer in layers)
-
-
-def _accepts(model: Any, argument: str) -> bool:
-    """Whether ``model.forward`` takes ``argument``."""
-    try:
-        return argument in inspect.signature(model.forward).parameters
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
-def _model_device(model: Any) -> Any:
-    import torch
-
-    device = getattr(model, "device", None)
-    if device is not None:
-        return device
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
 
 
 def _cuda_devices(device: Any) -> list[int]:

@@ -1,9 +1,16 @@
 """Composed models and baselines.
 
 * ICL baselines (GRAG paper §4.2.1): :class:`ICLPromptBuilder`, :class:`ICLResponder`.
-* GRAG models (:mod:`personakit.models.grag`): :class:`PreSFT`, :class:`PreGRAG`, :class:`PostGRAG`.
+* the one base of the backbone models (:mod:`personakit.models.base`): :class:`PersonaModel`,
+  its :class:`PersonaModelConfig` and :class:`PersonaModelOutput`; the shared collators
+  (:mod:`personakit.models.collators`) and padding helpers (:mod:`personakit.models.padding`);
+* GRAG models (:mod:`personakit.models.grag`): :class:`PreSFT`, :class:`PreGRAG`, :class:`PostGRAG`;
+* the questioner-aware dual tower (:mod:`personakit.models.questioner`): :class:`DualTowerResponder`;
+* CoPersona (:mod:`personakit.models.copersona`): :class:`CoPersonaModel`.
 
-The GRAG names are imported on first use, so ``import personakit.models`` stays light.
+Every family has the same layout: ``config.py``, ``outputs.py``, ``collator.py``, ``model.py``
+(GRAG: one module per model).  The model names are imported on first use, so
+``import personakit.models`` stays light.
 """
 
 from __future__ import annotations
@@ -21,6 +28,10 @@ from personakit.models.icl import (
 )
 
 _LAZY = {
+    name: "personakit.models.base" for name in ("PersonaModel", "PersonaModelConfig", "PersonaModelOutput")
+}
+_LAZY.update({name: "personakit.models.collators" for name in ("CausalLMCollator", "probe_special_tokens")})
+_LAZY.update({
     name: "personakit.models.grag"
     for name in (
         "GRAGConfig",
@@ -34,7 +45,7 @@ _LAZY = {
         "build_grag_model",
         "GRAGCollator",
     )
-}
+})
 _LAZY.update({
     name: "personakit.models.questioner"
     for name in ("DualTowerConfig", "DualTowerOutput", "DualTowerResponder", "QuestionerCollator")

@@ -1,8 +1,12 @@
 """Checkpoint-folder helpers shared by the models' ``save_pretrained`` / ``from_pretrained``.
 
 The models wrap some backbone layers (style-injection layers, specific-stream layers)
-as ``<layer>.base_layer``; their checkpoints store the keys *without* that segment so
-that the backbone's part is the backbone's own state dict.  Tied tensors (e.g. input
+as ``<layer>.wrapped_layer``; their checkpoints store the keys *without* that segment so
+that the backbone's part is the backbone's own state dict.  The wrappers are transparent
+(their ``state_dict()`` already leaves the segment out, see
+:class:`~personakit.modules._wrapper.LayerWrapper`); :func:`strip_wrapper_keys` also
+cleans state dicts written before that, whose keys have ``wrapped_layer.`` or the old
+name ``base_layer.`` after a wrapper's path.  Tied tensors (e.g. input
 and output embeddings) are written once and listed in the safetensors metadata under
 ``personakit_aliases``.
 
@@ -23,18 +27,41 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from personakit.modules._wrapper import LEGACY_WRAPPED, WRAPPED, LayerWrapper
+
 __all__ = [
     "ALIAS_KEY", "strip_wrapper_keys", "add_wrapper_keys", "save_state_dict", "load_state_dict_file",
     "write_config_files", "load_saved_tokenizer", "load_saved_generation_config", "WrappedCheckpointMixin",
 ]
 
 ALIAS_KEY = "personakit_aliases"
-_WRAPPED = "base_layer."
+_SEGMENTS = (WRAPPED, LEGACY_WRAPPED)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
+def _strip_key(key: str, wrappers: frozenset[str]) -> str:
+    # walk the module path: `wrapped_layer` / `base_layer` segments right after a wrapper's path are dropped
+    # (a wrapped layer has its wrapper's path: `named_modules` of a LayerWrapper lists it there)
+    kept: list[str] = []
+    path = ""
+    for part in key.split("."):
+        if part in _SEGMENTS and path in wrappers:
+            wrapped = path + "." + WRAPPED
+            if wrapped not in wrappers:
+                continue  # path stays: the next segment may belong to a nested wrapper
+            path = wrapped  # a nested wrapper listed under the `wrapped_layer` path
+            continue
+        kept.append(part)
+        path = part if not path else path + "." + part
+    return ".".join(kept)
+
+
 def strip_wrapper_keys(state: Mapping[str, Tensor], wrappers: Sequence[str]) -> dict[str, Tensor]:
-    """``state`` with ``<wrapper>.base_layer.`` renamed ``<wrapper>.`` for every wrapper module path.
+    """``state`` with ``<wrapper>.wrapped_layer.`` renamed ``<wrapper>.`` for every wrapper module path.
+
+    The old segment name ``base_layer.`` (state dicts written before the rename) is removed
+    too, and nested wrappers lose every segment.  Keys that are already clean are unchanged
+    (the wrappers' own ``state_dict()`` writes clean keys).
 
     Args:
         state: a module's state dict.
@@ -43,26 +70,34 @@ def strip_wrapper_keys(state: Mapping[str, Tensor], wrappers: Sequence[str]) -> 
     Returns:
         A new dict, same order and tensors, clean keys.
     """
-    prefixes = [p + "." + _WRAPPED for p in wrappers]
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        for p in prefixes:
-            if key.startswith(p):
-                key = p[: -len(_WRAPPED)] + key[len(p):]
-                break
-        out[key] = value
-    return out
+    paths = frozenset(wrappers)
+    return {_strip_key(key, paths) if paths else key: value for key, value in state.items()}
 
 
 def add_wrapper_keys(state: Mapping[str, Tensor], wrappers: Sequence[str]) -> dict[str, Tensor]:
-    """Inverse of :func:`strip_wrapper_keys`: ``<wrapper>.`` becomes ``<wrapper>.base_layer.``."""
-    prefixes = [p + "." for p in wrappers]
+    """Inverse of :func:`strip_wrapper_keys`: ``<wrapper>.`` becomes ``<wrapper>.wrapped_layer.``.
+
+    Keys with the old ``base_layer.`` segment are mapped to ``wrapped_layer.``.  Nested
+    wrappers listed under their ``wrapped_layer`` paths get one segment each; as listed by
+    ``named_modules`` (all under the outer wrapper's path) they get one in all, which
+    ``load_state_dict`` completes: a wrapped model accepts clean keys, these keys and the
+    old ones, so this mapping is optional.
+
+    Args:
+        state: a state dict with clean keys (or keys in the old format).
+        wrappers: module paths of the wrapper layers (``named_modules`` names).
+
+    Returns:
+        A new dict, same order and tensors, keys of the wrapped model's module tree.
+    """
+    paths = frozenset(wrappers)
+    ordered = sorted(paths, key=len)  # outer wrappers first: an inner wrapper's path contains the outer's segment
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        for p in prefixes:
-            if key.startswith(p):
-                key = p + _WRAPPED + key[len(p):]
-                break
+        key = _strip_key(key, paths) if paths else key
+        for p in ordered:
+            if key.startswith(p + ".") and not key.startswith(p + "." + WRAPPED + "."):
+                key = p + "." + WRAPPED + key[len(p):]
         out[key] = value
     return out
 
@@ -158,21 +193,23 @@ def load_saved_generation_config(directory: Union[str, os.PathLike], base_model:
 
 class WrappedCheckpointMixin:
     """``clean_state_dict`` / ``load_clean_state_dict`` / ``save_pretrained`` for a model whose wrapper layers hold
-    the backbone's layer as ``base_layer``.
+    the backbone's layer as ``wrapped_layer``.
 
-    The model class sets :attr:`WRAPPER_TYPE` (the wrapper layer class) and has ``config``,
+    The model class sets :attr:`WRAPPER_TYPE` (the wrapper layer class; any
+    :class:`~personakit.modules._wrapper.LayerWrapper` in the model counts too) and has ``config``,
     ``base_model`` and ``tokenizer``; its ``from_pretrained`` reads the weights back with
     :meth:`load_weights`.
     """
 
-    WRAPPER_TYPE: type = nn.Module
+    WRAPPER_TYPE: type = LayerWrapper
     WEIGHTS_NAME = "model.safetensors"
 
     def _wrapper_prefixes(self) -> list[str]:
-        return [name for name, m in self.named_modules() if isinstance(m, self.WRAPPER_TYPE)]  # type: ignore[attr-defined]
+        types = (self.WRAPPER_TYPE, LayerWrapper)
+        return [name for name, m in self.named_modules() if isinstance(m, types)]  # type: ignore[attr-defined]
 
     def clean_state_dict(self) -> dict[str, Tensor]:
-        """The state dict with the layer wrappers' ``base_layer.`` segment removed."""
+        """The state dict with the layer wrappers' ``wrapped_layer.`` segment removed."""
         return strip_wrapper_keys(self.state_dict(), self._wrapper_prefixes())  # type: ignore[attr-defined]
 
     def load_clean_state_dict(self, state: Mapping[str, Tensor], strict: bool = True) -> Any:

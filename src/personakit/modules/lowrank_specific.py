@@ -28,7 +28,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from personakit.config import BaseConfig
-from personakit.modules._wrapper import LayerWrapper
+from personakit.backbones.peft import unwrap_peft
+from personakit.modules._wrapper import LayerWrapper, find_wrapper, remove_wrapper
 
 __all__ = [
     "LowRankFeedForward",
@@ -64,18 +65,17 @@ SPECIFIC_STREAM_GLUE: dict[str, _Glue] = {
 ``"gpt2"``.  A model is matched by the attributes present, not by its name."""
 
 
-def _unwrap_peft(model: nn.Module) -> nn.Module:
-    get_base = getattr(type(model), "get_base_model", None)
-    return model.get_base_model() if callable(get_base) else model  # type: ignore[operator]
-
-
 def _find_glue(stack: nn.Module) -> tuple[str, _Glue, nn.ModuleList]:
     for name, glue in SPECIFIC_STREAM_GLUE.items():
         layers = getattr(stack, glue.layers, None)
         if isinstance(layers, nn.ModuleList) and len(layers):
             first = layers[0]
-            if isinstance(first, SpecificStreamLayer):
-                raise ValueError("LowRankSpecificEncoder: the model's layers are already wrapped")
+            if any(find_wrapper(layer, _is_specific_layer) is not None for layer in layers):
+                raise ValueError(
+                    f"LowRankSpecificEncoder: the layers of {type(stack).__name__}.{glue.layers} are already wrapped "
+                    "by another LowRankSpecificEncoder (e.g. a DualTowerResponder built on this backbone). Give each "
+                    "model its own backbone: copy.deepcopy(backbone) *before* the first model wraps it, or load it "
+                    "again; or unwrap() the first encoder")
             if (hasattr(first, glue.attention) and hasattr(first, glue.norm) and hasattr(first, "mlp")
                     and isinstance(getattr(stack, glue.final_norm, None), nn.Module)):
                 return name, glue, layers
@@ -196,6 +196,10 @@ def _expand_rows(x: Tensor, batch: int, what: str) -> Tensor:
     return x.repeat_interleave(batch // x.size(0), dim=0)  # beam search / num_return_sequences expansion
 
 
+def _is_specific_layer(module: nn.Module) -> bool:
+    return isinstance(module, SpecificStreamLayer)
+
+
 class SpecificStreamLayer(LayerWrapper):
     r"""Wraps one decoder layer: runs it unchanged and advances the specific stream beside it.
 
@@ -209,19 +213,21 @@ class SpecificStreamLayer(LayerWrapper):
     ($m \in \{0, 1\}$ per row: 0 turns the stream off for that row).  The last layer
     hands $\delta_L$ to the encoder, which adds it to the output of the model's final norm,
     before the LM head.  The wrapped layer's output is always returned as is (bit for bit).
-    Unknown attributes are looked up on ``base_layer``.
+    Unknown attributes are looked up on ``wrapped_layer``; the wrapper is transparent to
+    state dicts and to peft (see :class:`~personakit.modules._wrapper.LayerWrapper`).
 
     Args:
-        base_layer: the original decoder layer.
+        wrapped_layer: the original decoder layer (or another wrapper around it, e.g. a
+            :class:`~personakit.modules.StyleInjectionLayer`).
         attention: its attention module (where $a_l$ is captured).
         encoder: the owning :class:`LowRankSpecificEncoder` (held by weak reference).
         layer_index: position of the layer.
         is_last: whether it is the last layer (it adds $\delta_L$).
     """
 
-    def __init__(self, base_layer: nn.Module, attention: nn.Module, encoder: "LowRankSpecificEncoder",
+    def __init__(self, wrapped_layer: nn.Module, attention: nn.Module, encoder: "LowRankSpecificEncoder",
                  layer_index: int, is_last: bool):
-        super().__init__(base_layer, int(layer_index))
+        super().__init__(wrapped_layer, int(layer_index))
         self.is_last = bool(is_last)
         object.__setattr__(self, "_encoder_ref", weakref.ref(encoder))
         object.__setattr__(self, "_attn_out", None)
@@ -239,11 +245,11 @@ class SpecificStreamLayer(LayerWrapper):
         encoder = self._encoder_ref()
         state = None if encoder is None else encoder._state
         if state is None:
-            return self.base_layer(*args, **kwargs)
+            return self.wrapped_layer(*args, **kwargs)
         hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, D): h_l
         object.__setattr__(self, "_capturing", True)
         try:
-            output = self.base_layer(*args, **kwargs)
+            output = self.wrapped_layer(*args, **kwargs)
         finally:
             object.__setattr__(self, "_capturing", False)
         attn, self_attn_out = self._attn_out, None
@@ -342,7 +348,12 @@ class LowRankSpecificEncoder(nn.Module):
     The layers of ``model`` are wrapped in place by :class:`SpecificStreamLayer` (no
     monkey-patching: the ``ModuleList`` entries are replaced; :meth:`unwrap` restores
     them).  ``model`` is not registered as a submodule of the encoder; the encoder holds
-    only the specific parameters.
+    only the specific parameters.  The wrappers are transparent to state dicts and peft
+    (``model.state_dict()`` has the unwrapped keys; peft's ``merge_and_unload()`` works),
+    and may sit around or inside the style decoder's
+    :class:`~personakit.modules.StyleInjectionLayer` wrappers.  A second encoder on
+    layers that already carry a specific stream raises ``ValueError``: give each model
+    its own backbone (``copy.deepcopy(backbone)`` before the first one wraps it).
 
     Args:
         model: a Hugging Face causal LM (``LlamaForCausalLM`` and its family, ``Qwen2ForCausalLM``,
@@ -386,7 +397,7 @@ class LowRankSpecificEncoder(nn.Module):
         if unknown_questioner not in ("general", "default"):
             raise ValueError(f"LowRankSpecificEncoder: unknown_questioner must be 'general' or 'default', "
                              f"got {unknown_questioner!r}")
-        base = _unwrap_peft(model)
+        base = unwrap_peft(model)
         stack = getattr(base, "base_model", base)
         self.architecture, glue, layers = _find_glue(stack)
         self.glue = glue
@@ -499,10 +510,10 @@ class LowRankSpecificEncoder(nn.Module):
         """Put the original layers back into the model (the encoder's parameters stay)."""
         self._final_norm_hook.remove()
         layers = self._layers
-        for i, layer in enumerate(layers):
-            if isinstance(layer, SpecificStreamLayer):
-                layer.remove_hook()
-                layers[i] = layer.base_layer
+        for i in range(len(layers)):
+            removed = remove_wrapper(layers, i, lambda w: isinstance(w, SpecificStreamLayer) and w._encoder_ref() is self)
+            if removed is not None:
+                removed.remove_hook()  # type: ignore[attr-defined]
 
     def extra_repr(self) -> str:
         return (f"architecture={self.architecture!r}, layers={len(self.blocks)}, hidden_size={self.hidden_size}, "

@@ -69,7 +69,7 @@ from pydantic import Field, field_validator, model_validator
 
 from personakit.recipes._common import StageLog, jsonable
 from personakit.augment.templates import AugmentTemplate
-from personakit.models.grag.config import LoraSettings
+from personakit.backbones.peft import LoraSettings
 from personakit.config import BaseConfig, atomic_write_text
 from personakit.training.grag import GRAGTrainingConfig
 
@@ -601,7 +601,7 @@ def build_recipe_model(spec: GRAGModelSpec, backbone: Any, tokenizer: Any, lora:
     """
     from personakit.backbones.precision import cast_frozen, resolve_dtype
     from personakit.models.grag import build_grag_model
-    from personakit.modules.style_decoder.base import unwrap_peft
+    from personakit.backbones.peft import unwrap_peft
 
     settings = spec.model_settings()
     if "lora" not in settings:

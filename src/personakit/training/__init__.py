@@ -1,4 +1,5 @@
-"""Trainers and training utilities (crash-safe checkpoints, ROPG retriever training, RSPG).
+"""Trainers and training utilities: the one training loop (:class:`Trainer`) and its family subclasses
+(GRAG, questioner, CoPersona, ROPG, RSPG), schedules, the JSONL log, callbacks, crash-safe checkpoints.
 
 Importing this package imports torch but none of the optional heavy packages
 (torch_geometric, sentence_transformers, peft).
@@ -15,6 +16,24 @@ from personakit.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from personakit.training.callbacks import FunctionCallback, TrainerCallback
+from personakit.training.logging import LOG_FILE, JsonlLog
+from personakit.training.schedules import (
+    cosine_schedule,
+    linear_decay_schedule,
+    linear_warmup_decay_schedule,
+    warmup_factor,
+    warmup_steps_from_ratio,
+)
+from personakit.training.trainer import (
+    Trainer,
+    TrainingConfig,
+    TrainingPlan,
+    TrainResult,
+    data_digest,
+    epoch_permutation,
+    seed_everything,
+)
 from personakit.training.ropg import (
     ROPGItem,
     ROPGKDTrainer,
@@ -27,19 +46,32 @@ from personakit.training.ropg import (
 
 from personakit.training.feedback import DEFAULT_FEEDBACK_MODEL, LLMFeedbackScorer, PromptScores, feedback_settings
 from personakit.training.distributed import all_reduce_sum, broadcast_object, find_free_port, rank_slice
-from personakit.training.grag import (
-    GRAGTrainer,
-    GRAGTrainingConfig,
-    TrainerCallback,
-    TrainingPlan,
-    TrainResult,
-    linear_decay_schedule,
-)
-from personakit.training.copersona import CoPersonaTrainer, CoPersonaTrainingConfig, cosine_schedule
+from personakit.training.grag import GRAGTrainer, GRAGTrainingConfig
+from personakit.training.copersona import CoPersonaTrainer, CoPersonaTrainingConfig
 from personakit.training.rspg import RSPGItem, RSPGTrainer, RSPGTrainerConfig, RSPGTrainOutput, as_rspg_items
 from personakit.training.questioner import QuestionerTrainer, QuestionerTrainingConfig
 
 __all__ = [
+    # trainer.py
+    "Trainer",
+    "TrainingConfig",
+    "TrainResult",
+    "TrainingPlan",
+    "data_digest",
+    "epoch_permutation",
+    "seed_everything",
+    # schedules.py
+    "warmup_factor",
+    "warmup_steps_from_ratio",
+    "linear_decay_schedule",
+    "linear_warmup_decay_schedule",
+    "cosine_schedule",
+    # callbacks.py
+    "TrainerCallback",
+    "FunctionCallback",
+    # logging.py
+    "JsonlLog",
+    "LOG_FILE",
     # questioner.py
     "QuestionerTrainer",
     "QuestionerTrainingConfig",
@@ -64,10 +96,6 @@ __all__ = [
     # grag.py
     "GRAGTrainer",
     "GRAGTrainingConfig",
-    "TrainResult",
-    "TrainerCallback",
-    "TrainingPlan",
-    "linear_decay_schedule",
     # distributed.py
     "all_reduce_sum",
     "broadcast_object",
@@ -81,7 +109,6 @@ __all__ = [
     # copersona.py
     "CoPersonaTrainer",
     "CoPersonaTrainingConfig",
-    "cosine_schedule",
     # rspg.py
     "RSPGItem",
     "RSPGTrainer",

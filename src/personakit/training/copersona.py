@@ -16,37 +16,14 @@ the paper's $2\times10^{-5}$ for a 7B model).
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Mapping, Optional
-
 import torch
 from pydantic import Field
 
-from personakit.training.grag import GRAGTrainer, GRAGTrainingConfig, TrainingPlan
+from personakit.training.grag import GRAGTrainer, GRAGTrainingConfig
+from personakit.training.schedules import cosine_schedule
+from personakit.training.trainer import TrainingPlan
 
 __all__ = ["CoPersonaTrainingConfig", "CoPersonaTrainer", "cosine_schedule"]
-
-_NAME = "copersona"
-
-
-def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
-    r"""LR multiplier: linear warm-up over $w$ steps, then $\tfrac12(1 + \cos(\pi p))$, $p = (s - w) / \max(1, T - w)$.
-
-    Example:
-        >>> fn = cosine_schedule(4, warmup_steps=1)
-        >>> [round(fn(s), 3) for s in range(4)]
-        [0.5, 1.0, 0.75, 0.25]
-    """
-    if total_steps < 1 or warmup_steps < 0:
-        raise ValueError(f"cosine_schedule: total_steps >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}")
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return float(step + 1) / float(warmup_steps + 1)
-        p = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1.0 + math.cos(math.pi * p))
-
-    return factor
 
 
 class CoPersonaTrainingConfig(GRAGTrainingConfig):
@@ -77,22 +54,12 @@ class CoPersonaTrainer(GRAGTrainer):
         >>> trainer.train(resume_from="latest")  # doctest: +SKIP
     """
 
-    def __init__(self, model: torch.nn.Module, config: Optional[CoPersonaTrainingConfig] = None, **kwargs: Any):
-        super().__init__(model, config if config is not None else CoPersonaTrainingConfig(), **kwargs)
+    name = "copersona"
+    config_class = CoPersonaTrainingConfig
 
-    def _build_optimizer(self, plan: TrainingPlan) -> None:
-        super()._build_optimizer(plan)
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, plan: TrainingPlan
+                        ) -> torch.optim.lr_scheduler.LambdaLR:
+        """The paper's cosine schedule, warm-up ``round(warmup_ratio * total_steps)`` steps (else ``warmup_steps``)."""
         cfg = self.config
         warmup = int(round(getattr(cfg, "warmup_ratio", 0.0) * plan.total_steps)) or cfg.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_schedule(plan.total_steps, warmup))
-
-    def _state_extra(self, plan: TrainingPlan) -> dict[str, Any]:
-        return {**super()._state_extra(plan), "trainer": _NAME}
-
-    def _check_resume(self, extra: Mapping[str, Any], plan: TrainingPlan, path: Any) -> None:
-        from personakit.training.checkpoint import CheckpointError
-
-        if extra.get("trainer") != _NAME:
-            raise CheckpointError(f"{path}/trainer_state.json: field 'trainer' is {extra.get('trainer')!r}, "
-                                  f"expected {_NAME!r}")
-        super()._check_resume({**extra, "trainer": "grag"}, plan, path)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(plan.total_steps, warmup))

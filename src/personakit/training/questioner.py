@@ -31,14 +31,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from pydantic import Field
 from torch import nn
 
 from personakit.modules.question_clusterer import CLUSTER_KEY
 from personakit.training.grag import GRAGTrainer, GRAGTrainingConfig
+from personakit.training.trainer import TrainableParameters
 
 __all__ = ["QuestionerTrainer", "QuestionerTrainingConfig"]
 
@@ -56,13 +55,11 @@ class QuestionerTrainingConfig(GRAGTrainingConfig):
     """Order each epoch so micro-batches hold examples of one question cluster (negatives exist in-batch)."""
 
 
-class _CheckpointView(nn.Module):
-    """The model's trainable parameters and its persistent buffers (the same tensors) for a checkpoint."""
+class _CheckpointView(TrainableParameters):
+    """The model's trainable parameters and its queue buffers (the same tensors) for a checkpoint."""
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.params = nn.ParameterDict(
-            {name.replace(".", "/"): p for name, p in model.named_parameters() if p.requires_grad})
+        super().__init__(model)
         self.buffers_ = nn.Module()
         for name, buf in model.named_buffers():
             if name.split(".")[-1].startswith("queue"):
@@ -78,14 +75,13 @@ class QuestionerTrainer(GRAGTrainer):
     :class:`QuestionerTrainingConfig` or a plain ``GRAGTrainingConfig`` (no cluster grouping).
     """
 
-    def __init__(self, model: nn.Module, config: Any = None, **kwargs: Any):
-        super().__init__(model, config if config is not None else QuestionerTrainingConfig(), **kwargs)
+    config_class = QuestionerTrainingConfig
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Cluster-grouped permutation for ``epoch`` (see the module docstring); the base order without grouping."""
         if not getattr(self.config, "group_by_cluster", False):
             return super().epoch_order(epoch)
-        rng = np.random.default_rng([self.config.seed, epoch])
+        rng = np.random.default_rng([self.config.seed, epoch])  # (seed, epoch) only: resumption stays exact
         bs = self.config.batch_size
         by_cluster: dict[int, list[int]] = {}
         for i, ex in enumerate(self.train_examples):
@@ -100,7 +96,8 @@ class QuestionerTrainer(GRAGTrainer):
         order = [full[j] for j in rng.permutation(len(full))] + partial
         return np.asarray([i for chunk in order for i in chunk], dtype=np.int64)
 
-    def _checkpoint_module(self) -> nn.Module:
+    def checkpoint_module(self) -> nn.Module:
+        """The trainable parameters and the contrastive queue buffers (or the whole model with ``"all"``)."""
         if self.config.checkpoint_weights == "all":
             return self.model
         return _CheckpointView(self.model)

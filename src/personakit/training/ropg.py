@@ -40,11 +40,8 @@ warm-up then linear decay, gradient clipping at 1, 10 epochs, effective batch si
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
@@ -56,13 +53,8 @@ from personakit.config import BaseConfig
 from personakit.functional.ropg import policy_log_probs
 from personakit.losses.base import BaseLoss, LossOutput
 from personakit.losses.ropg import ROPGKDLoss, ROPGRLLoss
-from personakit.training.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    read_checkpoint_state,
-    save_checkpoint,
-)
+from personakit.training.schedules import linear_warmup_decay_schedule, warmup_steps_from_ratio
+from personakit.training.trainer import Trainer, TrainingConfig, TrainingPlan
 
 __all__ = [
     "ROPGItem",
@@ -246,6 +238,19 @@ class ROPGTrainerConfig(BaseConfig):
             raise ValueError("save_every is set but checkpoint_dir is None; set checkpoint_dir to save checkpoints")
         return self
 
+    def training_config(self) -> TrainingConfig:
+        """These settings as the shared loop's :class:`~personakit.training.trainer.TrainingConfig`.
+
+        One log record per step; checkpoints (``checkpoint_dir``) hold the whole retriever
+        module; a fresh start replaces older checkpoints there.
+        """
+        return TrainingConfig(
+            output_dir=self.checkpoint_dir, overwrite_output_dir=True, learning_rate=self.lr,
+            weight_decay=self.weight_decay, epochs=self.epochs, max_steps=self.max_steps, batch_size=self.batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps, max_grad_norm=self.max_grad_norm,
+            seed=self.seed, logging_steps=1, eval_at_epoch_end=False, save_steps=self.save_every,
+            keep_last=self.keep_last, checkpoint_weights="all", progress=self.progress)
+
 
 # -------------------------------------------------------------------------- scoring
 def _trainable_module(retriever: Any) -> nn.Module:
@@ -297,33 +302,15 @@ def score_candidate_lists(retriever: Any, queries: list[str], docs: list[list[st
     return scores, mask
 
 
-def _linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return float(step + 1) / float(warmup + 1)
-        return max(0.0, float(total - step) / float(max(1, total - warmup)))
-
-    return factor
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 # -------------------------------------------------------------------------- trainer
-@dataclass
-class _RunPlan:
-    n_items: int
-    items_per_step: int
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
+class ROPGTrainer(Trainer):
+    r"""Shared base of the ROPG trainers on :class:`~personakit.training.trainer.Trainer`; subclasses supply the loss.
 
-
-class ROPGTrainer:
-    r"""Shared training loop of the ROPG trainers; subclasses supply the loss.
+    The loop (AdamW, :func:`~personakit.training.schedules.linear_warmup_decay_schedule`
+    with ``floor(warmup_ratio * total_steps)`` warm-up steps, gradient accumulation and
+    clipping, atomic checkpoints, exact resumption checked against the config and a digest
+    of the items) is the shared one; the loss of a micro-batch of :class:`ROPGItem` is
+    :meth:`batch_loss` on the retriever's scores of their candidates.
 
     Args:
         retriever: What is trained: a :class:`~personakit.retrieval.DenseRetriever`
@@ -343,23 +330,28 @@ class ROPGTrainer:
     """
 
     name: ClassVar[str] = "ropg"
+    checkpoint_key: ClassVar[str] = "retriever"
+    count_key: ClassVar[str] = "n_items"
+    digest_key: ClassVar[str] = "items_digest"
+    resume_fields: ClassVar[tuple[str, ...]] = ("batch_size", "gradient_accumulation_steps", "epochs", "max_steps",
+                                                "seed", "top_l", "lr", "warmup_ratio")
+    reseed_every_step: ClassVar[bool] = False
 
     def __init__(self, retriever: Any, config: ROPGTrainerConfig | None = None, *,
                  initial_retriever: Any | None = None, feedback: FeedbackFn | None = None,
                  callback: Callable[[dict[str, Any]], None] | None = None):
+        module = _trainable_module(retriever)
+        config = config if config is not None else ROPGTrainerConfig()
+        if not isinstance(config, ROPGTrainerConfig):
+            raise TypeError(f"config must be a ROPGTrainerConfig, got {type(config).__name__}")
+        super().__init__(module, config.training_config(), config=config,
+                         callbacks=[callback] if callback is not None else None, wrap_model=False)
         self.retriever = retriever
-        self.module = _trainable_module(retriever)
-        self.config = config if config is not None else ROPGTrainerConfig()
-        if not isinstance(self.config, ROPGTrainerConfig):
-            raise TypeError(f"config must be a ROPGTrainerConfig, got {type(self.config).__name__}")
+        self.module = module
         self.initial_retriever = initial_retriever
         self.feedback = feedback
         self.callback = callback
         self.loss_fn = self.build_loss()
-        self.history: list[dict[str, Any]] = []
-        self.global_step = 0
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # ---------------------------------------------------------------- subclass hooks
     def build_loss(self) -> BaseLoss:
@@ -370,6 +362,34 @@ class ROPGTrainer:
                    step: int, micro: int) -> LossOutput:
         """Loss output for one micro-batch (``scores``/``mask``/``evals``: ``[B, L]``)."""
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- loop hooks
+    def compute_loss(self, batch: list[ROPGItem]) -> tuple[Tensor, dict[str, float]]:
+        """:meth:`batch_loss` on the retriever's scores of the micro-batch's candidates."""
+        scores, mask, evals = self._batch_tensors(batch)
+        out = self.batch_loss(batch, scores, mask, evals, step=self.global_step, micro=self.micro_step)
+        return out.loss, {key: float(value) for key, value in out.to_dict().items()}
+
+    def build_optimizer(self, plan: TrainingPlan) -> torch.optim.Optimizer:
+        """AdamW over the retriever's trainable parameters (one group; the paper's Adam when ``weight_decay=0``)."""
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(self.retriever).__name__} has no trainable parameters")
+        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, plan: TrainingPlan
+                        ) -> torch.optim.lr_scheduler.LambdaLR:
+        """Linear warm-up over ``floor(warmup_ratio * total)`` steps, then linear decay towards 0."""
+        warmup = warmup_steps_from_ratio(self.config.warmup_ratio, plan.total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay_schedule(plan.total_steps, warmup))
+
+    def data_digest(self, items: Sequence[ROPGItem]) -> str:
+        """Digest of the items' queries, candidates and EVAL scores."""
+        return _items_digest(items)
+
+    def _generator(self, step: int, micro: int) -> torch.Generator:
+        seed = int(np.random.SeedSequence([self.config.seed, step, micro]).generate_state(1, dtype=np.uint64)[0])
+        return torch.Generator().manual_seed(seed % (2**63))
 
     # ---------------------------------------------------------------------- data
     def prepare(self, queries: Sequence[str], profiles: Any, *, examples: Sequence[Any] | None = None,
@@ -399,61 +419,10 @@ class ROPGTrainer:
             evals[b, : e.shape[0]] = e
         return scores, mask, evals
 
-    def _plan(self, n_items: int) -> _RunPlan:
-        cfg = self.config
-        per_step = cfg.batch_size * cfg.gradient_accumulation_steps
-        steps_per_epoch = math.ceil(n_items / per_step)
-        total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-        return _RunPlan(n_items, per_step, steps_per_epoch, total, int(math.floor(cfg.warmup_ratio * total)))
-
-    def _epoch_order(self, epoch: int, n: int) -> np.ndarray:
-        return np.random.default_rng([self.config.seed, epoch]).permutation(n)
-
-    def _step_items(self, items: Sequence[ROPGItem], plan: _RunPlan, step: int) -> list[ROPGItem]:
-        epoch, pos = divmod(step, plan.steps_per_epoch)
-        order = self._epoch_order(epoch, plan.n_items)
-        return [items[i] for i in order[pos * plan.items_per_step:(pos + 1) * plan.items_per_step]]
-
-    def _generator(self, step: int, micro: int) -> torch.Generator:
-        seed = int(np.random.SeedSequence([self.config.seed, step, micro]).generate_state(1, dtype=np.uint64)[0])
-        return torch.Generator().manual_seed(seed % (2**63))
 
     # ---------------------------------------------------------------------- train
-    def _setup_optim(self, plan: _RunPlan) -> None:
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError(f"{type(self.retriever).__name__} has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           _linear_schedule(plan.total_steps, plan.warmup_steps))
-
-    def _state_extra(self, plan: _RunPlan, digest: str) -> dict[str, Any]:
-        return {"trainer": self.name, "config": self.config.to_dict(), "n_items": plan.n_items,
-                "items_digest": digest, "total_steps": plan.total_steps, "history": self.history}
-
-    def _check_resume(self, extra: dict[str, Any], plan: _RunPlan, digest: str, path: Path) -> None:
-        where = f"{path / 'trainer_state.json'}"
-        if extra.get("trainer") != self.name:
-            raise CheckpointError(f"{where}: field 'trainer' is {extra.get('trainer')!r}, "
-                                  f"this trainer is {self.name!r}")
-        if extra.get("n_items") != plan.n_items or extra.get("items_digest") != digest:
-            raise CheckpointError(f"{where}: fields 'n_items'/'items_digest' differ: the checkpoint was trained on "
-                                  "other items; resume with the same data")
-        saved = extra.get("config", {})
-        for key in ("batch_size", "gradient_accumulation_steps", "epochs", "max_steps", "seed", "top_l",
-                    "lr", "warmup_ratio"):
-            if key in saved and saved[key] != getattr(self.config, key):
-                raise CheckpointError(f"{where}: config field {key!r} was {saved[key]!r}, now "
-                                      f"{getattr(self.config, key)!r}; resume with the same settings")
-
-    def _save(self, plan: _RunPlan, digest: str) -> Path | None:
-        if self.config.checkpoint_dir is None:
-            return None
-        return save_checkpoint(self.config.checkpoint_dir, step=self.global_step, modules={"retriever": self.module},
-                               optimizer=self.optimizer, scheduler=self.scheduler,
-                               extra=self._state_extra(plan, digest), keep_last=self.config.keep_last)
-
-    def train(self, items: Sequence[ROPGItem], *, resume_from: str | os.PathLike[str] | None = None,
+    def train(self, items: Sequence[ROPGItem], *,  # type: ignore[override]
+              resume_from: str | os.PathLike[str] | None = None,
               stop_after_step: int | None = None) -> list[dict[str, Any]]:
         """Train the retriever on ``items``.
 
@@ -464,93 +433,26 @@ class ROPGTrainer:
                 checkpoint folder.  Weights, optimizer, scheduler, RNG streams and the
                 history are restored; the run then continues as if never stopped.
             stop_after_step: Stop once this global step is done (e.g. a time budget),
-                keeping the schedule of the full run; resume later with
-                ``resume_from="latest"``.
+                keeping the schedule of the full run; a checkpoint is written there.
+                Resume later with ``resume_from="latest"``.
 
         Returns:
             :attr:`history`, one log dict per optimizer step.
         """
-        from tqdm.auto import tqdm
-
         items = list(items)
         if not items:
             raise ValueError("train: no items")
         for i, it in enumerate(items):
             if not isinstance(it, ROPGItem):
                 raise TypeError(f"train: item {i} is a {type(it).__name__}, expected ROPGItem")
-        plan = self._plan(len(items))
-        digest = _items_digest(items)
-        self._setup_optim(plan)
-        assert self.optimizer is not None and self.scheduler is not None
-        self.history, self.global_step = [], 0
-
-        ckpt: Path | None = None
-        if resume_from is not None:
-            if str(resume_from) == "latest":
-                if self.config.checkpoint_dir is None:
-                    raise ValueError("resume_from='latest' needs config.checkpoint_dir")
-                ckpt = latest_checkpoint(self.config.checkpoint_dir)
-            else:
-                ckpt = Path(resume_from)
-        if ckpt is not None:
-            self._check_resume(read_checkpoint_state(ckpt).get("extra", {}), plan, digest, ckpt)
-            state = load_checkpoint(ckpt, modules={"retriever": self.module}, optimizer=self.optimizer,
-                                    scheduler=self.scheduler, restore_rng=True)
-            self.global_step = state["step"]
-            self.history = list(state["extra"].get("history", []))
-        else:
-            _seed_all(self.config.seed)
-
-        end = plan.total_steps if stop_after_step is None else min(plan.total_steps, int(stop_after_step))
-        was_training = self.module.training
-        self.module.train()
-        bar = tqdm(total=plan.total_steps, initial=self.global_step, disable=not self.config.progress,
-                   desc=f"{self.name} training", dynamic_ncols=True)
+        self.train_data = items
         try:
-            while self.global_step < end:
-                log = self._train_step(items, plan)
-                self.history.append(log)
-                bar.update(1)
-                bar.set_postfix(loss=f"{log['loss']:.4f}")
-                if self.callback is not None:
-                    self.callback(log)
-                step = self.global_step
-                epoch_end = step % plan.steps_per_epoch == 0
-                due = (step % self.config.save_every == 0) if self.config.save_every is not None else epoch_end
-                if due or step == plan.total_steps:
-                    self._save(plan, digest)
+            super().train(resume_from=resume_from, stop_after_step=stop_after_step)
         finally:
-            bar.close()
-            self.module.train(was_training)
             clear = getattr(self.retriever, "clear_cache", None)
             if callable(clear):  # cached profile embeddings are stale now
                 clear()
         return self.history
-
-    def _train_step(self, items: Sequence[ROPGItem], plan: _RunPlan) -> dict[str, Any]:
-        assert self.optimizer is not None and self.scheduler is not None
-        step = self.global_step
-        step_items = self._step_items(items, plan, step)
-        bs = self.config.batch_size
-        self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        for micro, start in enumerate(range(0, len(step_items), bs)):
-            batch = step_items[start:start + bs]
-            scores, mask, evals = self._batch_tensors(batch)
-            out = self.batch_loss(batch, scores, mask, evals, step=step, micro=micro)
-            weight = len(batch) / len(step_items)
-            (out.loss * weight).backward()
-            for key, value in out.to_dict().items():
-                sums[key] = sums.get(key, 0.0) + float(value) * weight
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        self.optimizer.step()
-        self.scheduler.step()
-        self.global_step += 1
-        return {"step": self.global_step, "epoch": self.global_step / plan.steps_per_epoch, "lr": lr,
-                "grad_norm": grad_norm, **sums}
 
     # ------------------------------------------------------------------- inspect
     @torch.no_grad()
@@ -652,16 +554,13 @@ class ROPGKDTrainer(ROPGTrainer):
     Example:
         >>> import numpy as np, torch
         >>> from personakit.training import ROPGItem, ROPGKDTrainer, ROPGTrainerConfig
-        >>> class Toy(torch.nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.bias = torch.nn.Parameter(torch.zeros(3))
-        ...     def score_candidates(self, queries, docs):
-        ...         return self.bias.expand(len(queries), 3)
+        >>> toy = torch.nn.Module()  # one learnable score per candidate position
+        >>> toy.bias = torch.nn.Parameter(torch.zeros(3))
+        >>> toy.score_candidates = lambda queries, docs: toy.bias.expand(len(queries), 3)
         >>> items = [ROPGItem("q", ["a", "b", "c"], np.array([0.0, 1.0, 0.0]))] * 4
         >>> cfg = ROPGTrainerConfig(lr=0.5, epochs=20, batch_size=4, gradient_accumulation_steps=1,
         ...                         warmup_ratio=0.0, target_temperature=0.1, progress=False)
-        >>> trainer = ROPGKDTrainer(Toy(), cfg)
+        >>> trainer = ROPGKDTrainer(toy, cfg)
         >>> history = trainer.train(items)
         >>> history[-1]["loss"] < history[0]["loss"]
         True

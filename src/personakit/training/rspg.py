@@ -22,9 +22,7 @@ and the oracle bounds (Table 5).
 
 from __future__ import annotations
 
-import json
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from personakit.config import BaseConfig, atomic_write_text
+from personakit.config import BaseConfig
 from personakit.functional.selector import (
     best_single_retriever,
     oracle_bounds,
@@ -42,11 +40,11 @@ from personakit.functional.selector import (
 )
 from personakit.losses.selector import SelectorKLLoss
 from personakit.retrieval.selector import RetrieverSelector
-from personakit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from personakit.training.callbacks import FunctionCallback
+from personakit.training.schedules import linear_warmup_decay_schedule, warmup_steps_from_ratio
+from personakit.training.trainer import Trainer, TrainingConfig, TrainingPlan
 
 __all__ = ["RSPGItem", "RSPGTrainer", "RSPGTrainerConfig", "RSPGTrainOutput", "as_rspg_items"]
-
-_LOG_FILE = "log.jsonl"
 
 
 @dataclass
@@ -140,14 +138,15 @@ class RSPGTrainerConfig(BaseConfig):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay (0: Adam, as in the paper).")
     """AdamW weight decay; 0 gives the paper's Adam."""
     warmup_ratio: float = Field(0.05, ge=0.0, le=1.0, description="Fraction of steps with linear warm-up.")
-    """Fraction of the optimizer steps spent warming up linearly (paper: 5%); then linear decay to 0."""
+    """Fraction of the optimizer steps spent warming up linearly (paper: 5%): $w = \\lfloor r T \\rfloor$ steps with
+    factor $(s+1)/(w+1)$ (:func:`~personakit.training.schedules.warmup_factor`); then linear decay to 0."""
     max_grad_norm: Optional[float] = Field(1.0, gt=0.0, description="Gradient clipping norm (None: off).")
     """Gradient clipping by global norm (paper: 1); ``None`` disables it."""
     target_temperature: float = Field(1.0, gt=0.0, description="Temperature of the EVAL target softmax.")
     """Temperature $\\tau_t$ of the target $\\operatorname{softmax}(\\mathrm{EVAL}/\\tau_t)$ (paper: 1)."""
     shuffle: bool = Field(True, description="Shuffle the items every epoch (seeded).")
     """Shuffle every epoch, with an order that depends only on ``seed`` and the epoch (so resuming is exact)."""
-    seed: int = Field(0, description="Seed of the data order and, for a fresh run, of the torch RNG.")
+    seed: int = Field(0, ge=0, description="Seed of the data order and, for a fresh run, of the torch RNG.")
     """Seed of the data order and, at the start of a fresh run, of Python, NumPy and torch."""
     output_dir: Optional[str] = Field(None, description="Folder for checkpoints and log.jsonl (None: none).")
     """Folder for ``checkpoint-*`` folders and ``log.jsonl``; ``None`` keeps nothing on disk."""
@@ -174,6 +173,20 @@ class RSPGTrainerConfig(BaseConfig):
             raise ValueError("save_every needs output_dir (where the checkpoints go)")
         return self
 
+    def training_config(self) -> TrainingConfig:
+        """These settings as the shared loop's :class:`~personakit.training.trainer.TrainingConfig`.
+
+        Checkpoints hold the whole selector; a fresh start (``resume=False`` or no
+        checkpoint yet) replaces older checkpoints in ``output_dir``.
+        """
+        return TrainingConfig(
+            output_dir=self.output_dir, overwrite_output_dir=True, learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay, epochs=self.num_epochs, max_steps=self.max_steps,
+            batch_size=self.batch_size, gradient_accumulation_steps=self.gradient_accumulation_steps,
+            max_grad_norm=self.max_grad_norm, seed=self.seed, logging_steps=self.log_every,
+            eval_steps=self.eval_every, eval_at_epoch_end=False, save_steps=self.save_every,
+            keep_last=self.keep_last, checkpoint_weights="all", progress=self.progress_bar)
+
 
 @dataclass
 class RSPGTrainOutput:
@@ -185,6 +198,7 @@ class RSPGTrainOutput:
         resumed_from: The checkpoint the run resumed from, if any.
         last_checkpoint: The last checkpoint written, if any.
         eval_metrics: The final evaluation on ``eval_items``, if given.
+        eval_history: The evaluations of the whole run (``step``, ``epoch`` and the metrics).
     """
 
     global_step: int
@@ -192,16 +206,19 @@ class RSPGTrainOutput:
     resumed_from: Optional[Path] = None
     last_checkpoint: Optional[Path] = None
     eval_metrics: Optional[dict[str, float]] = None
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class RSPGTrainer:
+class RSPGTrainer(Trainer):
     r"""Trains a :class:`~personakit.retrieval.RetrieverSelector` by KL distillation from downstream EVAL scores.
 
     Implements the RSPG objective of Salemi et al. (SIGIR 2024), Eq. (7), with the
-    paper's optimisation (§6.1) as defaults (see :class:`RSPGTrainerConfig`).
+    paper's optimisation (§6.1) as defaults (see :class:`RSPGTrainerConfig`), on the
+    shared loop of :class:`~personakit.training.trainer.Trainer` (atomic checkpoints, an
+    fsynced ``log.jsonl``, resumption checked against the config and a digest of the items).
 
     **Departure from the paper.**  The paper uses Adam; this uses AdamW, identical
-    with the default ``weight_decay=0``.
+    with the default ``weight_decay=0`` (weight decay, when set, applies to weight matrices only).
 
     Args:
         selector: The selector to train (in place).
@@ -218,16 +235,25 @@ class RSPGTrainer:
         Large Language Models through Retrieval Augmentation.* SIGIR.
     """
 
+    name = "rspg"
+    log_file = "log.jsonl"
+    checkpoint_key = "selector"
+    count_key = "n_items"
+    digest_key = "items_digest"
+    resume_fields = ("num_epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
+                     "weight_decay", "warmup_ratio", "target_temperature", "shuffle", "seed")
+    reseed_every_step = False
+
     def __init__(self, selector: RetrieverSelector, config: Optional[RSPGTrainerConfig] = None, **overrides: Any):
         if not isinstance(selector, RetrieverSelector):
             raise TypeError(f"RSPGTrainer: selector must be a RetrieverSelector; got {type(selector).__name__}")
         config = config or RSPGTrainerConfig()
         if overrides:
             config = RSPGTrainerConfig.from_dict({**config.model_dump(), **overrides}, source="RSPGTrainer overrides")
-        self.config = config
-        self.selector = selector
         if config.device is not None:
-            self.selector.to(config.device)
+            selector.to(config.device)
+        super().__init__(selector, config.training_config(), config=config, wrap_model=False)
+        self.selector = selector
         self.loss_fn = SelectorKLLoss(temperature=config.target_temperature)
 
     # ----------------------------------------------------------------- helpers
@@ -243,49 +269,50 @@ class RSPGTrainer:
     def _evals(self, batch: Sequence[RSPGItem]) -> torch.Tensor:
         return torch.tensor([it.evals for it in batch], dtype=torch.float32, device=self.selector.device)  # (B, R)
 
-    def _epoch_order(self, n: int, epoch: int) -> list[int]:
-        if not self.config.shuffle:
-            return list(range(n))
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=gen).tolist()
-
-    def _step_groups(self, n: int, epoch: int) -> list[list[list[int]]]:
-        """Optimizer steps of one epoch: each a list of micro-batches of item indices."""
-        order = self._epoch_order(n, epoch)
-        bs, acc = self.config.batch_size, self.config.gradient_accumulation_steps
-        micro = [order[i:i + bs] for i in range(0, n, bs)]
-        return [micro[i:i + acc] for i in range(0, len(micro), acc)]
-
     def steps_per_epoch(self, n_items: int) -> int:
         """Optimizer steps in one epoch over ``n_items`` items."""
-        micro = math.ceil(n_items / self.config.batch_size)
-        return math.ceil(micro / self.config.gradient_accumulation_steps)
+        return self.plan(n_items).steps_per_epoch
 
     def total_steps(self, n_items: int) -> int:
         """Optimizer steps of the whole run (``max_steps`` or epochs × steps per epoch)."""
-        return self.config.max_steps or self.config.num_epochs * self.steps_per_epoch(n_items)
+        return self.plan(n_items).total_steps
 
-    def _make_scheduler(self, optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-        warmup = int(math.ceil(self.config.warmup_ratio * total))
+    # ----------------------------------------------------------------- loop hooks
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The shared seeded permutation of the epoch, or the given order with ``shuffle=False``."""
+        if not self.config.shuffle:
+            return np.arange(len(self.train_data))
+        return super().epoch_order(epoch)
 
-        def factor(step: int) -> float:
-            if warmup > 0 and step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (total - step) / max(1, total - warmup))
+    def compute_loss(self, batch: list[RSPGItem]) -> tuple[torch.Tensor, dict[str, float]]:
+        """KL loss of the selector's scores against the EVAL targets; logs ``loss`` and ``success_rate``."""
+        prompts, outputs = self._batch_inputs(batch)
+        evals = self._evals(batch)  # (b, R)
+        scores = self.selector(prompts, outputs)  # (b, R)
+        parts = self.loss_fn.forward_with_parts(scores, evals)
+        return parts.loss, {"loss": parts.loss.item(),
+                            "success_rate": selection_success_rate(scores.detach().argmax(-1), evals)}
 
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, plan: TrainingPlan
+                        ) -> torch.optim.lr_scheduler.LambdaLR:
+        """Linear warm-up over ``floor(warmup_ratio * total)`` steps, then linear decay towards 0."""
+        warmup = warmup_steps_from_ratio(self.config.warmup_ratio, plan.total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay_schedule(plan.total_steps, warmup))
 
     # ------------------------------------------------------------------- train
-    def train(self, items: Iterable[RSPGItem | Mapping[str, Any]],
+    def train(self, items: Iterable[RSPGItem | Mapping[str, Any]],  # type: ignore[override]
               eval_items: Optional[Iterable[RSPGItem | Mapping[str, Any]]] = None,
-              callback: Optional[Callable[[dict[str, Any]], None]] = None) -> RSPGTrainOutput:
-        """Train the selector on ``items``; resume from ``output_dir`` when a checkpoint is there.
+              callback: Optional[Callable[[dict[str, Any]], None]] = None, *,
+              stop_after_step: Optional[int] = None) -> RSPGTrainOutput:
+        """Train the selector on ``items``; resume from ``output_dir`` when a checkpoint is there (``resume``).
 
         Args:
             items: Training inputs (:class:`RSPGItem` or mappings; validated by :func:`as_rspg_items`).
             eval_items: Optional held-out inputs, evaluated every ``eval_every`` steps and at the end.
             callback: Called with every log record (e.g. to report to an experiment tracker);
                 an exception it raises stops training (the last checkpoint stays valid).
+            stop_after_step: Stop once this global step is done (a time budget), keeping the
+                schedule of the full run; a checkpoint is written there (with ``output_dir``).
 
         Returns:
             :class:`RSPGTrainOutput`.
@@ -296,111 +323,20 @@ class RSPGTrainer:
             raise ValueError("RSPGTrainer.train: no training items")
         eval_list = as_rspg_items(eval_items, source="eval_items") if eval_items is not None else None
         self._batch_inputs(items[:1])  # fail early on Post items without outputs
-        n = len(items)
-        per_epoch = self.steps_per_epoch(n)
-        total = self.total_steps(n)
-        selector = self.selector
-        params = [p for p in selector.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        scheduler = self._make_scheduler(optimizer, total)
-        out_dir = Path(cfg.output_dir) if cfg.output_dir is not None else None
-
-        step = 0
-        resumed_from: Optional[Path] = None
-        if out_dir is not None and cfg.resume:
-            ckpt = latest_checkpoint(out_dir)
-            if ckpt is not None:
-                state = load_checkpoint(ckpt, modules={"selector": selector}, optimizer=optimizer, scheduler=scheduler)
-                saved_n = state["extra"].get("n_items")
-                if saved_n is not None and saved_n != n:
-                    raise ValueError(f"{ckpt}: the checkpoint was trained on {saved_n} items, not {n}; use another "
-                                     "output_dir or resume=False")
-                step, resumed_from = state["step"], ckpt
-        if resumed_from is None:
-            random.seed(cfg.seed)
-            np.random.seed(cfg.seed % 2**32)
-            torch.manual_seed(cfg.seed)
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            self._trim_log(out_dir / _LOG_FILE, step)
-
-        history: list[dict[str, Any]] = []
-        last_ckpt: Optional[Path] = resumed_from
-        eval_metrics: Optional[dict[str, float]] = None
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=step, disable=not cfg.progress_bar, desc="RSPG", dynamic_ncols=True)
+        self.train_data, self.eval_data = items, eval_list or None
+        extra = [FunctionCallback(callback)] if callback is not None else []
+        self.callbacks.extend(extra)
         try:
-            selector.train()
-            while step < total:
-                epoch, k = divmod(step, per_epoch)
-                group = self._step_groups(n, epoch)[k]
-                n_group = sum(len(mb) for mb in group)
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = chosen_ok = agree = 0.0
-                for mb in group:
-                    batch = [items[j] for j in mb]
-                    prompts, outputs = self._batch_inputs(batch)
-                    evals = self._evals(batch)  # (b, R)
-                    scores = selector(prompts, outputs)  # (b, R)
-                    parts = self.loss_fn.forward_with_parts(scores, evals)
-                    (parts.loss * (len(mb) / n_group)).backward()
-                    loss_sum += parts.loss.item() * len(mb)
-                    agree += parts.target_agreement.item() * len(mb)
-                    chosen_ok += selection_success_rate(scores.detach().argmax(-1), evals) * len(mb)
-                if cfg.max_grad_norm is not None:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-                else:
-                    grad_norm = float(torch.sqrt(sum((p.grad.detach().float() ** 2).sum() for p in params
-                                                     if p.grad is not None)))
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                bar.update(1)
-                record: Optional[dict[str, Any]] = None
-                if step % cfg.log_every == 0 or step == total:
-                    record = {"step": step, "epoch": epoch + (k + 1) / per_epoch, "loss": loss_sum / n_group,
-                              "success_rate": chosen_ok / n_group, "lr": lr, "grad_norm": grad_norm}
-                if eval_list and (step == total or (cfg.eval_every and step % cfg.eval_every == 0)):
-                    eval_metrics = self.evaluate(eval_list)
-                    selector.train()
-                    record = record or {"step": step, "epoch": epoch + (k + 1) / per_epoch}
-                    record.update({f"eval_{key}": value for key, value in eval_metrics.items()})
-                if out_dir is not None and (step == total or (cfg.save_every and step % cfg.save_every == 0)):
-                    last_ckpt = save_checkpoint(out_dir, step=step, modules={"selector": selector}, optimizer=optimizer,
-                                                scheduler=scheduler, keep_last=cfg.keep_last,
-                                                extra={"n_items": n, "epoch": epoch, "total_steps": total,
-                                                       "config": cfg.to_dict()})
-                if record is not None:
-                    history.append(record)
-                    bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
-                    if out_dir is not None:
-                        with open(out_dir / _LOG_FILE, "a", encoding="utf-8") as fh:
-                            fh.write(json.dumps(record) + "\n")
-                    if callback is not None:
-                        callback(record)
+            result = super().train(resume_from="latest" if cfg.output_dir is not None and cfg.resume else None,
+                                   stop_after_step=stop_after_step)
         finally:
-            bar.close()
-        selector.eval()
-        if eval_list and eval_metrics is None:
-            eval_metrics = self.evaluate(eval_list)
-        return RSPGTrainOutput(global_step=step, history=history, resumed_from=resumed_from,
-                               last_checkpoint=last_ckpt, eval_metrics=eval_metrics)
-
-    @staticmethod
-    def _trim_log(path: Path, step: int) -> None:
-        """Drop log records past ``step`` (written after the checkpoint a run resumes from)."""
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except ValueError:
-                continue
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+            for cb in extra:
+                self.callbacks.remove(cb)
+        self.selector.eval()
+        start = 0 if self.resumed_from is None else int(self.resumed_from.name.rsplit("-", 1)[-1])
+        return RSPGTrainOutput(global_step=result.global_step, history=[r for r in result.history if r["step"] > start],
+                               resumed_from=self.resumed_from, last_checkpoint=result.checkpoint or self.resumed_from,
+                               eval_metrics=result.final_metrics or None, eval_history=result.eval_history)
 
     # ---------------------------------------------------------------- evaluate
     @torch.no_grad()

@@ -1,18 +1,18 @@
-r"""Shared machinery of the GRAG models: backbone handling, encoding, decoding, save/load, generation.
+r"""Shared machinery of the GRAG models: encoding, decoding and generation over the backbone.
 
-:class:`GRAGModel` is an ``nn.Module`` with the transformers-style API
-(``config``, ``save_pretrained``, ``from_pretrained``, ``generate``); the three model
-families subclass it (:class:`~personakit.models.grag.PreSFT`,
+:class:`GRAGModel` is a :class:`~personakit.models.base.PersonaModel` (backbone, LoRA, pad
+id, ``respond``, ``save_pretrained`` / ``from_pretrained``); the three model families
+subclass it (:class:`~personakit.models.grag.PreSFT`,
 :class:`~personakit.models.grag.PreGRAG`, :class:`~personakit.models.grag.PostGRAG`).
 It is not a ``PreTrainedModel``: the backbone is an ordinary transformers model held
-as ``self.backbone`` and the checkpoint format is written here, so that tied
+as ``self.backbone`` and the checkpoint format is the base's, so that tied
 embeddings, peft LoRA layers and the style-decoder wrappers all round-trip exactly.
 
 Checkpoint folder (``save_pretrained``)
     * ``config.json``: the :class:`~personakit.models.grag.GRAGConfig` (backbone config inside);
     * ``model.safetensors``: the full state dict.  Keys are the module paths of the
       model with the style wrappers removed (``backbone.model.decoder.layers.0.fc1.weight``,
-      not ``....layers.0.base_layer.fc1.weight``), so the backbone's part is the
+      not ``....layers.0.wrapped_layer.fc1.weight``), so the backbone's part is the
       backbone's own state dict under ``backbone.``; tied tensors are stored once and
       listed in the file's metadata (``personakit_aliases``);
     * ``generation_config.json``: the backbone's generation defaults;
@@ -21,27 +21,21 @@ Checkpoint folder (``save_pretrained``)
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from personakit.backbones.text import decode_batch
 from personakit.functional.losses import token_cross_entropy
-from personakit.models.grag.config import GRAGConfig, LoraSettings
+from personakit.models.base import CONFIG_NAME, WEIGHTS_NAME, PersonaModel
+from personakit.models.grag.config import GRAGConfig
 from personakit.models.grag.encoding import (KeyValues, Segment, embed_together, encode_segments,
                                              encode_segments_with_cache, left_pad)
-from personakit.models._save import WrappedCheckpointMixin, load_saved_tokenizer
 from personakit.models.grag.outputs import GRAGOutput
-from personakit.modules.style_decoder.base import StyleInjectionLayer, unwrap_peft
+from personakit.modules.style_decoder.base import StyleInjectionLayer
 
-__all__ = ["GRAGModel", "CONFIG_NAME", "WEIGHTS_NAME"]
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+__all__ = ["GRAGModel", "CONFIG_NAME", "WEIGHTS_NAME", "load_backbone"]
 
 # batch fields a model's generate() reads (the rest of a batch, e.g. labels, is ignored there)
 _INPUT_FIELDS = (
@@ -49,7 +43,6 @@ _INPUT_FIELDS = (
     "history_ids", "history_mask", "generic_ids", "generic_mask", "response_ids", "response_mask",
     "labels", "generic_labels", "generic_input_ids", "generic_attention_mask",
 )
-
 
 def _hidden_size(config: Any) -> int:
     for name in ("d_model", "hidden_size", "n_embd"):
@@ -59,11 +52,16 @@ def _hidden_size(config: Any) -> int:
     raise ValueError(f"cannot find the hidden size of {type(config).__name__}")
 
 
-class GRAGModel(WrappedCheckpointMixin, nn.Module):
+class GRAGModel(PersonaModel):
     """Base class of the GRAG models (see the module docstring).
 
-    Subclasses set ``METHOD`` and implement :meth:`_setup` (extra modules),
-    :meth:`forward` and :meth:`_generate`.
+    Subclasses set ``METHOD`` and implement :meth:`_setup` (extra modules) and
+    :meth:`forward`; PostGRAG also :meth:`_generate`.  Built with
+    :meth:`~personakit.models.base.PersonaModel.from_backbone` (settings: the
+    :class:`GRAGConfig` fields ``alpha``, ``beta``, ``mode``, ``extractor_heads``,
+    ``extractor_dropout``, ``lora``, ``encoder_passes``, ``compute_unweighted_losses``...),
+    whose backbone name or folder is loaded by :func:`load_backbone` (an encoder-only
+    checkpoint such as MiniLM becomes a BERT2BERT ``EncoderDecoderModel``).
 
     Args:
         config: the :class:`GRAGConfig`.
@@ -73,115 +71,41 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
             and saved with the model.
     """
 
+    config_class = GRAGConfig
     WRAPPER_TYPE = StyleInjectionLayer
+    GENERATE_INPUTS = _INPUT_FIELDS
 
     METHOD: ClassVar[str] = ""
 
     def __init__(self, config: GRAGConfig, backbone: Optional[nn.Module] = None, tokenizer: Any = None):
-        super().__init__()
-        if not isinstance(config, GRAGConfig):
-            raise TypeError(f"{type(self).__name__}: config must be a GRAGConfig, got {type(config).__name__}")
-        if config.method != self.METHOD:
-            raise ValueError(f"{type(self).__name__}: config.method is {config.method!r}, expected {self.METHOD!r}")
-        if backbone is None:
-            backbone = self._build_backbone(config)
-        if config.lora is not None and not callable(getattr(type(backbone), "get_base_model", None)):
-            backbone = self._apply_lora(backbone, config.lora_settings)  # type: ignore[arg-type]
-        self.config = config
-        self.backbone = backbone
-        self.tokenizer = tokenizer
-        base_config = unwrap_peft(backbone).config
-        self.is_encoder_decoder = bool(getattr(base_config, "is_encoder_decoder", False)) or (
-            getattr(base_config, "model_type", None) == "encoder-decoder")
-        self.pad_token_id = self._find_pad_id(base_config, tokenizer)
+        super().__init__(config, backbone, tokenizer)
         self._setup()
 
     # ------------------------------------------------------------------ construction
+    def check_config(self, config: GRAGConfig) -> None:  # type: ignore[override]
+        if config.method != self.METHOD:
+            raise ValueError(f"{type(self).__name__}: config.method is {config.method!r}, expected {self.METHOD!r}")
+
     def _setup(self) -> None:
         """Build the modules beyond the backbone (overridden by subclasses)."""
 
-    @staticmethod
-    def _build_backbone(config: GRAGConfig) -> nn.Module:
-        import transformers
-
-        name = config.backbone_class
-        cls = getattr(transformers, name, None) if name else None
-        if cls is None:
-            raise ValueError(f"GRAGConfig: field 'backbone_class' {name!r} is not a transformers model class")
-        bconf = config.backbone_config
-        model = cls(config=bconf) if name == "EncoderDecoderModel" else cls(bconf)
-        return model
-
-    @staticmethod
-    def _apply_lora(backbone: nn.Module, settings: LoraSettings) -> nn.Module:
-        from personakit._imports import require
-
-        require("peft", "LoRA for GRAG models")
-        from peft import get_peft_model
-
-        base_config = backbone.config
-        encdec = bool(getattr(base_config, "is_encoder_decoder", False))
-        return get_peft_model(backbone, settings.to_peft("SEQ_2_SEQ_LM" if encdec else "CAUSAL_LM"))
-
-    @staticmethod
-    def _find_pad_id(base_config: Any, tokenizer: Any) -> int:
-        for source in (base_config, getattr(base_config, "decoder", None), tokenizer):
-            pad = getattr(source, "pad_token_id", None)
-            if isinstance(pad, int):
-                return pad
-        eos = getattr(base_config, "eos_token_id", None)
-        if isinstance(eos, list):
-            eos = eos[0] if eos else None
-        if isinstance(eos, int):
-            return eos
-        return 0
+    @classmethod
+    def load_backbone(cls, name_or_path: Union[str, os.PathLike]) -> tuple[nn.Module, Any]:
+        """:func:`load_backbone`: any seq2seq or causal LM; an encoder-only checkpoint as BERT2BERT."""
+        return load_backbone(name_or_path)
 
     @classmethod
-    def _settings(cls, **settings: Any) -> dict[str, Any]:
-        """Default GRAG settings of this family, updated with ``settings``."""
-        return dict(settings)
+    def default_settings(cls, **settings: Any) -> dict[str, Any]:
+        return {"method": cls.METHOD, **settings}
 
     @classmethod
-    def from_backbone(cls, backbone: Union[nn.Module, str, os.PathLike], tokenizer: Any = None,
-                      **settings: Any) -> "GRAGModel":
-        """Build the model around a transformers backbone (pretrained weights kept).
-
-        Args:
-            backbone: a transformers model (``BartForConditionalGeneration``,
-                ``T5ForConditionalGeneration``, ``EncoderDecoderModel``, a causal LM such
-                as ``LlamaForCausalLM``), or a name / folder: an embedded name
-                (``"smollm2"``), a local folder or a hub id.  An encoder-only
-                checkpoint (BERT, MiniLM: ``"minilm"``) is warm-started as a
-                BERT2BERT ``EncoderDecoderModel`` (Rothe et al., 2020).
-            tokenizer: its tokenizer (loaded with the backbone when a name is given).
-            **settings: :class:`GRAGConfig` fields (``alpha``, ``beta``, ``mode``,
-                ``extractor_heads``, ``extractor_dropout``, ``lora``, ``encoder_passes``,
-                ``compute_unweighted_losses``).
-
-        Returns:
-            The model (in training mode only if the backbone was).
-        """
-        if isinstance(backbone, (str, os.PathLike)):
-            backbone, loaded_tok = load_backbone(backbone)
-            tokenizer = tokenizer if tokenizer is not None else loaded_tok
-        base = unwrap_peft(backbone)
-        lora = settings.get("lora")
-        if isinstance(lora, LoraSettings):
-            settings["lora"] = lora.model_dump()
-        backbone_dict = json.loads(base.config.to_json_string(use_diff=False))  # JSON-normalised (str keys)
-        backbone_dict.pop("transformers_version", None)
-        config = GRAGConfig(
-            method=cls.METHOD, backbone=backbone_dict, backbone_class=type(base).__name__,
-            **cls._settings(**settings),
-        )
-        return cls(config, backbone=backbone, tokenizer=tokenizer)
+    def class_for_config(cls, config: GRAGConfig, path: Any) -> type["GRAGModel"]:  # type: ignore[override]
+        """The class of ``config.method`` (``GRAGModel.from_pretrained`` loads any GRAG model)."""
+        if cls.METHOD and config.method != cls.METHOD:
+            raise ValueError(f"{path}: field 'method' is {config.method!r}; load it with the matching class")
+        return cls if cls.METHOD else _class_for(config.method)
 
     # ------------------------------------------------------------------ properties
-    @property
-    def base_model(self) -> nn.Module:
-        """The transformers model (under a peft wrapper when LoRA is used)."""
-        return unwrap_peft(self.backbone)
-
     @property
     def encoder_hidden_size(self) -> int:
         """Size of the encodings $E_X$ (encoder states, or the LM's last hidden states)."""
@@ -314,25 +238,6 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
         return weight > 0 or self.config.compute_unweighted_losses
 
     # ------------------------------------------------------------------ generation
-    def _split_generate_kwargs(self, batch: Optional[Mapping[str, Tensor]], kwargs: dict[str, Any]
-                               ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        inputs = dict(batch or {})
-        for name in list(kwargs):
-            if name in _INPUT_FIELDS:
-                inputs[name] = kwargs.pop(name)
-        kwargs.setdefault("pad_token_id", self.pad_token_id)
-        if "eos_token_id" not in kwargs:
-            stop = self.stop_token_ids()
-            if stop:
-                kwargs["eos_token_id"] = stop
-        return inputs, kwargs
-
-    def _require(self, inputs: Mapping[str, Tensor], *names: str) -> list[Tensor]:
-        missing = [n for n in names if inputs.get(n) is None]
-        if missing:
-            raise ValueError(f"{type(self).__name__}: the batch lacks {missing}; build it with model.make_collator()")
-        return [inputs[n] for n in names]
-
     def _generate_from_prompt(self, ids: Tensor, mask: Tensor, **kwargs: Any) -> Tensor:
         """Decoder-only: left-pad the (right-padded) prompts, generate, return the new tokens only."""
         ids, mask = left_pad(ids, mask, self.pad_token_id)
@@ -362,20 +267,26 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
             ``[B, T_new]`` generated token ids, without the prompt (decoder-only) or the
             decoder start token (encoder-decoder); finished rows are padded.
         """
-        inputs, kwargs = self._split_generate_kwargs(batch, dict(kwargs))
+        inputs, kwargs = self.generate_inputs(batch, kwargs)
+        if "eos_token_id" not in kwargs:
+            stop = self.stop_token_ids()
+            if stop:
+                kwargs["eos_token_id"] = stop
         return self._generate(inputs, **kwargs)
 
     def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
-        raise NotImplementedError
+        """PreSFT / PreGRAG: from the pre-fused input (encoder-decoder) or the prompt (decoder-only)."""
+        if self.is_encoder_decoder:
+            ids, mask = self.require(inputs, "input_ids", "attention_mask")
+            return self.base_model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, 1:]
+        ids, mask = self.require(inputs, "prompt_ids", "prompt_mask")
+        return self._generate_from_prompt(ids, mask, **kwargs)
 
     # ------------------------------------------------------------------ text-level helpers
-    def make_collator(self, tokenizer: Any = None, **options: Any) -> "Any":
+    def build_collator(self, tokenizer: Any, **options: Any) -> Any:
         """A :class:`~personakit.models.grag.GRAGCollator` matching this model (method, mode, architecture)."""
         from personakit.models.grag.collator import GRAGCollator
 
-        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
-        if tokenizer is None:
-            raise ValueError(f"{type(self).__name__}.make_collator: give a tokenizer (the model holds none)")
         base = self.base_model
         start = getattr(base.config, "decoder_start_token_id", None)
         options.setdefault("prompt_format", self.prompt_format(tokenizer))
@@ -407,41 +318,6 @@ class GRAGModel(WrappedCheckpointMixin, nn.Module):
             return None
         return stop_token_ids(self.tokenizer, getattr(self.base_model, "generation_config", None)) or None
 
-    def respond(self, examples: Sequence[Any], batch_size: int = 8, collator: Any = None, **generate_kwargs: Any
-                ) -> list[str]:
-        """Generate a response text for each :class:`~personakit.types.ResponseExample`."""
-        if self.tokenizer is None:
-            raise ValueError(f"{type(self).__name__}.respond needs a tokenizer (from_backbone(..., tokenizer))")
-        collator = collator or self.make_collator(with_targets=False)
-        device = next(self.parameters()).device
-        texts: list[str] = []
-        for start in range(0, len(examples), batch_size):
-            batch = collator(list(examples[start:start + batch_size]))
-            batch = {k: v.to(device) for k, v in batch.items()}
-            ids = self.generate(batch, **generate_kwargs)
-            texts += decode_batch(self.tokenizer, ids)
-        return texts
-
-    def trainable_parameter_names(self) -> list[str]:
-        """Names of the parameters with ``requires_grad`` (LoRA: adapters + extractors)."""
-        return [n for n, p in self.named_parameters() if p.requires_grad]
-
-    # ------------------------------------------------------------------ save / load
-    @classmethod
-    def from_pretrained(cls, directory: Union[str, os.PathLike], tokenizer: Any = None,
-                        map_location: Union[str, torch.device] = "cpu") -> "GRAGModel":
-        """Load a model written by :meth:`save_pretrained` (same class or the :func:`build_grag_model` kinds)."""
-        directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: no GRAG config (was the model saved with save_pretrained?)")
-        config = GRAGConfig.from_pretrained(str(directory))
-        if cls.METHOD and config.method != cls.METHOD:
-            raise ValueError(f"{config_path}: field 'method' is {config.method!r}; load it with the matching class")
-        target = cls if cls.METHOD else _class_for(config.method)
-        model = target(config, tokenizer=load_saved_tokenizer(directory, tokenizer))
-        model.load_weights(directory, map_location)
-        return model
 
 def _class_for(method: str) -> type[GRAGModel]:
     from personakit.models.grag.factory import GRAG_MODELS

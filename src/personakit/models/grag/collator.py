@@ -85,9 +85,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Sequence
 
-import torch
 from torch import Tensor
 
+from personakit.models.collators import TokenCollator
 from personakit.models.grag.chat import chat_turns, end_of_turn_ids, has_chat_template, render_chat
 from personakit.models.grag.config import GRAG_METHODS, PRESFT_MODES, PROMPT_FORMATS
 from personakit.types import ResponseExample
@@ -99,8 +99,11 @@ DEFAULT_SYSTEM_PROMPT = "You are chatting with someone. Reply to their last mess
 
 Architecture = Literal["encoder-decoder", "decoder-only"]
 
+_SEQUENCE = ("input_ids", "attention_mask", "labels")
+_GENERIC_SEQUENCE = ("generic_input_ids", "generic_attention_mask", "generic_labels")
 
-class GRAGCollator:
+
+class GRAGCollator(TokenCollator):
     """Tokenise GRAG inputs ($P$, $H$, $R_G$, $R_P$) into the batch format of a GRAG model.
 
     See the module docstring for the exact texts and fields.
@@ -161,7 +164,6 @@ class GRAGCollator:
                 raise ValueError(f"GRAGCollator: {name} must be >= 1, got {value}")
         if max_history_turns is not None and max_history_turns < 1:
             raise ValueError(f"GRAGCollator: max_history_turns must be >= 1 or None, got {max_history_turns}")
-        self.tokenizer = tokenizer
         self.method = method
         self.architecture = architecture
         self.mode = mode
@@ -177,7 +179,6 @@ class GRAGCollator:
         self.generic_prefix = generic_prefix
         self.separator = separator if separator is not None else (" " if architecture == "encoder-decoder" else "\n")
         self.target_prefix = target_prefix
-        self.with_targets = with_targets
         if prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"GRAGCollator: prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
         if prompt_format == "auto":
@@ -186,18 +187,9 @@ class GRAGCollator:
             raise ValueError("GRAGCollator: prompt_format='chat' needs a tokenizer with a chat template")
         self.prompt_format = prompt_format if architecture == "decoder-only" else "plain"
         self.system_prompt = system_prompt
-
-        pad = getattr(tokenizer, "pad_token_id", None)
-        eos = getattr(tokenizer, "eos_token_id", None)
-        if pad is None and self.decoder_only:
-            pad = eos
-        if pad is None:
-            raise ValueError("GRAGCollator: the tokenizer has no pad token (set tokenizer.pad_token)")
-        if self.decoder_only and eos is None:
-            raise ValueError("GRAGCollator: a decoder-only tokenizer needs an eos token to end the targets")
-        self.pad_token_id: int = int(pad)
-        self.eos_token_id: Optional[int] = None if eos is None else int(eos)
-        self.special_prefix, self.special_suffix = self._probe_special_tokens(tokenizer)
+        # decoder-only: EOS pads when there is no pad token, and ends the targets
+        super().__init__(tokenizer, with_targets=with_targets, pad_falls_back_to_eos=self.decoder_only,
+                         needs_eos=self.decoder_only)
         self.end_of_turn: list[int] = (end_of_turn_ids(tokenizer) if self.chat
                                        else ([] if self.eos_token_id is None else [self.eos_token_id]))
 
@@ -225,20 +217,6 @@ class GRAGCollator:
         }
 
     # ------------------------------------------------------------------ tokenisation helpers
-    @staticmethod
-    def _probe_special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
-        """Special tokens the tokenizer puts before and after a text (e.g. ``[0]``, ``[2]`` for BART)."""
-        probe = "hello world"
-        bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
-        full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
-        for i in range(len(full) - len(bare) + 1):
-            if full[i:i + len(bare)] == bare:
-                return full[:i], full[i + len(bare):]
-        return [], []
-
-    def _tok(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def _wrap(self, ids: list[int]) -> list[int]:
         """An encoder input (all special tokens) or a decoder-only prompt (leading ones only)."""
         if self.decoder_only:
@@ -251,28 +229,6 @@ class GRAGCollator:
         if self.decoder_start_token_id is not None and len(full) > 1 and full[0] == self.decoder_start_token_id:
             full = full[1:]
         return full
-
-    def _pad(self, rows: Sequence[Sequence[int]], value: int) -> Tensor:
-        width = max(1, max(len(r) for r in rows))
-        out = torch.full((len(rows), width), value, dtype=torch.long)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-        return out
-
-    def _add(self, batch: dict[str, Tensor], name: str, rows: list[list[int]], mask_name: Optional[str]) -> None:
-        batch[name] = self._pad(rows, self.pad_token_id)
-        if mask_name is not None:
-            batch[mask_name] = self._pad([[1] * len(r) for r in rows], 0)
-
-    def _add_sequences(self, batch: dict[str, Tensor], prefix: str, prompts: list[list[int]],
-                       targets: list[list[int]]) -> None:
-        """Decoder-only prompt + target rows with labels on the target only."""
-        ids = [p + t for p, t in zip(prompts, targets)]
-        labels = [[-100] * len(p) + t for p, t in zip(prompts, targets)]
-        names = {"": ("input_ids", "attention_mask", "labels"),
-                 "generic_": ("generic_input_ids", "generic_attention_mask", "generic_labels")}[prefix]
-        self._add(batch, names[0], ids, names[1])
-        batch[names[2]] = self._pad(labels, -100)
 
     # ------------------------------------------------------------------ collation
     def __call__(self, examples: Sequence[ResponseExample]) -> dict[str, Tensor]:
@@ -376,7 +332,7 @@ class GRAGCollator:
                 prompts = p["cue"] if self.chat else [wrap(content[i] + p["cue"][i]) for i in range(n)]
                 self._add(batch, "prompt_ids", prompts, "prompt_mask")
                 if targets:
-                    self._add_sequences(batch, "", prompts, [p["T_R"][i] + eos for i in range(n)])
+                    self._add_sequences(batch, _SEQUENCE, prompts, [p["T_R"][i] + eos for i in range(n)])
             else:
                 self._add(batch, "input_ids", [wrap(c) for c in content], "attention_mask")
                 if targets:
@@ -396,9 +352,9 @@ class GRAGCollator:
         if targets:
             self._add(batch, "response_ids", [wrap(x) for x in p["R"]], "response_mask")
             if self.decoder_only:
-                self._add_sequences(batch, "", history, [p["T_R"][i] + eos for i in range(n)])
+                self._add_sequences(batch, _SEQUENCE, history, [p["T_R"][i] + eos for i in range(n)])
                 gprompts = [wrap(p["R"][i] + p["gcue"][i]) for i in range(n)]
-                self._add_sequences(batch, "generic_", gprompts, [p["T_G"][i] + eos for i in range(n)])
+                self._add_sequences(batch, _GENERIC_SEQUENCE, gprompts, [p["T_G"][i] + eos for i in range(n)])
             else:
                 batch["labels"] = self._pad([self._label_ids(r) for r in p["R"]], -100)
                 batch["generic_labels"] = self._pad([self._label_ids(g) for g in p["G"]], -100)

@@ -1,4 +1,4 @@
-r"""Configs of the GRAG models: :class:`GRAGConfig` (a transformers ``PreTrainedConfig``) and :class:`LoraSettings`.
+r"""Config of the GRAG models: :class:`GRAGConfig` (a transformers ``PreTrainedConfig``).
 
 :class:`GRAGConfig` holds the backbone's own config (as a dict, with its class name,
 so any transformers model is rebuilt exactly) and the GRAG settings: the method
@@ -6,17 +6,18 @@ so any transformers model is rebuilt exactly) and the GRAG settings: the method
 $\alpha$ and $\beta$ of $L = L_P + \alpha L_G + \beta L_{CJEPA}$ (GRAG Eq. 2–3), the
 style extractors' heads and dropout, optional LoRA, and how many encoder passes the
 post-fusion encodings may use.  It is written to ``config.json`` by
-``save_pretrained`` and read back by ``from_pretrained``.
+``save_pretrained`` and read back by ``from_pretrained``.  :class:`LoraSettings` (now in
+:mod:`personakit.backbones.peft`) is re-exported here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
-from pydantic import Field
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import AutoConfig
 
-from personakit.config import BaseConfig
+from personakit.backbones.peft import LoraSettings
+from personakit.models.base import PersonaModelConfig
 
 __all__ = ["GRAGConfig", "LoraSettings", "GRAG_METHODS", "PRESFT_MODES", "METHOD_DEFAULTS", "STYLE_INITS",
            "PROMPT_FORMATS"]
@@ -50,45 +51,7 @@ template's end-of-turn token), ``"plain"`` (``persona: P`` / ``user: ...`` / ``a
 ``"auto"`` (``"chat"`` when the tokenizer has a chat template, else ``"plain"``)."""
 
 
-class LoraSettings(BaseConfig):
-    """LoRA adapters (through peft) on the backbone; everything else of the backbone is frozen.
-
-    The paper uses (Q)LoRA for T5, Llama 3.2 and Qwen3 (GRAG §4.3.2).  The style
-    extractors of PostGRAG stay fully trainable.
-
-    Example:
-        >>> LoraSettings(r=8, target_modules=["q_proj", "v_proj"]).alpha
-        32
-    """
-
-    r: int = Field(16, ge=1, description="Rank of the adapters.")
-    """Rank $r$ of the low-rank update $\\Delta W = BA$."""
-    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
-    """Scaling numerator: the update is multiplied by ``alpha / r``."""
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    """Dropout on the adapter input (training only)."""
-    target_modules: Optional[Union[list[str], str]] = Field(
-        None, description="Module names (suffixes) that get adapters; None: peft's default for the architecture."
-    )
-    """Module-name suffixes that get adapters (e.g. ``["q_proj", "v_proj"]``), ``"all-linear"``,
-    or ``None`` for peft's default for the architecture."""
-    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
-    """Which biases are trained (peft's ``bias``)."""
-
-    def to_peft(self, task_type: str) -> Any:
-        """The ``peft.LoraConfig`` (imports peft lazily)."""
-        from personakit._imports import require
-
-        require("peft", "LoRA for GRAG models")
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules,
-            bias=self.bias, task_type=task_type,
-        )
-
-
-class GRAGConfig(PreTrainedConfig):
+class GRAGConfig(PersonaModelConfig):
     r"""Config of a GRAG model: the backbone's config plus the GRAG settings.
 
     Args:
@@ -107,8 +70,9 @@ class GRAGConfig(PreTrainedConfig):
         backbone: the backbone's config as a dict (``backbone_config.to_dict()``).
         backbone_class: the backbone's transformers class name
             (``"BartForConditionalGeneration"``, ``"EncoderDecoderModel"``, ``"LlamaForCausalLM"``...).
-        lora: :class:`LoraSettings` (or its dict) to train LoRA adapters instead of the
-            full backbone; ``None`` for full fine-tuning.
+        lora: :class:`~personakit.backbones.peft.LoraSettings` (its dict, or a
+            ``peft.LoraConfig``) to train LoRA adapters instead of the full backbone;
+            ``None`` for full fine-tuning.
         encoder_passes: PostGRAG encodes $P$, $H$, $R_G$, $R_P$ separately but batched:
             stacked along the batch dimension in at most this many encoder passes
             (1: one pass padded to the longest; 2+: the rows of all four grouped by length
@@ -133,24 +97,16 @@ class GRAGConfig(PreTrainedConfig):
     extractor_dropout: float = 0.1
     style_init: str = "zero"
     prompt_format: str = "auto"
-    backbone: Optional[dict] = None
-    backbone_class: Optional[str] = None
-    lora: Optional[dict] = None
     encoder_passes: int = 4
     decoder_passes: int = 2
     compute_unweighted_losses: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if isinstance(self.lora, LoraSettings):
-            self.lora = self.lora.model_dump()
-        if isinstance(self.backbone, PreTrainedConfig):
-            self.backbone = self.backbone.to_dict()
-        super().__post_init__(**kwargs)
         defaults = METHOD_DEFAULTS.get(self.method, {})
         for name in ("alpha", "beta"):
             if getattr(self, name) is None:
                 setattr(self, name, defaults.get(name, 0.0))
-        self.validate_settings()
+        super().__post_init__(**kwargs)  # LoRA and backbone normalised, then validate_settings()
 
     def validate_settings(self) -> None:
         """Check the GRAG settings; the message names the field."""
@@ -179,29 +135,6 @@ class GRAGConfig(PreTrainedConfig):
             raise ValueError(f"GRAGConfig: field 'encoder_passes' must be >= 1, got {self.encoder_passes!r}")
         if self.decoder_passes not in (1, 2):
             raise ValueError(f"GRAGConfig: field 'decoder_passes' must be 1 or 2, got {self.decoder_passes!r}")
-        if self.lora is not None:
-            LoraSettings.model_validate(self.lora)
-
-    # ------------------------------------------------------------------ accessors
-    @property
-    def backbone_config(self) -> PreTrainedConfig:
-        """The backbone's transformers config (rebuilt from the stored dict)."""
-        if self.backbone is None:
-            raise ValueError("GRAGConfig: field 'backbone' is not set; build the model with from_backbone(...)")
-        data = dict(self.backbone)
-        data.pop("transformers_version", None)
-        return AutoConfig.for_model(**data)
-
-    @property
-    def lora_settings(self) -> Optional[LoraSettings]:
-        """The LoRA settings, or ``None`` for full fine-tuning."""
-        return None if self.lora is None else LoraSettings.model_validate(self.lora)
-
-    @property
-    def is_encoder_decoder_backbone(self) -> bool:
-        """Whether the backbone is an encoder-decoder (BART, T5, ``EncoderDecoderModel``)."""
-        data = self.backbone or {}
-        return bool(data.get("is_encoder_decoder")) or data.get("model_type") == "encoder-decoder"
 
 
 # let transformers' Auto* classes (e.g. AutoTokenizer reading config.json of a saved folder) recognise it

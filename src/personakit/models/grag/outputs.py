@@ -2,17 +2,18 @@ r"""Output dataclass of the GRAG models (:class:`PreSFT`, :class:`PreGRAG`, :cla
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import ClassVar, Optional
 
 from torch import Tensor
+
+from personakit.models.base import PersonaModelOutput
 
 __all__ = ["GRAGOutput"]
 
 
 @dataclass
-class GRAGOutput:
+class GRAGOutput(PersonaModelOutput):
     r"""What ``forward`` of every GRAG model returns: the total loss and each of its terms.
 
     $$L = L_P + \alpha L_G + \beta L_{CJEPA}$$
@@ -22,6 +23,9 @@ class GRAGOutput:
     without style removal), $L_{CJEPA}$ when $\beta = 0$, unless the model's config sets
     ``compute_unweighted_losses=True``, in which case such terms are computed for
     logging, detached, and left out of ``loss``.
+
+    A transformers ``ModelOutput``: ``out["loss"]``, ``out[0]`` (the loss when there is one)
+    and ``out.to_tuple()`` work as for any transformers model.
 
     Attributes:
         loss: the total loss (scalar); ``None`` when no labels were given.
@@ -47,17 +51,4 @@ class GRAGOutput:
     style: Optional[Tensor] = None
     labels: Optional[Tensor] = None
 
-    LOSS_FIELDS = ("loss", "loss_p", "loss_g", "loss_cjepa")
-
-    def losses(self) -> dict[str, float]:
-        """The computed loss terms as Python floats (``None`` terms left out), e.g. for a logger."""
-        out: dict[str, float] = {}
-        for name in self.LOSS_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = float(value.detach())
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field (tensors as they are)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    LOSS_FIELDS: ClassVar[tuple[str, ...]] = ("loss", "loss_p", "loss_g", "loss_cjepa")

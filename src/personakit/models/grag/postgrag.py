@@ -310,7 +310,7 @@ class PostGRAG(GRAGModel):
 
     # ------------------------------------------------------------------ generation
     def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
-        p_ids, p_mask, h_ids, h_mask, g_ids, g_mask = self._require(
+        p_ids, p_mask, h_ids, h_mask, g_ids, g_mask = self.require(
             inputs, "persona_ids", "persona_mask", "history_ids", "history_mask", "generic_ids", "generic_mask")
         persona, history, generic = self.encode_segments([(p_ids, p_mask), (h_ids, h_mask), (g_ids, g_mask)])
         style_p = self.personal_style(persona, history, generic)  # (B, D_dec)

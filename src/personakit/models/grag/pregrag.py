@@ -2,7 +2,7 @@ r"""PreGRAG: the pre-fusion GRAG model (§3.2), trained with $L_P + \beta L_{CJE
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -100,10 +100,3 @@ class PreGRAG(GRAGModel):
                 loss_cjepa = loss_cjepa.detach()
         return GRAGOutput(loss=self._combine(loss_p, None, loss_cjepa), loss_p=loss_p, loss_cjepa=loss_cjepa,
                           logits=logits, labels=None if self.is_encoder_decoder else target)
-
-    def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
-        if self.is_encoder_decoder:
-            ids, mask = self._require(inputs, "input_ids", "attention_mask")
-            return self.base_model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, 1:]
-        ids, mask = self._require(inputs, "prompt_ids", "prompt_mask")
-        return self._generate_from_prompt(ids, mask, **kwargs)

@@ -2,7 +2,7 @@ r"""PreSFT baselines of GRAG (§4.2.2): supervised fine-tuning on pre-fused inpu
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from torch import Tensor
 
@@ -48,8 +48,8 @@ class PreSFT(GRAGModel):
     METHOD = "presft"
 
     @classmethod
-    def _settings(cls, mode: str = "hist", **settings: Any) -> dict[str, Any]:
-        return {"mode": mode, **settings}
+    def default_settings(cls, mode: str = "hist", **settings: Any) -> dict[str, Any]:
+        return super().default_settings(mode=mode, **settings)
 
     def forward(
         self,
@@ -84,10 +84,3 @@ class PreSFT(GRAGModel):
         loss_p = None if target is None else self.token_loss(logits, target)
         return GRAGOutput(loss=self._combine(loss_p, None, None), loss_p=loss_p, logits=logits,
                           labels=None if self.is_encoder_decoder else target)
-
-    def _generate(self, inputs: Mapping[str, Tensor], **kwargs: Any) -> Tensor:
-        if self.is_encoder_decoder:
-            ids, mask = self._require(inputs, "input_ids", "attention_mask")
-            return self.base_model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, 1:]
-        ids, mask = self._require(inputs, "prompt_ids", "prompt_mask")
-        return self._generate_from_prompt(ids, mask, **kwargs)

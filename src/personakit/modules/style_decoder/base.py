@@ -8,7 +8,8 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import Tensor, nn
 
-from personakit.modules._wrapper import LayerWrapper
+from personakit.backbones.peft import unwrap_peft
+from personakit.modules._wrapper import LayerWrapper, find_wrapper, remove_wrapper
 
 __all__ = ["StyleInjectionLayer", "StyleEnhancedDecoder", "add_style", "unwrap_peft"]
 
@@ -49,25 +50,28 @@ class StyleInjectionLayer(LayerWrapper):
     r"""Wraps one decoder layer and adds the current style to its output hidden state.
 
     $h_i \leftarrow \mathcal{S} + h_i$, where $h_i$ is the hidden-state output of the
-    wrapped layer ``base_layer`` (the tensor it returns, or element 0 of the tuple it
+    wrapped layer ``wrapped_layer`` (the tensor it returns, or element 0 of the tuple it
     returns; the other elements, such as T5's position biases, pass through).  With no
-    style set the output of ``base_layer`` is returned as is (the same object).
+    style set the output of ``wrapped_layer`` is returned as is (the same object).
 
     The style is state of the wrapper set by :class:`StyleEnhancedDecoder` for the
     duration of a call; it is not a parameter or buffer.  Unknown attributes are looked
-    up on ``base_layer`` (``layer.self_attn`` still works).
+    up on ``wrapped_layer`` (``layer.self_attn`` still works).  The wrapper is transparent
+    to state dicts and to peft (see :class:`~personakit.modules._wrapper.LayerWrapper`):
+    ``state_dict()`` has the original layer's keys, and ``merge_and_unload()`` of a peft
+    model merges the LoRA layers inside it.
 
     Args:
-        base_layer: the original decoder layer.
+        wrapped_layer: the original decoder layer.
         layer_index: position of the layer in its decoder (for ``repr`` and hooks).
     """
 
-    def __init__(self, base_layer: nn.Module, layer_index: int = 0):
-        super().__init__(base_layer, layer_index)
+    def __init__(self, wrapped_layer: nn.Module, layer_index: int = 0):
+        super().__init__(wrapped_layer, layer_index)
         self.style: Tensor | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        output = self.base_layer(*args, **kwargs)
+        output = self.wrapped_layer(*args, **kwargs)
         style = self.style
         if style is None:
             return output
@@ -77,12 +81,13 @@ class StyleInjectionLayer(LayerWrapper):
         return f"layer_index={self.layer_index}, style={'set' if self.style is not None else 'None'}"
 
 
-def unwrap_peft(model: nn.Module) -> nn.Module:
-    """The underlying transformers model of a peft ``PeftModel`` (others unchanged)."""
-    get_base = getattr(type(model), "get_base_model", None)
-    if callable(get_base):
-        return model.get_base_model()  # type: ignore[operator]
-    return model
+def _is_style_layer(module: nn.Module) -> bool:
+    return isinstance(module, StyleInjectionLayer)
+
+
+def _style_wrapper(layer: nn.Module) -> StyleInjectionLayer | None:
+    """The :class:`StyleInjectionLayer` in ``layer``'s chain of wrappers, if any."""
+    return find_wrapper(layer, _is_style_layer)  # type: ignore[return-value]
 
 
 def _get_path(root: nn.Module, path: str) -> Any:
@@ -120,7 +125,7 @@ class StyleEnhancedDecoder(nn.Module):
 
     The wrapper does not monkey-patch: each entry of the decoder's layer ``ModuleList``
     is replaced by a :class:`StyleInjectionLayer` that holds the original layer as
-    ``base_layer`` and adds the style on its output.  The replacement is in place, so
+    ``wrapped_layer`` and adds the style on its output.  The replacement is in place, so
     the full model that owns ``decoder`` (``BartForConditionalGeneration``,
     ``LlamaForCausalLM``, ...) uses the styled layers too, which is how ``generate()``
     works: the style set by :meth:`use_style` applies at every generation step, with
@@ -144,9 +149,23 @@ class StyleEnhancedDecoder(nn.Module):
           added (the last entry is the final output and includes it).  Hook the
           :class:`StyleInjectionLayer` modules to see the styled states.
         - The style is stored on the layer wrappers while a call runs (not
-          thread-safe across concurrent calls on one model).  State-dict keys of the
-          wrapped layers gain a ``base_layer.`` segment; :meth:`unwrap` restores the
-          original layers (e.g. before ``save_pretrained``).
+          thread-safe across concurrent calls on one model).
+        - The wrappers are transparent to state dicts and parameter names:
+          ``state_dict()`` and ``named_parameters()`` of the wrapped model have the
+          unwrapped model's names, so transformers' ``save_pretrained`` of the wrapped
+          model writes a checkpoint ``from_pretrained`` loads into the plain model
+          class, and peft adapters saved while wrapped load on the unwrapped model.
+          peft's ``merge_and_unload()`` works on a wrapped model (the wrappers stay).
+          :meth:`unwrap` restores the original layers.
+        - A second :class:`StyleEnhancedDecoder` over layers that are already wrapped
+          (a second GRAG model on the same backbone, ``wrap_style_decoder`` called
+          twice) shares the existing :class:`StyleInjectionLayer` wrappers: each
+          applies its style for the duration of its own calls (:meth:`use_style`),
+          but a style set with :meth:`set_style` is seen by both, and :meth:`unwrap`
+          of one unwraps the other.  Give each model its own backbone
+          (``copy.deepcopy(backbone)``) to keep them independent.  Other wrappers (a
+          :class:`~personakit.modules.SpecificStreamLayer`) may sit around or inside
+          the style wrappers.
 
     Args:
         decoder: the decoder stack whose layers get the style (``BartDecoder``,
@@ -201,13 +220,16 @@ class StyleEnhancedDecoder(nn.Module):
         layer_list: nn.ModuleList = _get_path(decoder, path)
         if len(layer_list) == 0:
             raise ValueError(f"{type(self).__name__}: {type(decoder).__name__}.{path} is empty")
-        if any(isinstance(layer, StyleInjectionLayer) for layer in layer_list):
+        styled = [_style_wrapper(layer) is not None for layer in layer_list]
+        if any(styled) and not all(styled):
             raise ValueError(
-                f"{type(self).__name__}: the layers of {type(decoder).__name__}.{path} are already wrapped "
-                "by a StyleEnhancedDecoder; reuse that wrapper (or unwrap() it first)"
+                f"{type(self).__name__}: only some layers of {type(decoder).__name__}.{path} are wrapped by "
+                "StyleInjectionLayer; unwrap() the StyleEnhancedDecoder that wrapped them, or wrap a fresh "
+                "copy of the backbone"
             )
-        for i, layer in enumerate(layer_list):
-            layer_list[i] = StyleInjectionLayer(layer, layer_index=i)
+        if not any(styled):  # (when all are styled, this decoder shares their wrappers: see Notes)
+            for i, layer in enumerate(layer_list):
+                layer_list[i] = StyleInjectionLayer(layer, layer_index=i)
         self.decoder = decoder
         self.layers_path = path
         self.hidden_size = _hidden_size(getattr(decoder, "config", None))
@@ -232,10 +254,10 @@ class StyleEnhancedDecoder(nn.Module):
     @property
     def style_layers(self) -> list[StyleInjectionLayer]:
         """The :class:`StyleInjectionLayer` wrappers, in decoder order."""
-        layers = list(_get_path(self.decoder, self.layers_path))
-        if not all(isinstance(layer, StyleInjectionLayer) for layer in layers):
+        layers = [_style_wrapper(layer) for layer in _get_path(self.decoder, self.layers_path)]
+        if not all(layer is not None for layer in layers):
             raise RuntimeError(f"{type(self).__name__}: the decoder was unwrapped; wrap it again to use a style")
-        return layers
+        return layers  # type: ignore[return-value]
 
     @property
     def num_layers(self) -> int:
@@ -291,11 +313,14 @@ class StyleEnhancedDecoder(nn.Module):
             return self.decoder(*args, **kwargs)
 
     def unwrap(self) -> nn.Module:
-        """Put the original layers back into the decoder and return the decoder."""
+        """Put the original layers back into the decoder and return the decoder.
+
+        Only the :class:`StyleInjectionLayer` wrappers are removed (other wrappers stay);
+        a decoder sharing them (see Notes) is unwrapped too.
+        """
         layer_list: nn.ModuleList = _get_path(self.decoder, self.layers_path)
-        for i, layer in enumerate(layer_list):
-            if isinstance(layer, StyleInjectionLayer):
-                layer_list[i] = layer.base_layer
+        for i in range(len(layer_list)):
+            remove_wrapper(layer_list, i, _is_style_layer)
         return self.decoder
 
     def extra_repr(self) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from personakit.backbones.peft import unwrap_peft
 from personakit.config import Registry
 from personakit.modules.style_decoder.bart import BartStyleDecoder
-from personakit.modules.style_decoder.base import StyleEnhancedDecoder, unwrap_peft
+from personakit.modules.style_decoder.base import StyleEnhancedDecoder
 from personakit.modules.style_decoder.causal import CausalStyleDecoder
 from personakit.modules.style_decoder.encoder_decoder import EncoderDecoderStyleDecoder
 from personakit.modules.style_decoder.t5 import T5StyleDecoder
