@@ -144,3 +144,25 @@ def test_config_validation():
         DualTowerConfig(general="half")
     with pytest.raises(FileNotFoundError):
         DualTowerResponder.from_pretrained("/nonexistent/folder")
+
+
+@pytest.mark.parametrize("general", ["lora", "full"])
+def test_deepcopy_gives_an_independent_dual_tower(general):
+    import copy
+
+    torch.manual_seed(0)
+    model = _model(general=general).eval()
+    for p in model.specific.parameters():  # a non-trivial specific stream
+        torch.nn.init.normal_(p, std=0.5)
+    batch = _batch(model, 4)
+    with torch.no_grad():
+        before = model(**batch).logits
+        twin = copy.deepcopy(model).eval()
+        assert torch.equal(twin(**batch).logits, before)  # same weights, same output
+        for p in twin.specific.parameters():  # change only the copy's specific stream
+            p.add_(1.0)
+        changed = twin(**batch).logits
+        assert not torch.allclose(changed, before)  # the copy runs its own stream ...
+        assert torch.equal(model(**batch).logits, before)  # ... and the original is untouched
+        twin.specific.unwrap()  # unwrapping the copy leaves the original's wrappers in place
+        assert torch.equal(model(**batch).logits, before)

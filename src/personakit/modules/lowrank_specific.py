@@ -229,7 +229,7 @@ class SpecificStreamLayer(LayerWrapper):
                  layer_index: int, is_last: bool):
         super().__init__(wrapped_layer, int(layer_index))
         self.is_last = bool(is_last)
-        object.__setattr__(self, "_encoder_ref", weakref.ref(encoder))
+        object.__setattr__(self, "_encoder_ref", _EncoderRef(encoder))
         object.__setattr__(self, "_attn_out", None)
         object.__setattr__(self, "_capturing", False)
         object.__setattr__(self, "_hook", attention.register_forward_hook(self._capture))
@@ -274,7 +274,43 @@ class SpecificStreamLayer(LayerWrapper):
         return f"layer_index={self.layer_index}, is_last={self.is_last}"
 
 
-def _add_after_final_norm(encoder_ref: "weakref.ref[LowRankSpecificEncoder]", output: Tensor) -> Optional[Tensor]:
+class _EncoderRef:
+    """A weak reference to a :class:`LowRankSpecificEncoder` that follows a ``copy.deepcopy`` of the model.
+
+    The layers and the final-norm hook hold the encoder weakly (the encoder owns them, not the
+    other way round).  A plain ``weakref.ref`` survives ``copy.deepcopy`` unchanged, so a copied
+    model would run the *original* encoder's stream; this one points the copy at the copied
+    encoder (the one the same deepcopy makes for the model; held strongly, so a copy of the
+    backbone alone keeps its encoder too).
+    """
+
+    __slots__ = ("_ref", "_keep")
+
+    def __init__(self, encoder: "LowRankSpecificEncoder", keep: bool = False):
+        self._ref = weakref.ref(encoder)
+        self._keep = encoder if keep else None
+
+    def __call__(self) -> Optional["LowRankSpecificEncoder"]:
+        return self._ref()
+
+    def __deepcopy__(self, memo: dict) -> "_EncoderRef":
+        target = self._ref()
+        if target is None:
+            return self
+        return _EncoderRef(copy.deepcopy(target, memo), keep=True)  # the copies may form a cycle; gc frees it
+
+
+class _FinalNormHook:
+    """Forward hook of the model's final norm (a class, not a lambda, so a deepcopy rebinds it)."""
+
+    def __init__(self, encoder_ref: _EncoderRef):
+        self.encoder_ref = encoder_ref
+
+    def __call__(self, module: nn.Module, args: Any, output: Tensor) -> Optional[Tensor]:
+        return _add_after_final_norm(self.encoder_ref, output)
+
+
+def _add_after_final_norm(encoder_ref: Any, output: Tensor) -> Optional[Tensor]:
     """Forward hook of the model's final norm: ``Norm(h_L) + delta_L`` when the last layer left a pending delta_L."""
     encoder = encoder_ref()
     state = None if encoder is None else encoder._state
@@ -430,9 +466,8 @@ class LowRankSpecificEncoder(nn.Module):
             layers[i] = SpecificStreamLayer(layer, getattr(layer, glue.attention), self, i, is_last=i == n - 1)
         object.__setattr__(self, "_layers", layers)
         object.__setattr__(self, "_state", None)
-        ref_self = weakref.ref(self)
         object.__setattr__(self, "_final_norm_hook", getattr(stack, glue.final_norm).register_forward_hook(
-            lambda module, args, output: _add_after_final_norm(ref_self, output)))
+            _FinalNormHook(_EncoderRef(self))))
 
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self, blocks_too: bool = True) -> None:
