@@ -72,7 +72,7 @@ PAPER_TABLE4 = {"LaMP-4": (0.401, 0.447), "LaMP-5": (0.600, 0.577), "LaMP-6": (0
 def build_config(args: argparse.Namespace, setting: dict, output_dir: Path):
     from personakit.recipes.ropg import ROPGRecipeConfig
 
-    ropg_common = dict(lr=2e-5, epochs=setting["ropg_epochs"], batch_size=8, gradient_accumulation_steps=1,
+    ropg_common = dict(learning_rate=2e-5, epochs=setting["ropg_epochs"], batch_size=8, gradient_accumulation_steps=1,
                        warmup_ratio=0.05, temperature=0.05, seed=args.seed, progress=True)
     return ROPGRecipeConfig.from_dict({
         "data": {"source": "pfg", "path": str(args.data), "max_users": setting["max_users"],
@@ -85,7 +85,7 @@ def build_config(args: argparse.Namespace, setting: dict, output_dir: Path):
         "ropg": {"encoder": "minilm", "top_l": setting["top_l"], "rl": ropg_common,
                  "kd": {**ropg_common, "target_temperature": 0.1}},
         "rspg": {"encoder": "minilm", "max_length": 256 if setting["max_tokens"] <= 256 else 512,
-                 "trainer": {"num_epochs": setting["rspg_epochs"], "batch_size": 4, "gradient_accumulation_steps": 2,
+                 "trainer": {"epochs": setting["rspg_epochs"], "batch_size": 4, "gradient_accumulation_steps": 2,
                              "learning_rate": 5e-5, "target_temperature": 0.1, "seed": args.seed}},
         "output_dir": str(output_dir), "device": args.device, "save_models": False,
     }, source="benchmarks/ropg_pfg.py")

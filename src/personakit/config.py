@@ -20,20 +20,24 @@ Example:
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import json
 import os
 import re
 import tempfile
+import types
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Iterator, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Iterator, Optional, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "BaseConfig",
     "ConfigError",
+    "Fraction",
     "Registry",
     "atomic_write_text",
     "atomic_write_bytes",
@@ -82,6 +86,71 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A float in ``[0, 1]`` (a split fraction, a probability, a similarity threshold)."""
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _kinds(annotation: Any) -> set[str]:
+    """What a field accepts at its top level: ``"bool"``, ``"number"``, ``"none"`` or ``"other"``."""
+    annotation = _strip_annotated(annotation)
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        out: set[str] = set()
+        for arg in get_args(annotation):
+            out |= _kinds(arg)
+        return out
+    if annotation is bool:
+        return {"bool"}
+    if annotation in (int, float):
+        return {"number"}
+    if annotation is type(None):
+        return {"none"}
+    return {"other"}
+
+
+def _strict_scalar_problem(annotation: Any, value: Any, where: str) -> Optional[PydanticCustomError]:
+    """A bool given to a number field, or a non-bool given to a bool field (recursing into containers)."""
+    kinds = _kinds(annotation)
+    if isinstance(value, bool):
+        if "number" in kinds and not kinds & {"bool", "other"}:
+            # a preformatted message, no context: pydantic then leaves the text as it is
+            return PydanticCustomError("bool_not_number", f"{where}expected a number, got the boolean {str(value).lower()}")
+    elif isinstance(value, (int, float, str)) and kinds - {"none"} == {"bool"}:
+        return PydanticCustomError("not_a_bool", f"{where}expected true or false, got {value!r}")
+    annotation = _strip_annotated(annotation)
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin in (Union, types.UnionType):
+        # Optional[list[int]] and the like: look inside the one non-None member
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            return _strict_scalar_problem(members[0], value, where)
+        return None
+    if origin in (list, set, frozenset, collections.abc.Sequence) and args and isinstance(value, (list, tuple, set)):
+        for i, item in enumerate(value):
+            problem = _strict_scalar_problem(args[0], item, f"{where}item {i}: ")
+            if problem is not None:
+                return problem
+    elif origin is tuple and args and isinstance(value, (list, tuple)):
+        item_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        for i, (item_type, item) in enumerate(zip(item_types, value)):
+            problem = _strict_scalar_problem(item_type, item, f"{where}item {i}: ")
+            if problem is not None:
+                return problem
+    elif origin in (dict, collections.abc.Mapping) and len(args) == 2 and isinstance(value, dict):
+        for key, item in value.items():
+            problem = _strict_scalar_problem(args[1], item, f"{where}key {key!r}: ")
+            if problem is not None:
+                return problem
+    return None
+
+
 class BaseConfig(BaseModel):
     """Base class of every personakit config.
 
@@ -89,11 +158,51 @@ class BaseConfig(BaseModel):
     class attribute ``_target_`` to the component they build.  Unknown fields are
     rejected (``extra="forbid"``) so a typo in a YAML file is an error, not a
     silently ignored setting.
+
+    Values are checked more strictly than pydantic's defaults, for every subclass:
+
+    * a float field never accepts ``inf``, ``-inf`` or ``nan`` (``.inf`` / ``.nan``
+      in YAML): ``allow_inf_nan=False``;
+    * a number field (``int`` or ``float``) does not accept a boolean
+      (``epochs: true`` is an error, not ``1``), and a ``bool`` field accepts only
+      ``true`` / ``false`` (not ``1`` or ``"yes"``); lists, tuples and dicts of them
+      are checked item by item.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     _target_: ClassVar[Any] = None
+    _renamed_: ClassVar[dict[str, str]] = {}
+    """Old field name -> new name: an old key is still read (with a ``FutureWarning``), giving both is an error."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_fields(cls, data: Any) -> Any:
+        renamed = cls._renamed_
+        if not renamed or not isinstance(data, dict) or not any(old in data for old in renamed):
+            return data
+        import warnings
+
+        data = dict(data)
+        for old, new in renamed.items():
+            if old not in data:
+                continue
+            if new in data:
+                raise ValueError(f"{cls.__name__}: give {new!r} only ({old!r} is its old name)")
+            warnings.warn(f"{cls.__name__}: field {old!r} is now {new!r}; the old name will be removed",
+                          FutureWarning, stacklevel=2)
+            data[new] = data.pop(old)
+        return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_bools(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is not None:
+            problem = _strict_scalar_problem(field.annotation, value, "")
+            if problem is not None:
+                raise problem
+        return value
 
     # ------------------------------------------------------------------ build
     def build(self, **overrides: Any) -> Any:
@@ -145,9 +254,11 @@ class BaseConfig(BaseModel):
         """Load from a JSON string or a path to a ``.json`` file."""
         text, source = _read_text_or_path(text_or_path, "<json>")
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_duplicate_pairs)
         except json.JSONDecodeError as err:
             raise ConfigError(f"{source}: line {err.lineno}, column {err.colno}: invalid JSON ({err.msg})") from err
+        except _DuplicateKey as err:
+            raise ConfigError(f"{source}: duplicate key {err.key!r} (a key may appear once in each mapping)") from None
         return cls.from_dict(data, source=source)
 
     @classmethod
@@ -155,7 +266,7 @@ class BaseConfig(BaseModel):
         """Load from a YAML string or a path to a ``.yaml``/``.yml`` file."""
         text, source = _read_text_or_path(text_or_path, "<yaml>")
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as err:
             raise ConfigError(f"{source}: invalid YAML: {err}") from err
         return cls.from_dict(data if data is not None else {}, source=source)
@@ -171,6 +282,45 @@ class BaseConfig(BaseModel):
         raise ConfigError(f"{path}: unknown config format {suffix!r} (use .json, .yaml or .yml)")
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: Any) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key repeated in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable key: let the base class report it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first on line {first.line + 1}); a key may appear once",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_text_or_path(text_or_path: str | os.PathLike[str], default_source: str) -> tuple[str, str]:
     if isinstance(text_or_path, os.PathLike) or (
         isinstance(text_or_path, str) and "\n" not in text_or_path and len(text_or_path) < 4096
@@ -179,8 +329,18 @@ def _read_text_or_path(text_or_path: str | os.PathLike[str], default_source: str
         path = Path(text_or_path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        return path.read_text(encoding="utf-8"), str(path)
-    return str(text_or_path), default_source
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data.count(b"\n", 0, err.start) + 1
+            column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+            raise ConfigError(
+                f"{path}: line {line}: not UTF-8 text: byte 0x{data[err.start]:02x} (byte {column} of the line) "
+                "cannot be decoded; save the config file as UTF-8"
+            ) from None
+        return text.removeprefix("\ufeff"), str(path)
+    return str(text_or_path).removeprefix("\ufeff"), default_source
 
 
 def _format_validation_error(err: ValidationError, source: str, model: str) -> str:

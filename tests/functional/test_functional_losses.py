@@ -156,3 +156,12 @@ def test_token_cross_entropy_shift_for_causal_lm():
 
 def test_token_cross_entropy_all_ignored_is_zero():
     assert token_cross_entropy(torch.randn(1, 3, 4), torch.full((1, 3), -100)).item() == 0.0
+
+
+def test_cjepa_empty_batch_raises_instead_of_nan():
+    empty = torch.zeros(0, 3)
+    for reduction in ("mean", "sum", "none"):
+        with pytest.raises(ValueError, match=r"cjepa_loss: empty batch .*\(0, 3\)"):
+            cjepa_loss(empty, empty, empty, reduction=reduction)
+    with pytest.raises(ValueError, match="empty batch"):
+        cjepa_terms(empty, empty, empty)

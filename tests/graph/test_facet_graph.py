@@ -146,3 +146,48 @@ def test_no_grad_forward_in_row_blocks_equals_the_whole():
         blocks = layer(x, r, EDGES, WEIGHTS)
     torch.testing.assert_close(blocks, whole.detach(), atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(blocks, loop_reference(layer, x, r, EDGES, WEIGHTS).detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("per_facet_gate", [False, True])
+def test_zero_users_give_an_empty_output(grad, per_facet_gate):
+    gate = MonotoneGate(4, num_facets=M) if per_facet_gate else None
+    layer = FacetGraph(D, DOUT, M, num_heads=2, gate=gate)
+    x = torch.zeros(0, M, D, requires_grad=grad)
+    r = torch.zeros(0, M, dtype=torch.long)
+    no_edges = torch.zeros(2, 0, dtype=torch.long)
+    with torch.set_grad_enabled(grad):
+        out = layer(x, r, no_edges, torch.zeros(0))
+        assert out.shape == (0, M * DOUT) and out.dtype == x.dtype
+        assert layer(x, r, no_edges).shape == (0, M * DOUT)
+        assert layer.neighbor_mean(x, no_edges).shape == (0, M, D)
+        assert layer.gated_input(x, r, no_edges).shape == (0, M, D)
+    if grad:
+        out.sum().backward()
+        assert x.grad is not None and x.grad.shape == x.shape
+    with pytest.raises(ValueError, match="has 0 nodes"):
+        layer(x, r, torch.tensor([[0], [0]]))
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_non_finite_edge_weight_raises_naming_the_field(bad):
+    layer = FacetGraph(D, DOUT, M)
+    x, r = _inputs(6)
+    weights = WEIGHTS.clone()
+    weights[3] = bad
+    with pytest.raises(ValueError, match=r"edge_weight.*finite.*\[3\]"):
+        layer(x, r, EDGES, weights)
+    with pytest.raises(ValueError, match="edge_weight"):
+        layer.neighbor_mean(x, EDGES, weights)
+
+
+def test_edge_weights_that_overflow_the_dtype_raise_naming_the_field():
+    layer = FacetGraph(D, DOUT, M)
+    x, r = _inputs(7)
+    huge = torch.tensor([1e300, 1.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)  # inf once cast to float32
+    with pytest.raises(ValueError, match=r"edge_weight must be finite in torch.float32.*\[0\]"):
+        layer(x, r, EDGES, huge)
+    big = torch.full((6,), 3e38)  # finite, but the two edges into node 0 sum to inf
+    with pytest.raises(ValueError, match="edge_weight of the edges into node 0 sum to inf"):
+        layer(x, r, EDGES, big)
+    torch.testing.assert_close(layer(x, r, EDGES, WEIGHTS * 1e30), layer(x, r, EDGES, WEIGHTS))  # only ratios count

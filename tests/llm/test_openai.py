@@ -113,3 +113,150 @@ def test_sampling_sends_seed_and_top_p(server):
     gen.generate(["x"], {"temperature": 0.7, "top_p": 0.9, "seed": 5})
     body = server.requests[0]["body"]
     assert body["temperature"] == 0.7 and body["top_p"] == 0.9 and body["seed"] == 5
+
+
+# ---------------------------------------------------------------- hardening (issue 23)
+import socket
+import time
+
+GOOD_BODY = json.dumps({"choices": [{"message": {"role": "assistant", "content": "fine"}}]}).encode()
+
+
+def _read_request(conn):
+    """Read one HTTP request (headers and Content-Length body) from ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
+def _ok(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n" % len(GOOD_BODY) + GOOD_BODY)
+
+
+class RawServer:
+    """A TCP server in a thread that answers the n-th connection with ``answers[n]`` (the last one repeats)."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.connections = 0
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            answer = self.answers[min(self.connections, len(self.answers) - 1)]
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn, answer), daemon=True).start()
+
+    def _answer(self, conn, answer):
+        with conn:
+            try:
+                _read_request(conn)
+                answer(conn, self.stop)
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture()
+def raw_server():
+    servers = []
+
+    def make(*answers):
+        servers.append(RawServer(list(answers)))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def truncated(conn, stop):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+                 + GOOD_BODY[:20])  # then close: the body is cut off
+
+
+def not_http(conn, stop):
+    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
+def good(conn, stop):
+    _ok(conn)
+
+
+def dripping(conn, stop):
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+             % len(GOOD_BODY) + GOOD_BODY)
+    for i in range(len(reply)):  # one byte every 0.2 s: each read is quick, the reply takes ~30 s
+        if stop.wait(0.2):
+            return
+        conn.sendall(reply[i:i + 1])
+
+
+def test_truncated_body_is_retried(raw_server):
+    server = raw_server(truncated, good)
+    gen = OpenAICompatibleGenerator(server.url, "tiny", backoff=0.01, max_retries=2)
+    assert gen.generate(["hello"]) == ["fine"]
+    assert server.connections == 2
+
+
+def test_truncated_body_reported_with_url(raw_server):
+    server = raw_server(truncated)
+    gen = OpenAICompatibleGenerator(server.url, "tiny", backoff=0.01, max_retries=1)
+    with pytest.raises(GenerationError, match=r"POST http://127\.0\.0\.1:\d+/v1/chat/completions failed after 2 "
+                                              r"attempts.*IncompleteRead"):
+        gen.generate(["hello"])
+    assert server.connections == 2
+
+
+def test_non_http_reply_is_retried_then_reported_with_url(raw_server):
+    server = raw_server(not_http, not_http, good)
+    gen = OpenAICompatibleGenerator(server.url, "tiny", backoff=0.01, max_retries=2)
+    assert gen.generate(["hello"]) == ["fine"]
+
+    server = raw_server(not_http)
+    gen = OpenAICompatibleGenerator(server.url, "tiny", backoff=0.01, max_retries=1)
+    with pytest.raises(GenerationError, match=r"POST http://127\.0\.0\.1:\d+/v1/chat/completions failed after 2 "
+                                              r"attempts.*not an HTTP reply"):
+        gen.generate(["hello"])
+
+
+def test_timeout_is_an_overall_deadline_per_request(raw_server):
+    server = raw_server(dripping)
+    gen = OpenAICompatibleGenerator(server.url, "tiny", timeout=0.8, backoff=0.01, max_retries=1)
+    start = time.monotonic()
+    with pytest.raises(GenerationError, match=r"POST http://127\.0\.0\.1:\d+/v1/chat/completions failed after 2 "
+                                              r"attempts.*no complete reply within 0\.8 s"):
+        gen.generate(["hello"])
+    elapsed = time.monotonic() - start
+    assert elapsed < 2.5, elapsed
+    assert server.connections == 2

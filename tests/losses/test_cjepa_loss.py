@@ -114,3 +114,14 @@ def test_base_loss_requires_a_loss_term():
     assert Good(reduction="none")(torch.tensor([1.0, 3.0])).tolist() == [2.0, 6.0]
     with pytest.raises(NotImplementedError):
         BaseLoss()(torch.ones(1))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_raises_naming_the_loss_and_the_shape(reduction):
+    empty = torch.zeros(0, 4)
+    with pytest.raises(ValueError, match=r"CJEPALoss: empty batch .*\(0, 4\)"):
+        CJEPALoss(reduction=reduction)(empty, empty, empty)
+    with pytest.raises(ValueError, match=r"CJEPALoss: empty batch"):
+        CJEPALoss(reduction=reduction).forward_with_parts(empty, empty, empty)
+    with pytest.raises(ValueError, match=r"cjepa_loss: empty batch .*\(0, 4\)"):
+        cjepa_loss(empty, empty, empty, reduction=reduction)

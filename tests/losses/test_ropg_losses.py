@@ -195,3 +195,31 @@ def test_configs_match_and_build():
 def test_doctests():
     assert doctest.testmod(fropg).failed == 0
     assert doctest.testmod(lropg).failed == 0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_raises_naming_the_loss_and_the_shape(reduction):
+    scores, evals = torch.zeros(0, 3), torch.zeros(0, 3)
+    sampled, rewards = torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    with pytest.raises(ValueError, match=r"ROPGRLLoss: empty batch .*\(0, 3\)"):
+        ROPGRLLoss(reduction=reduction)(scores, sampled, rewards)
+    with pytest.raises(ValueError, match=r"ROPGRLLoss: empty batch"):
+        ROPGRLLoss(reduction=reduction)(scores, sampled, evals=evals)
+    with pytest.raises(ValueError, match=r"ROPGKDLoss: empty batch .*\(0, 3\)"):
+        ROPGKDLoss(reduction=reduction)(scores, evals)
+    with pytest.raises(ValueError, match=r"ROPGKDLoss: empty batch"):
+        ROPGKDLoss(reduction=reduction).forward_with_parts(scores, evals)
+    with pytest.raises(ValueError, match=r"ropg_rl_loss: empty batch"):
+        fropg.ropg_rl_loss(scores, sampled, rewards)
+    with pytest.raises(ValueError, match=r"ropg_kd_loss: empty batch"):
+        ropg_kd_loss(scores, evals)
+
+
+def test_no_candidates_raises_naming_the_shape():
+    scores = torch.zeros(2, 0)
+    with pytest.raises(ValueError, match=r"ROPGKDLoss: .*no candidates.*\(2, 0\)"):
+        ROPGKDLoss()(scores, torch.zeros(2, 0))
+    with pytest.raises(ValueError, match=r"ROPGRLLoss: .*no candidates.*\(2, 0\)"):
+        ROPGRLLoss()(scores, torch.zeros(2, dtype=torch.long), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"no candidates.*\(2, 0\)"):
+        policy_log_probs(scores)

@@ -77,3 +77,58 @@ def test_mixin_round_trip_and_checkpoints_written_before_the_rename(specific, tm
         other = Tiny(specific)
         other.load_state_dict(state, strict=True)  # the wrappers map the keys themselves too
         assert all(torch.equal(other.state_dict()[k], v) for k, v in clean.items())
+
+
+# ----------------------------------------------------------------- unreadable weight files (issue 23)
+def _corrupt(path, how):
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbled": b"\x07" * 64,
+                      "data_cut": data[:-3]}[how])
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbled", "data_cut"])
+def test_load_state_dict_file_names_an_unreadable_file(how, tmp_path):
+    path = save_state_dict({"w": torch.randn(64, 32), "b": torch.zeros(3)}, tmp_path / "model.safetensors")
+    _corrupt(path, how)
+    with pytest.raises(Exception) as info:  # noqa: B017 - the type is checked below (safetensors raised its own)
+        load_state_dict_file(path)
+    assert str(path) in str(info.value) and "cannot read" in str(info.value)
+    assert type(info.value).__name__ == "WeightsFileError" and isinstance(info.value, RuntimeError)
+
+
+def test_load_state_dict_file_names_a_bad_alias_table(tmp_path):
+    from safetensors.torch import save_file
+
+    from personakit.models._save import ALIAS_KEY, WeightsFileError
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={ALIAS_KEY: "{not json"})
+    with pytest.raises(WeightsFileError, match=ALIAS_KEY) as info:
+        load_state_dict_file(path)
+    assert str(path) in str(info.value)
+    save_file({"w": torch.zeros(2)}, str(path), metadata={ALIAS_KEY: '{"v": "missing"}'})
+    with pytest.raises(WeightsFileError, match="missing"):
+        load_state_dict_file(path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbled", "data_cut"])
+def test_from_pretrained_and_load_weights_name_an_unreadable_file(how, tmp_path):
+    from grag_testkit import build_backbone, tokenizer_for
+
+    from personakit.models.grag import PreSFT
+
+    class TinyModel(Tiny):  # the mixin's own load_weights reads `base_model`
+        base_model = property(lambda self: self.backbone)
+
+    PreSFT.from_backbone(build_backbone("llama"), tokenizer_for("llama")).save_pretrained(tmp_path / "m")
+    (tmp_path / "tiny").mkdir()
+    save_state_dict(Tiny().clean_state_dict(), tmp_path / "tiny" / "model.safetensors")
+    TinyModel().load_weights(tmp_path / "tiny")  # loads while the file is whole
+    for folder in ("m", "tiny"):
+        _corrupt(tmp_path / folder / "model.safetensors", how)
+    for load, folder in ((lambda: PreSFT.from_pretrained(tmp_path / "m"), "m"),
+                         (lambda: TinyModel().load_weights(tmp_path / "tiny"), "tiny")):  # the mixin's own path
+        with pytest.raises(Exception) as info:  # noqa: B017 - the type is checked below
+            load()
+        assert str(tmp_path / folder / "model.safetensors") in str(info.value) and "cannot read" in str(info.value)
+        assert type(info.value).__name__ == "WeightsFileError" and isinstance(info.value, RuntimeError)

@@ -177,3 +177,43 @@ def test_config_matches_and_builds(tmp_path):
         StyleExtractorConfig.from_dict({"d_model": 10, "num_heads": 3})
     with pytest.raises(ConfigError, match="dropout"):
         StyleExtractorConfig.from_dict({"d_model": 16, "dropout": 1.5})
+
+
+def _output_and_grads(persona, pmask, context, cmask):
+    se = _extractor()
+    with torch.no_grad():  # non-zero biases, so padded positions project to something non-zero
+        for lin in (se.q_proj, se.k_proj, se.v_proj, se.out_proj):
+            lin.bias.normal_(generator=torch.Generator().manual_seed(3))
+    persona = persona.clone().requires_grad_(True)
+    context = context.clone().requires_grad_(True)
+    out = se(persona, pmask, context, cmask)
+    (out * torch.linspace(-1.0, 1.0, out.numel()).view_as(out)).sum().backward()
+    grads = {name: p.grad for name, p in se.named_parameters()}
+    return out.detach(), grads, persona.grad, context.grad
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), -float("inf"), 1e30])
+def test_padding_values_change_no_gradient(fill):
+    persona, pmask, context, cmask = _inputs()
+    cmask[1, :] = 0  # a row with an empty context too
+    ppad, cpad = ~pmask.bool()[..., None], ~cmask.bool()[..., None]
+    ref = _output_and_grads(persona.masked_fill(ppad, 0.0), pmask, context.masked_fill(cpad, 0.0), cmask)
+    got = _output_and_grads(persona.masked_fill(ppad, fill), pmask, context.masked_fill(cpad, fill), cmask)
+    assert torch.equal(got[0], ref[0])
+    for name, grad in got[1].items():
+        assert torch.isfinite(grad).all(), name
+        assert torch.equal(grad, ref[1][name]), name
+    for grad, pad in ((got[2], ppad), (got[3], cpad)):  # no gradient reaches a padded input
+        assert torch.isfinite(grad).all()
+        assert torch.equal(grad.masked_select(pad), torch.zeros(int(pad.sum()) * D))
+
+
+def test_finite_padding_output_is_bit_identical_to_zero_padding():
+    persona, pmask, context, cmask = _inputs()
+    g = torch.Generator().manual_seed(11)
+    ppad, cpad = ~pmask.bool()[..., None], ~cmask.bool()[..., None]
+    ref = _output_and_grads(persona.masked_fill(ppad, 0.0), pmask, context.masked_fill(cpad, 0.0), cmask)
+    got = _output_and_grads(torch.where(ppad, 1e3 * torch.randn(persona.shape, generator=g), persona), pmask,
+                            torch.where(cpad, 1e3 * torch.randn(context.shape, generator=g), context), cmask)
+    assert torch.equal(got[0], ref[0])
+    assert all(torch.equal(got[1][name], ref[1][name]) for name in ref[1])

@@ -197,6 +197,19 @@ def test_config_validation_names_the_field():
     assert GRAGModelSpec(kind="presft-tst", settings={"extractor_heads": 2}).model_settings() == {"extractor_heads": 2}
 
 
+def test_model_settings_are_checked_when_the_yaml_is_loaded(tmp_path):
+    """A misspelled or invalid GRAGConfig setting fails at load, naming the system and the field."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text("models:\n  - kind: presft-hist\n  - kind: postgrag\n    settings: {extractor_hedas: 4}\n")
+    with pytest.raises(ValueError, match=r"PostGRAG: settings: unknown field 'extractor_hedas'.*did you mean 'extractor_heads'"):
+        GRAGRecipeConfig.from_yaml(path)
+    with pytest.raises(ValueError, match=r"settings: GRAGConfig: field 'extractor_heads' must be >= 1"):
+        GRAGModelSpec(kind="postgrag", settings={"extractor_heads": 0})
+    with pytest.raises(ValueError, match=r"field 'beta' is set by the caller"):
+        GRAGModelSpec(kind="pregrag", settings={"beta": 0.1})
+    assert GRAGModelSpec(kind="postgrag", settings={"lora": {"r": 4, "lora_alpha": 8}}).settings["lora"]["r"] == 4
+
+
 def test_splits_are_seeded_subsamples():
     from personakit.recipes.grag import GRAGDataConfig
 
@@ -252,3 +265,12 @@ def examples_for_test():
     from grag_testkit import make_examples
 
     return make_examples()
+
+
+def test_alpha_means_one_thing_per_config():
+    """``alpha`` is the L_G weight; the significance level is ``significance_level`` (the old key still loads)."""
+    from personakit.recipes.grag import GRAGEvalConfig
+
+    assert "alpha" not in GRAGEvalConfig.model_fields and GRAGEvalConfig().significance_level == 0.05
+    with pytest.warns(FutureWarning, match="'alpha' is now 'significance_level'"):
+        assert GRAGEvalConfig(alpha=0.01).significance_level == 0.01

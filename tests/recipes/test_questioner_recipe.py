@@ -72,3 +72,7 @@ def test_config_errors():
         QuestionerRecipeConfig(systems=[{"kind": "lora"}, {"kind": "lora"}])
     with pytest.raises(ValueError, match="needs path"):
         QuestionerRecipeConfig(data={"source": "pfg"})
+    with pytest.raises(ValueError, match=r"settings: unknown field 'rnak' of DualTowerConfig \(did you mean 'rank'\?\)"):
+        QuestionerRecipeConfig(systems=[{"kind": "dual-tower", "settings": {"rnak": 4}}])
+    with pytest.raises(ValueError, match=r"field 'questioners' is set by the caller"):
+        QuestionerRecipeConfig(systems=[{"kind": "dual-tower", "settings": {"questioners": ["a"]}}])

@@ -320,9 +320,9 @@ def _build_bow(seed: int, dropout: bool):
 def _ropg_config(s: Settings):
     from personakit.training import ROPGTrainerConfig
 
-    return ROPGTrainerConfig(lr=s.learning_rate * 50, max_steps=s.max_steps, batch_size=s.batch_size,
+    return ROPGTrainerConfig(learning_rate=s.learning_rate * 50, max_steps=s.max_steps, batch_size=s.batch_size,
                              gradient_accumulation_steps=s.accumulation, warmup_ratio=s.warmup / s.max_steps,
-                             seed=s.seed, checkpoint_dir=s.output_dir, save_every=s.save_steps, keep_last=None,
+                             seed=s.seed, output_dir=s.output_dir, save_steps=s.save_steps, keep_last=None,
                              max_grad_norm=s.max_grad_norm, progress=False, target_temperature=0.5)
 
 
@@ -348,7 +348,7 @@ def _make_rspg(model, s: Settings, data, callbacks=None):
     trainer = RSPGTrainer(model, max_steps=s.max_steps, batch_size=s.batch_size,
                           gradient_accumulation_steps=s.accumulation, learning_rate=s.learning_rate * 5,
                           warmup_ratio=s.warmup / s.max_steps, seed=s.seed, output_dir=s.output_dir,
-                          save_every=s.save_steps, keep_last=20, max_grad_norm=s.max_grad_norm, progress_bar=False)
+                          save_steps=s.save_steps, keep_last=20, max_grad_norm=s.max_grad_norm, progress=False)
     for cb in callbacks or []:
         trainer.callbacks.append(_as_callback(cb))
     return trainer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +207,76 @@ def test_errors_name_the_problem(tmp_path):
 
 def test_doctests():
     assert doctest.testmod(ckpt_mod).failed == 0
+
+
+# ----------------------------------------------------------------- hardening (issue 23)
+def _corrupt(path, how):
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbled": b"\x07" * 64,
+                      "data_cut": data[:-3]}[how])
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbled", "data_cut"])
+def test_unreadable_weights_file_raises_checkpoint_error_naming_it(tmp_path, how):
+    model = nn.Linear(64, 32)  # enough data after the header that "data_cut" keeps the header whole
+    path = save_checkpoint(tmp_path, step=1, modules={"m": model})
+    file = path / "modules" / "m.safetensors"
+    _corrupt(file, how)
+    with pytest.raises(CheckpointError, match=r"m\.safetensors.*cannot read") as info:
+        load_checkpoint(path, modules={"m": model})
+    assert str(file) in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pt"])
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbled"])
+def test_unreadable_torch_state_file_raises_checkpoint_error_naming_it(tmp_path, name, how):
+    model, opt, sched = _trained()
+    path = save_checkpoint(tmp_path, step=1, modules={"m": model}, optimizer=opt, scheduler=sched)
+    _corrupt(path / name, how)
+    with pytest.raises(CheckpointError, match="cannot read") as info:
+        load_checkpoint(path, modules={"m": model}, optimizer=opt, scheduler=sched)
+    assert str(path / name) in str(info.value)
+
+
+def test_tied_weights_still_load_after_the_read_is_split_from_load_model(tmp_path):
+    model, _, _ = _trained()
+    path = save_checkpoint(tmp_path, step=1, modules={"m": model})
+    other = Tied()
+    load_checkpoint(path, modules={"m": other})
+    assert other.out.weight is other.emb.weight
+    assert torch.equal(other.emb.weight, model.emb.weight)
+    with pytest.raises(CheckpointError, match="m.safetensors.*cannot load"):
+        load_checkpoint(path, modules={"m": nn.Linear(4, 7)})
+
+
+def test_kill_while_pruning_never_leaves_a_listed_checkpoint_without_weights(tmp_path, monkeypatch):
+    model = nn.Linear(2, 2)
+    for step in (1, 2):
+        save_checkpoint(tmp_path, step=step, modules={"m": model}, keep_last=None)
+    real_rmtree = ckpt_mod.shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):  # deletes the weights, then the process dies
+        if (Path(path) / "modules").is_dir():
+            real_rmtree(Path(path) / "modules")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, step=3, modules={"m": model}, keep_last=2)
+    monkeypatch.undo()
+    listed = list_checkpoints(tmp_path)
+    assert [p.name for p in listed] == ["checkpoint-00000002", "checkpoint-00000003"]
+    for path in listed:
+        load_checkpoint(path, modules={"m": model})
+    save_checkpoint(tmp_path, step=4, modules={"m": model}, keep_last=2)  # the next save cleans up the leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000003", "checkpoint-00000004"]
+
+
+def test_a_checkpoint_whose_listed_files_are_gone_is_not_complete(tmp_path):
+    model, opt, _ = _trained()
+    first = save_checkpoint(tmp_path, step=1, modules={"m": model}, optimizer=opt, keep_last=None)
+    second = save_checkpoint(tmp_path, step=2, modules={"m": model}, optimizer=opt, keep_last=None)
+    (second / "modules" / "m.safetensors").unlink()  # e.g. half-pruned by an older version
+    assert latest_checkpoint(tmp_path) == first
+    (first / "optimizer.pt").unlink()
+    assert latest_checkpoint(tmp_path) is None

@@ -38,10 +38,10 @@ _items = ropg_items
 
 
 def _cfg(tmp_path=None, **kw):
-    base = dict(lr=0.05, epochs=3, batch_size=4, gradient_accumulation_steps=1, warmup_ratio=0.0, progress=False,
+    base = dict(learning_rate=0.05, epochs=3, batch_size=4, gradient_accumulation_steps=1, warmup_ratio=0.0, progress=False,
                 seed=0)
     if tmp_path is not None:
-        base["checkpoint_dir"] = str(tmp_path)
+        base["output_dir"] = str(tmp_path)
     base.update(kw)
     return ROPGTrainerConfig(**base)
 
@@ -113,7 +113,7 @@ def test_short_profiles_are_masked_and_top_l_truncates():
 def test_training_raises_probability_of_keyword_documents(trainer_cls):
     items = _items(12, 6)
     logs = []
-    trainer = trainer_cls(BagOfWords(), _cfg(lr=0.3, epochs=12, batch_size=6, target_temperature=0.1),
+    trainer = trainer_cls(BagOfWords(), _cfg(learning_rate=0.3, epochs=12, batch_size=6, target_temperature=0.1),
                           callback=logs.append)
     before = keyword_mass(trainer, items)
     initial = trainer.evaluate(items)
@@ -162,12 +162,12 @@ def test_dense_retriever_trains_its_module_and_resumes(tmp_path):
     test_trainer_contract.py.)
     """
     items = _items(6, 4)
-    cfg = _cfg(tmp_path / "a", epochs=2, batch_size=2, save_every=2, lr=0.01)  # 6 steps
+    cfg = _cfg(tmp_path / "a", epochs=2, batch_size=2, save_steps=2, learning_rate=0.01)  # 6 steps
     dense_a = _tiny_bert_dense(tmp_path, seed=0)
     before = [p.detach().clone() for p in dense_a.module.parameters()]
     hist_a = ROPGRLTrainer(dense_a, cfg).train(items)
     assert len(hist_a) == 6 and any(not torch.equal(a, b) for a, b in zip(before, dense_a.module.parameters()))
-    ckpt = latest_checkpoint(cfg.checkpoint_dir)
+    ckpt = latest_checkpoint(cfg.output_dir)
     assert ckpt.name == "checkpoint-00000006" and (ckpt / "modules" / "retriever.safetensors").is_file()
     dense_b = _tiny_bert_dense(tmp_path, seed=1)
     hist_b = ROPGRLTrainer(dense_b, cfg).train(items, resume_from=ckpt.parent / "checkpoint-00000004")
@@ -189,10 +189,10 @@ def test_resume_refuses_another_trainer_or_a_missing_checkpoint(tmp_path):
 # -------------------------------------------------------------------------- config
 def test_config_validation_and_round_trip(tmp_path):
     cfg = ROPGTrainerConfig()
-    assert (cfg.lr, cfg.top_l, cfg.epochs, cfg.batch_size * cfg.gradient_accumulation_steps) == (1e-5, 16, 10, 64)
+    assert (cfg.learning_rate, cfg.top_l, cfg.epochs, cfg.batch_size * cfg.gradient_accumulation_steps) == (1e-5, 16, 10, 64)
     assert ROPGTrainerConfig.from_yaml(cfg.to_yaml()) == cfg
-    with pytest.raises(Exception, match="checkpoint_dir"):
-        ROPGTrainerConfig(save_every=5)
+    with pytest.raises(Exception, match="output_dir"):
+        ROPGTrainerConfig(save_steps=5)
     with pytest.raises(Exception, match="top_l"):
         ROPGTrainerConfig(top_l=0)
     with pytest.raises(TypeError, match="not trainable"):
@@ -204,3 +204,21 @@ def test_config_validation_and_round_trip(tmp_path):
 
 def test_doctests():
     assert doctest.testmod(ropg_mod).failed == 0
+
+
+def test_old_field_names_are_read_with_a_warning():
+    """The trainer configs share the transformers vocabulary; the old names still load, with a FutureWarning."""
+    from personakit.training import RSPGTrainerConfig
+
+    with pytest.warns(FutureWarning, match="'lr' is now 'learning_rate'"):
+        cfg = ROPGTrainerConfig.from_dict({"lr": 0.01, "checkpoint_dir": "runs/x", "save_every": 3})
+    assert (cfg.learning_rate, cfg.output_dir, cfg.save_steps) == (0.01, "runs/x", 3)
+    with pytest.warns(FutureWarning, match="'num_epochs' is now 'epochs'"):
+        rspg = RSPGTrainerConfig(num_epochs=3, log_every=2, eval_every=4, progress_bar=False)
+    assert (rspg.epochs, rspg.logging_steps, rspg.eval_steps, rspg.progress) == (3, 2, 4, False)
+    with pytest.raises(ValueError, match="give 'learning_rate' only"):
+        ROPGTrainerConfig(lr=0.1, learning_rate=0.2)
+    shared = {"learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "output_dir",
+              "save_steps", "keep_last", "max_grad_norm", "seed", "weight_decay", "progress"}
+    assert shared <= set(ROPGTrainerConfig.model_fields)
+    assert shared <= set(RSPGTrainerConfig.model_fields)

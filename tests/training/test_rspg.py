@@ -40,8 +40,8 @@ def test_selector_learns_the_known_best_retriever(mode):
     model, tok = tiny_bert(seed=0, hidden=64, heads=4)
     selector = RetrieverSelector((model, tok), mode=mode, pooling="mean", max_length=32)
     train, test = matching_task(96, seed=0, post=mode == "post"), matching_task(60, seed=1, post=mode == "post")
-    trainer = RSPGTrainer(selector, num_epochs=20, batch_size=16, gradient_accumulation_steps=1, learning_rate=1e-3,
-                          warmup_ratio=0.0, target_temperature=0.1, progress_bar=False)
+    trainer = RSPGTrainer(selector, epochs=20, batch_size=16, gradient_accumulation_steps=1, learning_rate=1e-3,
+                          warmup_ratio=0.0, target_temperature=0.1, progress=False)
     before = trainer.evaluate(test)
     start = time.perf_counter()
     out = trainer.train(train, eval_items=test)
@@ -66,7 +66,7 @@ def test_logs_and_eval_records(tmp_path):
     items, dev = matching_task(8, seed=5), matching_task(6, seed=6)
     records = []
     out = RSPGTrainer(_fresh(), max_steps=4, batch_size=4, gradient_accumulation_steps=1, learning_rate=0.1,
-                      warmup_ratio=0.25, eval_every=2, output_dir=str(tmp_path), progress_bar=False
+                      warmup_ratio=0.25, eval_steps=2, output_dir=str(tmp_path), progress=False
                       ).train(items, eval_items=dev, callback=records.append)
     assert records == out.history and [r["step"] for r in out.history] == [1, 2, 3, 4]
     assert {"step", "epoch", "loss", "success_rate", "lr", "grad_norm"} <= set(out.history[0])
@@ -82,7 +82,7 @@ def test_logs_and_eval_records(tmp_path):
 def test_post_items_need_outputs_and_items_are_validated():
     post = _fresh(mode="post")
     with pytest.raises(ValueError, match="outputs"):
-        RSPGTrainer(post, progress_bar=False).train(matching_task(4, seed=0))
+        RSPGTrainer(post, progress=False).train(matching_task(4, seed=0))
     with pytest.raises(ValueError, match=r"items\[1\] \(id 'b'\): field 'evals'"):
         as_rspg_items([{"prompts": ["p", "q"], "evals": [1, 0]}, {"prompts": ["p", "q"], "evals": [1], "id": "b"}])
     with pytest.raises(ValueError, match=r"items\[0\]: field 'evals'\[1\] is not a number"):
@@ -99,12 +99,12 @@ def test_post_items_need_outputs_and_items_are_validated():
 
 def test_trainer_config():
     with pytest.raises(Exception, match="output_dir"):
-        RSPGTrainerConfig(save_every=10)
+        RSPGTrainerConfig(save_steps=10)
     cfg = RSPGTrainerConfig()
-    assert (cfg.learning_rate, cfg.warmup_ratio, cfg.max_grad_norm, cfg.num_epochs) == (1e-5, 0.05, 1.0, 20)
+    assert (cfg.learning_rate, cfg.warmup_ratio, cfg.max_grad_norm, cfg.epochs) == (1e-5, 0.05, 1.0, 20)
     assert cfg.batch_size * cfg.gradient_accumulation_steps == 64
-    trainer = RSPGTrainer(_fresh(), cfg, num_epochs=2)
-    assert trainer.config.num_epochs == 2 and trainer.total_steps(100) == 2 * 2  # 13 micro-batches / 8 -> 2 steps
+    trainer = RSPGTrainer(_fresh(), cfg, epochs=2)
+    assert trainer.config.epochs == 2 and trainer.total_steps(100) == 2 * 2  # 13 micro-batches / 8 -> 2 steps
     assert RSPGTrainerConfig.from_yaml(cfg.to_yaml()) == cfg
     with pytest.raises(TypeError):
         RSPGTrainer(torch.nn.Linear(2, 1))
@@ -112,7 +112,7 @@ def test_trainer_config():
 
 def test_evaluate_agrees_with_the_functional_helpers():
     items = matching_task(10, seed=6)
-    trainer = RSPGTrainer(_fresh(), progress_bar=False)
+    trainer = RSPGTrainer(_fresh(), progress=False)
     scores = trainer.predict(items)
     evals = torch.tensor([it.evals for it in items], dtype=torch.float64)
     metrics = trainer.evaluate(items)

@@ -28,6 +28,7 @@ Example:
     >>> encoder = load_sentence_encoder("minilm")  # doctest: +SKIP
 """
 
+from personakit._lazy import attach as _attach
 from personakit.backbones.cache import cache_dir, file_lock, is_prepared, prepare_atomically
 from personakit.backbones.embedded import (
     EmbeddedModelStatus,
@@ -103,13 +104,8 @@ __all__ = [
     "unwrap_peft",
 ]
 
-_PEFT_NAMES = ("LoraSettings", "apply_lora", "is_peft_model", "lora_settings_of", "unwrap_peft")
-
-
-def __getattr__(name: str):  # the peft helpers import torch: load them on first use
-    if name in _PEFT_NAMES:
-        from personakit.backbones import peft as _peft
-
-        return getattr(_peft, name)
-    raise AttributeError(f"module 'personakit.backbones' has no attribute {name!r}")
-
+# The peft helpers import torch: loaded on first use. (``__all__`` above lists them as well: the
+# API docs read it statically.)
+__getattr__, __dir__, _lazy_names = _attach(
+    __name__, {"peft": ("LoraSettings", "apply_lora", "is_peft_model", "lora_settings_of", "unwrap_peft")}
+)

@@ -18,9 +18,7 @@ reader from the file. Every reader rejects malformed input with a
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from personakit._lazy import attach as _attach
 from personakit.data.convai2 import CONVAI2_SPEAKERS, read_convai2
 from personakit.data.empathetic import ED_SPEAKERS, load_emotion_label_map, read_empathetic_dialogues
 from personakit.data.errors import DataFormatError
@@ -40,6 +38,9 @@ from personakit.data.pfg_questioner import (
     build_pfg_questioner_task,
     top_persuaders,
 )
+
+# Defined in sub-modules imported on first use.
+__getattr__, __dir__, _lazy_names = _attach(__name__, {"builtin": ("load_builtin_corpus",)})
 
 __all__ = [
     "CoPersonaUsers",
@@ -69,7 +70,6 @@ __all__ = [
     "detect_format",
     "dialogues_to_examples",
     "lamp_retrieval_text",
-    "load_builtin_corpus",
     "load_emotion_label_map",
     "merge_consecutive_turns",
     "normalize_lamp_task",
@@ -85,20 +85,5 @@ __all__ = [
     "read_review_histories",
     "read_spc_csv",
     "read_spc_jsonl",
+    *_lazy_names,
 ]
-
-# Names defined in sub-packages imported on first use.
-_LAZY = {"load_builtin_corpus": "personakit.data.builtin"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'personakit.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

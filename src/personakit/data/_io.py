@@ -90,28 +90,121 @@ class Loc:
         return value
 
 
+_BOM = "\ufeff"
+
+
+def _decode_error(path: PathLike, data: bytes, err: UnicodeDecodeError, first_line: int = 1) -> DataFormatError:
+    """A :class:`DataFormatError` naming the line and the byte that is not UTF-8."""
+    start = err.start
+    line = first_line + data.count(b"\n", 0, start)
+    column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+    return DataFormatError(
+        path,
+        line,
+        None,
+        f"not UTF-8 text: byte 0x{data[start]:02x} (byte {column} of the line) cannot be decoded; "
+        "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+    )
+
+
+def read_text(path: PathLike, what: str = "data file") -> str:
+    """The whole text of a UTF-8 file, a leading byte-order mark removed.
+
+    Every reader opens its files through this function or :func:`iter_lines`, so a
+    file that is not UTF-8 is a :class:`DataFormatError` naming the file and the
+    line (not a bare ``UnicodeDecodeError``), and a BOM is accepted by every format.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        DataFormatError: the file is not valid UTF-8.
+    """
+    data = check_file(path, what).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, data, err) from None
+    return text[1:] if text.startswith(_BOM) else text
+
+
+class TextLines:
+    """The lines of a UTF-8 file, streamed.
+
+    Iterating yields each line with its line break, like a file opened with
+    ``newline=""`` (``translate=False``, what :mod:`csv` needs) or with universal
+    newlines (``translate=True``: ``"\r\n"`` and ``"\r"`` become ``"\n"``). A leading
+    byte-order mark is removed. A byte sequence that is not UTF-8 raises a
+    :class:`DataFormatError` naming the file and the line (found by decoding the
+    whole file again, since the decoder works in chunks).
+
+    After the iteration, :attr:`ends_mid_line` tells whether the last line had no line
+    break (a file cut in the middle of a line, or written without a final newline),
+    and :attr:`lines` is the number of lines read.
+
+    Args:
+        path: the file.
+        what: a short description for the "not found" message.
+        translate: translate line breaks to ``"\n"``.
+    """
+
+    def __init__(self, path: PathLike, what: str = "data file", *, translate: bool = True) -> None:
+        self.path = path
+        self._file = check_file(path, what)
+        self.translate = translate
+        self.ends_mid_line = False
+        self.lines = 0
+
+    def __iter__(self) -> Iterator[str]:
+        self.lines = 0
+        self.ends_mid_line = False
+        try:
+            with self._file.open("r", encoding="utf-8-sig", newline=None if self.translate else "") as fh:
+                for line in fh:
+                    self.lines += 1
+                    self.ends_mid_line = not line.endswith(("\n", "\r"))
+                    yield line
+        except UnicodeDecodeError:
+            read_text(self.path)  # raises the located DataFormatError
+            raise  # pragma: no cover (the whole file decodes: should not happen)
+
+
+def iter_lines(path: PathLike, what: str = "data file", *, translate: bool = True) -> TextLines:
+    """``TextLines(path, what, translate=translate)``: see :class:`TextLines`."""
+    return TextLines(path, what, translate=translate)
+
+
+TRUNCATED = "the file ends in the middle of a line (no line break after it): it looks truncated"
+
+
 def iter_jsonl(path: PathLike, what: str = "jsonl file") -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, parsed_object)`` for every non-blank line of a JSON-lines file."""
-    p = check_file(path, what)
-    with p.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(path, lineno, None, f"invalid JSON ({err.msg} at column {err.colno})") from None
-            yield lineno, obj
+    """Yield ``(line_number, parsed_object)`` for every non-blank line of a JSON-lines file.
+
+    A line that is not valid JSON is an error naming the line; when it is the last
+    line and has no line break, the message says the file looks truncated.
+    """
+    lines = iter_lines(path, what)
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            reason = f"invalid JSON ({err.msg} at column {err.colno})"
+            if lines.ends_mid_line:
+                reason += f"; {TRUNCATED}"
+            raise DataFormatError(path, lineno, None, reason) from None
+        yield lineno, obj
 
 
 def load_json(path: PathLike, what: str = "JSON file") -> Any:
-    """Parse a whole JSON file; a syntax error names the line."""
-    p = check_file(path, what)
-    text = p.read_text(encoding="utf-8")
+    """Parse a whole JSON file; a syntax error names the line (and a cut file says so)."""
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataFormatError(path, err.lineno, None, f"invalid JSON ({err.msg} at column {err.colno})") from None
+        reason = f"invalid JSON ({err.msg} at column {err.colno})"
+        if err.pos >= len(text.rstrip()):
+            reason += "; the file ends before the JSON document is complete: it looks truncated"
+        raise DataFormatError(path, err.lineno, None, reason) from None
 
 
 def iter_csv(
@@ -120,46 +213,74 @@ def iter_csv(
     what: str = "CSV file",
     *,
     header_hint: str = "",
+    final_newline: bool = True,
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(first_line_number, row_dict)`` for a CSV file with a header.
 
     The header must contain every column of ``required``; a row with a different
     number of cells than the header is an error.  Line numbers are the physical
-    line where the record starts (quoted cells may span lines).
+    line where the record starts (quoted cells may span lines).  Parsing is strict:
+    a quote left open at the end of the file, or text after a closing quote, is an
+    error, so a file cut inside a quoted cell does not load silently.
+
+    Args:
+        path: the CSV file.
+        required: columns the header must contain.
+        what: a short description for the "not found" message.
+        header_hint: appended to the "missing column" message.
+        final_newline: the last record must end with a line break; otherwise the
+            file is taken as cut in the middle of its last record (an error naming
+            the line). Pass ``False`` for files published without a final newline
+            (the reader then checks the last record itself).
     """
-    p = check_file(path, what)
-    with p.open("r", encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
+    lines = iter_lines(path, what, translate=False)
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataFormatError(path, 1, None, "empty file, expected a CSV header") from None
+    except csv.Error as err:
+        raise DataFormatError(path, 1, None, f"invalid CSV ({_csv_reason(err)})") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataFormatError(
+            path,
+            1,
+            missing[0],
+            f"missing column in the header {header!r}; expected columns {list(required)!r}{header_hint}",
+        )
+    if final_newline and lines.ends_mid_line:
+        raise DataFormatError(path, 1, None, f"{TRUNCATED} (the header has no line break and no row follows)")
+    width = len(header)
+    start = reader.line_num + 1
+    while True:
         try:
-            header = next(reader)
+            row = next(reader)
         except StopIteration:
-            raise DataFormatError(path, 1, None, "empty file, expected a CSV header") from None
+            return
         except csv.Error as err:
-            raise DataFormatError(path, 1, None, f"invalid CSV ({err})") from None
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataFormatError(
-                path,
-                1,
-                missing[0],
-                f"missing column in the header {header!r}; expected columns {list(required)!r}{header_hint}",
-            )
-        width = len(header)
+            raise DataFormatError(path, start, None, f"invalid CSV ({_csv_reason(err)})") from None
+        line = start
         start = reader.line_num + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as err:
-                raise DataFormatError(path, start, None, f"invalid CSV ({err})") from None
-            line = start
-            start = reader.line_num + 1
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != width:
-                raise DataFormatError(path, line, None, f"expected {width} cells as in the header, got {len(row)}")
-            yield line, dict(zip(header, row))
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != width:
+            reason = f"expected {width} cells as in the header, got {len(row)}"
+            if lines.ends_mid_line:
+                reason += f"; {TRUNCATED}"
+            raise DataFormatError(path, line, None, reason)
+        if final_newline and lines.ends_mid_line:
+            raise DataFormatError(
+                path, line, None, f"{TRUNCATED} (add a final line break if the file is complete)"
+            )
+        yield line, dict(zip(header, row))
+
+
+def _csv_reason(err: csv.Error) -> str:
+    text = str(err)
+    if "unexpected end of data" in text:
+        return "a quoted cell is not closed at the end of the file: it looks truncated"
+    return text
 
 
 # ------------------------------------------------------------------ numbers and dates

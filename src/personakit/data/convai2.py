@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from personakit.data._io import Loc, PathLike, display_name
+from personakit.data._io import TRUNCATED, Loc, PathLike, display_name, iter_lines
 from personakit.data.errors import check_file
 from personakit.types import Dialogue, Persona, Turn
 
@@ -70,7 +70,9 @@ def read_convai2(path: PathLike, *, keep_candidates: bool = False) -> list[Dialo
     Raises:
         FileNotFoundError: the file does not exist.
         DataFormatError: a line without its number, a number out of sequence, a
-            persona line after the first utterance, or an empty utterance line.
+            persona line after the first utterance, an empty utterance line, bytes
+            that are not UTF-8, or a last line without a line break (a file cut in the
+            middle of a line; ParlAI files end with one).
 
     Example:
         >>> dialogues = read_convai2("convai2/valid_both_original.txt")  # doctest: +SKIP
@@ -106,46 +108,48 @@ def read_convai2(path: PathLike, *, keep_candidates: bool = False) -> list[Dialo
             )
         )
 
-    with p.open("r", encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            loc = Loc(path, lineno)
-            m = _LINE_RE.match(line)
-            if m is None:
-                raise loc.error("line_id", f"expected a line starting with its number, got {line[:40]!r}")
-            number, content = int(m.group(1)), m.group(2)
-            if number == 1:
-                finish()
-                current = {"line": lineno, "turns": [], "self": [], "partner": [], "candidates": {}}
-            elif current is None or number != expected:
-                raise loc.error("line_id", f"expected line number {expected} or 1 (new dialogue), got {number}")
-            expected = number + 1
-            assert current is not None
-            stripped = content.strip()
-            if stripped.startswith(_SELF_PERSONA) or stripped.startswith(_PARTNER_PERSONA):
-                if current["turns"]:
-                    raise loc.error("persona", "persona line after the first utterance of the dialogue")
-                if "\t" in content:
-                    raise loc.error("persona", "persona line with tab-separated fields")
-                side = "self" if stripped.startswith(_SELF_PERSONA) else "partner"
-                sentence = stripped.split(":", 1)[1].strip()
-                if sentence:
-                    current[side].append(sentence)
-                continue
-            fields = content.split("\t")
-            text = fields[0].strip()
-            response = fields[1].strip() if len(fields) > 1 else None
-            if not text and not response:
-                raise loc.error("text", "empty utterance")
-            if text and text != SILENCE:
-                current["turns"].append(Turn(speaker="partner", text=text))
-            if response is not None:
-                if not response:
-                    raise loc.error("labels", "empty response after a tab")
-                current["turns"].append(Turn(speaker="self", text=response))
-                if keep_candidates and len(fields) > 3 and fields[3].strip():
-                    current["candidates"][str(len(current["turns"]) - 1)] = fields[3].split("|")
+    lines = iter_lines(path, "ConvAI2 file")
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            continue
+        loc = Loc(path, lineno)
+        if lines.ends_mid_line:
+            raise loc.error(None, f"{TRUNCATED} (add a final line break if the file is complete)")
+        m = _LINE_RE.match(line)
+        if m is None:
+            raise loc.error("line_id", f"expected a line starting with its number, got {line[:40]!r}")
+        number, content = int(m.group(1)), m.group(2)
+        if number == 1:
+            finish()
+            current = {"line": lineno, "turns": [], "self": [], "partner": [], "candidates": {}}
+        elif current is None or number != expected:
+            raise loc.error("line_id", f"expected line number {expected} or 1 (new dialogue), got {number}")
+        expected = number + 1
+        assert current is not None
+        stripped = content.strip()
+        if stripped.startswith(_SELF_PERSONA) or stripped.startswith(_PARTNER_PERSONA):
+            if current["turns"]:
+                raise loc.error("persona", "persona line after the first utterance of the dialogue")
+            if "\t" in content:
+                raise loc.error("persona", "persona line with tab-separated fields")
+            side = "self" if stripped.startswith(_SELF_PERSONA) else "partner"
+            sentence = stripped.split(":", 1)[1].strip()
+            if sentence:
+                current[side].append(sentence)
+            continue
+        fields = content.split("\t")
+        text = fields[0].strip()
+        response = fields[1].strip() if len(fields) > 1 else None
+        if not text and not response:
+            raise loc.error("text", "empty utterance")
+        if text and text != SILENCE:
+            current["turns"].append(Turn(speaker="partner", text=text))
+        if response is not None:
+            if not response:
+                raise loc.error("labels", "empty response after a tab")
+            current["turns"].append(Turn(speaker="self", text=response))
+            if keep_candidates and len(fields) > 3 and fields[3].strip():
+                current["candidates"][str(len(current["turns"]) - 1)] = fields[3].split("|")
     finish()
     return dialogues

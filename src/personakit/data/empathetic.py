@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from personakit.data._io import Loc, PathLike, iter_csv, load_json, parse_number
+from personakit.data._io import TRUNCATED, Loc, PathLike, iter_csv, iter_lines, load_json, parse_number, read_text
 from personakit.data.errors import DataFormatError, check_file
 from personakit.types import Dialogue, Persona, Turn
 
@@ -45,16 +45,21 @@ def load_emotion_label_map(path: PathLike) -> dict[int, str]:
     return out
 
 
-def _iter_original(path: PathLike, lines: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+def _iter_original(
+    path: PathLike, lines: list[str], ends_mid_line: bool = False
+) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows of the original release: unquoted, split on commas (text commas are ``_comma_``).
 
     Eight fields, a ninth with ``|``-separated candidates in some rows; a few rows
     carry a raw comma in the utterance, found by locating the ``selfeval`` field
-    (``"5|5|5_2|2|5"``) after it.
+    (``"5|5|5_2|2|5"``) after it. ``ends_mid_line``: the file has no line break
+    after its last line, which is then taken as cut (an error).
     """
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
+        if ends_mid_line and lineno == len(lines):
+            raise DataFormatError(path, lineno, None, f"{TRUNCATED} (add a final line break if the file is complete)")
         parts = line.split(",")
         if len(parts) < 8:
             raise DataFormatError(path, lineno, None, f"expected 8 comma-separated fields, got {len(parts)}")
@@ -122,8 +127,9 @@ def read_empathetic_dialogues(
     Raises:
         FileNotFoundError: the file (or an explicit ``label_map`` file) does not exist.
         DataFormatError: wrong header, a bad ``utterance_idx`` or ``label``, a label
-            missing from the map or differing within a conversation, or a repeated
-            ``utterance_idx``.
+            missing from the map or differing within a conversation, a repeated
+            ``utterance_idx``, bytes that are not UTF-8, or a file cut short (no line
+            break after the last row, or a quoted cell left open).
 
     Example:
         >>> dialogues = read_empathetic_dialogues("empatheticdialogues/fixed_valid.csv")  # doctest: +SKIP
@@ -132,15 +138,16 @@ def read_empathetic_dialogues(
         ('hit:3_conv:6', 'listener', {'emotion': 'terrified'})
     """
     p = check_file(path, "EmpatheticDialogues CSV file")
-    with p.open("r", encoding="utf-8-sig", newline="") as fh:
-        header_line = fh.readline().rstrip("\r\n")
+    header_line = next(iter(iter_lines(path, "EmpatheticDialogues CSV file")), "").rstrip("\r\n")
     header = header_line.split(",")
     original = "speaker_idx" in header and "context" in header
     if original:
         if header[: len(_ORIGINAL_COLUMNS)] != list(_ORIGINAL_COLUMNS):
             raise DataFormatError(path, 1, None, f"expected the header {','.join(_ORIGINAL_COLUMNS)!r}, got {header_line!r}")
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
-        rows: Iterator[tuple[int, dict[str, str]]] = _iter_original(path, lines)
+        text = read_text(path, "EmpatheticDialogues CSV file")
+        lines = text.splitlines()
+        ends_mid_line = bool(text) and not text.endswith(("\n", "\r"))
+        rows: Iterator[tuple[int, dict[str, str]]] = _iter_original(path, lines, ends_mid_line)
     else:
         rows = iter_csv(path, _FIXED_REQUIRED, "EmpatheticDialogues CSV file")
 

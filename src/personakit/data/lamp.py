@@ -188,7 +188,7 @@ def read_lamp(
     Args:
         questions_path: ``{train,dev,test}_questions.json``.
         outputs_path: the matching ``*_outputs.json``; every question must then have
-            a gold output (``ProfileExample.target``).
+            a gold output (``ProfileExample.target``), and every gold output a question.
         task: ``"LaMP-4"`` / ``"LaMP_4"`` / ``4``. By default the outputs file's
             ``task``, else a ``LaMP_N`` / ``lamp4`` in the file name or its folders.
 
@@ -201,7 +201,7 @@ def read_lamp(
         FileNotFoundError: a file does not exist.
         DataFormatError: invalid JSON, a missing/ill-typed field (``[12].profile[3].title``),
             a bad ``score`` or ``date``, a repeated question id, a question without a
-            gold output, or a task that cannot be determined or disagrees with the
+            gold output, a gold output whose id is not a question's, or a task that cannot be determined or disagrees with the
             outputs file.
 
     Example:
@@ -266,6 +266,16 @@ def read_lamp(
                 target=target,
             )
         )
+    if golds is not None and len(golds) > len(seen):
+        for index, gid in enumerate(golds):  # golds keep the file order, without repeats
+            if gid not in seen:
+                raise DataFormatError(
+                    outputs_path,
+                    index,
+                    f"golds[{index}].id",
+                    f"id {gid!r} is not a question id of {questions_path}: the outputs do not match the questions",
+                    unit="record",
+                )
     return examples
 
 

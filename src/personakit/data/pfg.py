@@ -58,9 +58,10 @@ def _attribute_name(column: str) -> str:
 def _column_types(rows: list[tuple[int, dict[str, str]]], columns: list[str]) -> dict[str, type]:
     """Infer int / float / str for each column from its non-empty cells.
 
-    A column is numeric when at least 95% of its non-empty cells parse as numbers
-    (``B5``/``B6``/``B7`` always are), so a corrupted cell in a numeric column is an
-    error rather than turning the whole column into text.
+    A column is numeric when most (more than half) of its non-empty cells parse as
+    numbers (``B5``/``B6``/``B7`` always are), so a corrupted cell in a numeric column
+    is an error rather than turning the whole column into text, even in a small file.
+    (In the release every text column has no numeric cell at all.)
     """
     types: dict[str, type] = {}
     for col in columns:
@@ -80,7 +81,7 @@ def _column_types(rows: list[tuple[int, dict[str, str]]], columns: list[str]) ->
                 continue
             n_numbers += 1
             all_int = False
-        numeric = col in _INFO_META or (n_cells > 0 and n_numbers >= 0.95 * n_cells)
+        numeric = col in _INFO_META or (n_cells > 0 and 2 * n_numbers > n_cells)
         types[col] = (int if all_int else float) if numeric else str
     return types
 
@@ -89,10 +90,11 @@ def read_pfg_info(path: PathLike) -> dict[tuple[str, int], dict[str, Any]]:
     """Read ``full_info.csv``: one row per participant per dialogue.
 
     Column types come from the data: a column whose cells parse as integers is
-    ``int``, as numbers ``float`` (at least 95% of the non-empty cells; ``B5``,
-    ``B6``, ``B7`` always), otherwise ``str``; an empty cell (or ``NA``) is ``None``. Trait columns lose their ``.x`` suffix (``extrovert.x`` ->
-    ``extrovert``); ``B6`` becomes ``donation``, ``B7`` ``num_turns`` and ``B5``
-    ``intended_donation``.
+    ``int``, as numbers ``float`` (more than half of the non-empty cells, and then
+    every other cell must be a number too; ``B5``, ``B6``, ``B7`` always), otherwise
+    ``str``; an empty cell (or ``NA``) is ``None``. Trait columns lose their ``.x``
+    suffix (``extrovert.x`` -> ``extrovert``); ``B6`` becomes ``donation``, ``B7``
+    ``num_turns`` and ``B5`` ``intended_donation``.
 
     Returns:
         ``{(dialogue_id, role): {"user_id": ..., "line": ..., "traits": {...},
@@ -100,7 +102,8 @@ def read_pfg_info(path: PathLike) -> dict[tuple[str, int], dict[str, Any]]:
 
     Raises:
         DataFormatError: a header without ``B2``/``B3``/``B4``, a bad role, an empty
-            user id, or the same (dialogue, role) twice.
+            user id, the same (dialogue, role) twice, a cell that is not a number in a
+            numeric column, bytes that are not UTF-8, or a file cut short.
     """
     rows = list(iter_csv(path, _INFO_REQUIRED, "Persuasion-for-Good info file"))
     header = list(rows[0][1]) if rows else list(_INFO_REQUIRED)
@@ -139,6 +142,16 @@ def read_pfg_info(path: PathLike) -> dict[tuple[str, int], dict[str, Any]]:
             raise loc.error("B2", f"dialogue {did!r} has two rows for role {role} (first on line {info[key]['line']})")
         info[key] = {"user_id": user, "line": lineno, "traits": traits, "outcome": outcome}
     return info
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether ``path`` (non-empty) has no line break after its last byte."""
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, 2)
+        return fh.read(1) not in (b"\n", b"\r")
 
 
 def read_persuasion_for_good(
@@ -189,7 +202,10 @@ def read_persuasion_for_good(
     Raises:
         FileNotFoundError: the dialogue file (or an explicit ``info_csv``) is missing.
         DataFormatError: a wrong header, a bad ``Turn``/``B4`` number, an empty
-            ``Unit`` or dialogue id, a bad number in the info file.
+            ``Unit`` or dialogue id, a bad number in the info file, a duplicated row
+            (same ``B2``, ``Turn``, ``B4`` and ``Unit``), bytes that are not UTF-8, or
+            a file cut short (a quoted cell left open, a last row with missing cells,
+            or a last row without line break that is the only row of its dialogue).
 
     Example:
         >>> dialogues = read_persuasion_for_good("persuasionforgood/FullData")  # doctest: +SKIP
@@ -213,7 +229,12 @@ def read_persuasion_for_good(
 
     shown = path if not p.is_dir() else dialog_path
     convs: dict[str, dict[str, Any]] = {}
-    for lineno, row in iter_csv(dialog_path, _DIALOG_COLUMNS, "Persuasion-for-Good dialogue file"):
+    rows_seen: dict[tuple[str, int, int, str], int] = {}
+    last: Optional[tuple[Loc, str]] = None  # (location, dialogue id) of the last row
+    # The release has no line break after its last row, so the end of the file is
+    # checked below rather than by iter_csv.
+    rows = iter_csv(dialog_path, _DIALOG_COLUMNS, "Persuasion-for-Good dialogue file", final_newline=False)
+    for lineno, row in rows:
         loc = Loc(shown, lineno)
         did = row["B2"].strip()
         if not did:
@@ -227,8 +248,22 @@ def read_persuasion_for_good(
         text = row["Unit"].strip()
         if not text:
             raise loc.error("Unit", "empty utterance")
+        key = (did, turn, int(role), text)
+        if key in rows_seen:
+            raise loc.error(None, f"duplicate row: same B2, Turn, B4 and Unit as line {rows_seen[key]}")
+        rows_seen[key] = lineno
         conv = convs.setdefault(did, {"line": lineno, "turns": []})
         conv["turns"].append((turn, int(role), text))
+        last = (loc, did)
+    if last is not None and _ends_mid_line(dialog_path):
+        # A file cut inside the last row's B2 gives a new dialogue id of one row.
+        loc, did = last
+        if len(convs[did]["turns"]) == 1:
+            raise loc.error(
+                "B2",
+                f"the file ends without a line break in the only row of dialogue {did!r}: the file looks "
+                "truncated inside the dialogue id (end the file with a line break if it is complete)",
+            )
 
     dialogues: list[Dialogue] = []
     for did, conv in convs.items():

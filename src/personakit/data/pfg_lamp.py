@@ -88,7 +88,7 @@ from typing import Iterable, Literal, Optional, Sequence, Union
 
 from pydantic import Field
 
-from personakit.config import BaseConfig
+from personakit.config import BaseConfig, Fraction
 from personakit.data._split import cap_and_order
 from personakit.data.examples import dialogues_to_examples, merge_consecutive_turns
 from personakit.data.pfg import parse_pfg_date, read_persuasion_for_good
@@ -299,7 +299,7 @@ class PFGLaMPConfig(BaseConfig):
     history_turns: int = Field(3, ge=1, description="Merged turns of history in each input.")
     max_profile_items: Optional[int] = Field(None, ge=1, description="Keep only the most recent profile entries.")
     split_by: Literal["time", "global"] = Field("time", description="Per-user time split or one global date cut.")
-    split_fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train/dev/test fractions (global).")
+    split_fractions: tuple[Fraction, Fraction, Fraction] = Field((0.8, 0.1, 0.1), description="Train/dev/test fractions (global).")
     max_users: Optional[int] = Field(None, ge=1, description="Keep a seeded random sample of this many users.")
     max_examples_per_user: Optional[int] = Field(None, ge=1, description="At most this many examples per user and split.")
     seed: int = Field(0, description="Seed of the subsampling.")

@@ -73,7 +73,7 @@ from typing import Iterable, Literal, Optional, Sequence, Union
 
 from pydantic import Field
 
-from personakit.config import BaseConfig
+from personakit.config import BaseConfig, Fraction
 from personakit.data._split import cap_and_order
 from personakit.data.examples import dialogues_to_examples
 from personakit.data.pfg_lamp import _dialogue_date, _load
@@ -190,7 +190,7 @@ class PFGQuestionerConfig(BaseConfig):
     num_responders: int = Field(12, ge=1, description="The most frequent persuaders that are responders.")
     history_turns: int = Field(4, ge=1, description="Merged turns of history per example.")
     split_by: Literal["time", "turn"] = Field("time", description="Per-responder dialogue-date split, or within dialogues.")
-    split_fractions: tuple[float, float, float] = Field((0.7, 0.1, 0.2), description="Train/dev/test fractions (turn).")
+    split_fractions: tuple[Fraction, Fraction, Fraction] = Field((0.7, 0.1, 0.2), description="Train/dev/test fractions (turn).")
     max_examples_per_responder: Optional[int] = Field(None, ge=1, description="At most this many examples per responder and split.")
     seed: int = Field(0, description="Seed of the subsampling.")
     drop_flagged: bool = Field(False, description="Skip the BAD_ dialogues.")

@@ -227,7 +227,9 @@ def read_spc_csv(path: PathLike) -> list[Dialogue]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        DataFormatError: wrong header or a row with the wrong number of cells.
+        DataFormatError: wrong header, a row with the wrong number of cells, bytes
+            that are not UTF-8, or a file cut short (a quoted cell left open, or no
+            line break after the last row).
 
     Example:
         >>> dialogues = read_spc_csv("spc/Synthetic-Persona-Chat_test.csv")  # doctest: +SKIP

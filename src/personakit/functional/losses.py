@@ -183,6 +183,11 @@ def cjepa_loss(
     Shapes:
         three ``[B, D]`` → scalar (``[B]`` with ``reduction="none"``).
 
+    Raises:
+        ValueError: the shapes differ, or the batch is empty (``B = 0``, whatever the
+            reduction: its mean would be ``NaN`` and a ``0`` sum would hide the bug that
+            emptied the batch).
+
     Example:
         >>> c = torch.tensor([[1.0, 0.0]])
         >>> cjepa_loss(c, torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]))
@@ -200,8 +205,13 @@ def cjepa_terms(
     Returns:
         ``(loss, cos_personalised, cos_generic)``, each ``[B]``, with
         ``loss = cos_generic - cos_personalised``.
+
+    Raises:
+        ValueError: the shapes differ or are not ``[B, D]``, or the batch is empty
+            (``B = 0``: the loss of no examples is undefined; its mean would be ``NaN``).
     """
     _check_same_shape(context=context, personalised=personalised, generic=generic)
+    _check_batch("cjepa_loss", context=context, personalised=personalised, generic=generic)
     cos_cp = F.cosine_similarity(context, personalised, dim=-1, eps=eps)  # [B]
     cos_cg = F.cosine_similarity(context, generic, dim=-1, eps=eps)  # [B]
     return cos_cg - cos_cp, cos_cp, cos_cg
@@ -268,3 +278,15 @@ def _check_same_shape(**tensors: Tensor) -> None:
     first = next(iter(shapes.values()))
     if any(s != first for s in shapes.values()) or len(first) != 2:
         raise ValueError(f"expected tensors of the same shape [B, D], got {shapes}")
+
+
+def _check_batch(who: str, **tensors: Tensor) -> None:
+    """Raise a ``ValueError`` naming ``who`` and the shapes when the batch (dim 0) is empty.
+
+    A loss of no examples is undefined: its mean is ``NaN`` (a silent ``NaN`` step), and
+    a ``0`` sum or an empty ``[0]`` would hide whatever emptied the batch.
+    """
+    if any(t.dim() >= 1 and t.shape[0] == 0 for t in tensors.values()):
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in tensors.items())
+        raise ValueError(f"{who}: empty batch ({shapes}); the loss of no examples is undefined (its mean would be "
+                         "NaN): skip empty batches before the loss")

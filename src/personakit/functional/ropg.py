@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from personakit.functional.losses import _check_batch
+
 __all__ = [
     "masked_scores",
     "policy_log_probs",
@@ -47,9 +49,16 @@ __all__ = [
 ]
 
 
+def _check_candidates(who: str, scores: Tensor, name: str = "scores") -> None:
+    if scores.dim() == 2 and scores.shape[1] == 0:
+        raise ValueError(f"{who}{name} has no candidates (shape {tuple(scores.shape)}); every input needs at least "
+                         "one (a softmax over no candidates is undefined)")
+
+
 def _check_mask(scores: Tensor, mask: Tensor | None, name: str = "scores") -> Tensor | None:
     if scores.dim() != 2:
         raise ValueError(f"{name} must be [B, l], got shape {tuple(scores.shape)}")
+    _check_candidates("", scores, name)
     if mask is None:
         return None
     if mask.shape != scores.shape:
@@ -162,7 +171,13 @@ def ropg_rl_loss(scores: Tensor, sampled: Tensor, rewards: Tensor, mask: Tensor 
 
     Returns:
         Per-input losses ``[B]``.
+
+    Raises:
+        ValueError: the batch is empty (``B = 0``: the loss of no inputs is undefined, its
+            mean would be ``NaN``), a row has no candidate, or a sampled index is out of
+            range or masked.
     """
+    _check_batch("ropg_rl_loss", scores=scores)
     log_probs = policy_log_probs(scores, mask, temperature)  # (B, l)
     sampled = sampled.to(device=scores.device, dtype=torch.long).view(-1)
     if sampled.shape[0] != scores.shape[0]:
@@ -199,7 +214,12 @@ def ropg_kd_loss(scores: Tensor, evals: Tensor, mask: Tensor | None = None, temp
 
     Returns:
         Per-input KL divergences ``[B]`` (non-negative).
+
+    Raises:
+        ValueError: the batch is empty (``B = 0``: the loss of no inputs is undefined, its
+            mean would be ``NaN``), the shapes differ, or a row has no candidate.
     """
+    _check_batch("ropg_kd_loss", scores=scores, evals=evals)
     if evals.shape != scores.shape:
         raise ValueError(f"evals shape {tuple(evals.shape)} does not match scores shape {tuple(scores.shape)}")
     log_pi = policy_log_probs(scores, mask, temperature)  # (B, l)

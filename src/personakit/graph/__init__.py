@@ -6,9 +6,9 @@ its config are loaded on first use (module-level ``__getattr__``).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from personakit._lazy import attach as _attach
 from personakit.graph.builder import (
     DEFAULT_OMEGA,
     MultiplexGraph,
@@ -21,10 +21,11 @@ from personakit.graph.gate import MonotoneGate, MonotoneGateConfig
 if TYPE_CHECKING:  # pragma: no cover
     from personakit.graph.facet_graph import FacetGraph, FacetGraphConfig
 
-_LAZY = {
-    "FacetGraph": "personakit.graph.facet_graph",
-    "FacetGraphConfig": "personakit.graph.facet_graph",
-}
+__getattr__, __dir__, _lazy_names = _attach(
+    __name__,
+    {"facet_graph": ("FacetGraph", "FacetGraphConfig")},
+    requires={"facet_graph": "torch_geometric"},
+)
 
 __all__ = [
     "DEFAULT_OMEGA",
@@ -34,21 +35,5 @@ __all__ = [
     "reliability_weighted",
     "MonotoneGate",
     "MonotoneGateConfig",
-    *_LAZY,
+    *_lazy_names,
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'personakit.graph' has no attribute {name!r}")
-    from personakit._imports import require
-
-    require("torch_geometric", f"personakit.graph.{name}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))

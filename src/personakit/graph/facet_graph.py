@@ -50,6 +50,13 @@ class FacetGraph(MessagePassing):
       (weights must be $\ge 0$, e.g. the combined scores of the multiplex graph).
     * **Isolated users.** A user with no neighbour (or zero total weight) gets
       $\tilde h_u = h_u^{(0)}$, so the update falls back to its own embedding.
+    * **No users.** ``x`` of shape ``[0, M, d]`` (with no edges) gives an empty
+      ``[0, M d']`` output rather than an error: a graph with no users has no persona
+      vectors, and an empty shard or filter result then flows through unchanged.
+    * **Edge weights** must be finite and non-negative; an ``inf`` or ``NaN`` weight
+      raises ``ValueError`` naming ``edge_weight`` and the edges (an ``inf`` weight
+      would make the weighted mean $\infty / \infty = $ ``NaN``; clamping it would
+      pick an arbitrary finite value, so it is refused rather than silently changed).
     * **Attention.** ``nn.MultiheadAttention`` over the facet axis with a residual
       ($h \leftarrow h + \operatorname{Attn}(h)$); the paper does not say whether a
       residual or a normalisation is used.  ``attention=False`` skips it.
@@ -136,10 +143,14 @@ class FacetGraph(MessagePassing):
         Args:
             x: ``[N, M, d]`` (or any ``[N, ...]``) node states.
             edge_index: ``[2, E]`` long, column ``(v, u)`` for $v \in \mathcal{N}_u$.
-            edge_weight: optional ``[E]`` non-negative weights $a_{uv}$.
+            edge_weight: optional ``[E]`` finite, non-negative weights $a_{uv}$.
 
         Returns:
-            Same shape as ``x``.
+            Same shape as ``x`` (empty for no users).
+
+        Raises:
+            ValueError: ``edge_index`` is not ``[2, E]`` or names a missing node, or
+                ``edge_weight`` is not ``[E]``, not finite or negative.
         """
         n = x.shape[0]
         if edge_index.ndim != 2 or edge_index.shape[0] != 2:
@@ -154,11 +165,22 @@ class FacetGraph(MessagePassing):
         else:
             if tuple(edge_weight.shape) != (num_edges,):
                 raise ValueError(f"FacetGraph: edge_weight must be [E] = [{num_edges}], got {tuple(edge_weight.shape)}")
-            if num_edges and bool((edge_weight < 0).any()):
-                raise ValueError("FacetGraph: edge_weight must be non-negative (it weights a mean)")
             weight = edge_weight.to(dtype=x.dtype, device=x.device)
+            if num_edges and not bool(torch.isfinite(weight).all()):
+                bad = (~torch.isfinite(weight)).nonzero().flatten()
+                raise ValueError(f"FacetGraph: edge_weight must be finite in {x.dtype} (it weights a mean; inf / inf "
+                                 f"is NaN), got {edge_weight[bad[:5].to(edge_weight.device)].tolist()} at edges "
+                                 f"{bad[:5].tolist()}{' ...' if len(bad) > 5 else ''}")
+            if num_edges and bool((weight < 0).any()):
+                raise ValueError("FacetGraph: edge_weight must be non-negative (it weights a mean)")
+        if n == 0:  # no users (so, as checked above, no edges): nothing to average
+            return x.clone()
         src, dst = edge_index
         total = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, dst, weight)  # (N,)
+        if edge_weight is not None and not bool(torch.isfinite(total).all()):
+            node = int((~torch.isfinite(total)).nonzero()[0])
+            raise ValueError(f"FacetGraph: edge_weight of the edges into node {node} sum to inf in {x.dtype}; "
+                             "scale the weights down (the mean only depends on their ratios)")
         norm = weight / total[dst].clamp_min(torch.finfo(x.dtype).tiny)  # (E,)
         order = dst.argsort(stable=True)
         crow = torch.zeros(n + 1, dtype=torch.long, device=x.device)
@@ -218,10 +240,14 @@ class FacetGraph(MessagePassing):
             x: ``[N, M, d]`` facet embeddings.
             reliability: ``[N, M]`` integer reliability levels.
             edge_index: ``[2, E]`` user-level neighbour edges (column ``(v, u)``: $v \\in \\mathcal{N}_u$).
-            edge_weight: optional ``[E]`` non-negative weights of the neighbour mean.
+            edge_weight: optional ``[E]`` finite, non-negative weights of the neighbour mean.
 
         Returns:
-            ``[N, M * out_dim]``.
+            ``[N, M * out_dim]`` (``[0, M * out_dim]`` for no users).
+
+        Raises:
+            ValueError: bad shapes, an edge to a missing node, or an ``edge_weight`` that is
+                not finite or negative (the message names the field).
         """
         n = x.shape[0]
         self._check(x, reliability)
@@ -247,7 +273,7 @@ class FacetGraph(MessagePassing):
         if self.attn is not None:
             attended, _ = self.attn(h, h, h, need_weights=False)  # (n, M, d')
             h = h + attended
-        return h.reshape(x.shape[0], self.num_facets * self.out_dim)  # (n, M d')
+        return h.reshape(x.shape[0], self.num_facets * self.out_dim)  # (n, M d'); n = 0 gives [0, M d']
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, out_dim={self.out_dim}, num_facets={self.num_facets}, "

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,10 +24,16 @@ class OpenAICompatibleGenerator(TextGenerator):
 
     Uses only the standard library (``urllib``).  Each prompt is one request (a string
     prompt becomes a single user message); up to ``concurrency`` requests run at once.
-    Rate limits (429), server errors (5xx) and connection failures are retried up to
-    ``max_retries`` times with exponential backoff (``backoff * 2**attempt`` seconds, or
-    the server's ``Retry-After`` when it sends one); any other HTTP error fails at once
-    with the status and the server's message.
+    Rate limits (429), server errors (5xx), connection failures, replies cut off before
+    their end, replies that are not HTTP and requests past their deadline are retried up
+    to ``max_retries`` times with exponential backoff (``backoff * 2**attempt`` seconds,
+    or the server's ``Retry-After`` when it sends one); any other HTTP error fails at
+    once with the status and the server's message.  Every failure is a
+    :class:`~personakit.llm.GenerationError` naming the URL.
+
+    ``timeout`` is an overall deadline for each attempt (connecting, sending, waiting
+    and reading the whole reply), not only a limit on each socket read: a server that
+    trickles its reply a byte at a time cannot hold a request for longer.
 
     Settings map to the request body as ``max_tokens``, ``temperature``, ``top_p``,
     ``seed`` and ``stop`` (at most 4 stop sequences are sent; all are applied locally as
@@ -35,7 +44,7 @@ class OpenAICompatibleGenerator(TextGenerator):
         base_url: the API root, e.g. ``"http://localhost:8000/v1"``.
         model: the model name the server expects.
         api_key: sent as ``Authorization: Bearer <api_key>`` when given.
-        timeout: seconds per request.
+        timeout: seconds per attempt, the whole reply included.
         max_retries: retries after the first attempt.
         concurrency: parallel requests.
         backoff: first retry delay in seconds.
@@ -101,18 +110,26 @@ class OpenAICompatibleGenerator(TextGenerator):
         for attempt in range(self.max_retries + 1):
             req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             retry_after: float | None = None
+            watchdog = _Watchdog(self.timeout)
+            detail = ""
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    payload = resp.read()
+                with watchdog:
+                    try:
+                        with watchdog.opener().open(req, timeout=self.timeout) as resp:
+                            payload = resp.read()
+                    except urllib.error.HTTPError as err:
+                        detail = _error_detail(err)  # the error body is read under the deadline too
+                        raise
                 return self._parse(payload)
             except urllib.error.HTTPError as err:
-                detail = _error_detail(err)
                 if err.code not in _RETRY_STATUS:
                     raise GenerationError(f"POST {self.url} failed with HTTP {err.code}: {detail}") from err
                 last_error = f"HTTP {err.code}: {detail}"
                 retry_after = _retry_after(err)
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                last_error = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+                last_error = _describe(err)
+                if watchdog.fired:
+                    last_error = f"no complete reply within {self.timeout:g} s ({last_error})"
             if attempt < self.max_retries:
                 time.sleep(retry_after if retry_after is not None else self.backoff * (2 ** attempt))
         raise GenerationError(f"POST {self.url} failed after {self.max_retries + 1} attempts; last error: {last_error}")
@@ -164,3 +181,83 @@ def _retry_after(err: urllib.error.HTTPError) -> float | None:
         return min(float(value), 60.0) if value is not None else None
     except ValueError:
         return None
+
+
+def _describe(err: BaseException) -> str:
+    """A one-line account of a transport error."""
+    reason = getattr(err, "reason", None) if isinstance(err, urllib.error.URLError) else None
+    if isinstance(reason, BaseException):
+        err = reason
+    if isinstance(err, http.client.IncompleteRead):
+        return f"the reply was cut off (IncompleteRead: {len(err.partial)} bytes read, {err.expected} more expected)"
+    if isinstance(err, http.client.BadStatusLine) and not isinstance(err, http.client.RemoteDisconnected):
+        return f"not an HTTP reply (BadStatusLine: {str(err)[:100]!r})"
+    return f"{type(err).__name__}: {reason if reason is not None else err}"
+
+
+class _Watchdog:
+    """An overall deadline for one request: when it passes, the request's sockets are shut down.
+
+    ``opener()`` is a urllib opener whose HTTP(S) connections register their socket
+    here; entering starts a timer that shuts every registered socket down after
+    ``seconds``, so a blocked read returns at once whatever the server does.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def add(self, sock: Any) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if self.fired:
+                _shutdown(sock)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+    def __enter__(self) -> "_Watchdog":
+        self._timer = threading.Timer(self.seconds, self.fire)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        watchdog = self
+
+        class HTTPConnection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                watchdog.add(self.sock)
+
+        class HTTPSConnection(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                watchdog.add(self.sock)
+
+        class HTTPHandler(urllib.request.HTTPHandler):
+            def http_open(self, req: urllib.request.Request) -> Any:
+                return self.do_open(HTTPConnection, req)
+
+        class HTTPSHandler(urllib.request.HTTPSHandler):
+            def https_open(self, req: urllib.request.Request) -> Any:
+                return self.do_open(HTTPSConnection, req, context=self._context)
+
+        return urllib.request.build_opener(HTTPHandler(), HTTPSHandler())
+
+
+def _shutdown(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

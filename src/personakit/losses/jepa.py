@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from personakit.config import BaseConfig
-from personakit.functional.losses import Reduction, cjepa_terms
+from personakit.functional.losses import Reduction, _check_batch, cjepa_terms
 from personakit.losses.base import BaseLoss, LossOutput
 
 __all__ = ["CJEPALoss", "CJEPALossOutput", "CJEPALossConfig"]
@@ -60,6 +60,11 @@ class CJEPALoss(BaseLoss):
     expression: $\mathcal{D}_{CP} - \mathcal{D}_{CG}$.  The zero-when-$P = G$ property
     holds for both signs.
 
+    **Empty batch.**  A batch with no examples (``B = 0``) raises ``ValueError`` naming
+    the loss and the shapes, whatever the reduction: the mean over no examples is
+    ``NaN`` (one such step ruins the weights silently), and a defined stand-in such as
+    ``0`` would hide whatever emptied the batch.  Skip empty batches before the loss.
+
     Args:
         reduction: ``"mean"`` over the batch (the paper's choice), ``"sum"`` or
             ``"none"`` (``[B]``).
@@ -104,7 +109,12 @@ class CJEPALoss(BaseLoss):
 
         Returns:
             ``{"loss", "cos_personalised", "cos_generic"}``, each ``[B]``.
+
+        Raises:
+            ValueError: the shapes differ, or the batch is empty (``B = 0``, whatever the
+                reduction; the message names the loss and the shapes).
         """
+        _check_batch(type(self).__name__, context=context, personalised=personalised, generic=generic)
         loss, cos_cp, cos_cg = cjepa_terms(context, personalised, generic, eps=self.eps)  # (B,) each
         return {"loss": loss, "cos_personalised": cos_cp, "cos_generic": cos_cg}
 

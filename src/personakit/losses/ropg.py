@@ -13,8 +13,9 @@ from pydantic import Field
 from torch import Tensor
 
 from personakit.config import BaseConfig
-from personakit.functional.losses import Reduction
+from personakit.functional.losses import Reduction, _check_batch
 from personakit.functional.ropg import (
+    _check_candidates,
     policy_entropy,
     policy_log_probs,
     ropg_kd_loss,
@@ -70,6 +71,12 @@ class ROPGRLLoss(BaseLoss):
     ``temperature`` is an addition for retrievers with bounded scores (cosine
     similarity in $[-1, 1]$ gives an almost uniform policy at $\tau = 1$).
 
+    **Empty batch.**  A batch with no examples (``B = 0``) raises ``ValueError`` naming
+    the loss and the shapes, whatever the reduction (so do inputs with no candidates,
+    ``l = 0``): the mean over no examples is ``NaN`` (one such step ruins the weights
+    silently), and a defined stand-in such as ``0`` would hide whatever emptied the
+    batch.  Skip empty batches before the loss.
+
     Args:
         reduction: ``"mean"`` over the batch (paper), ``"sum"`` or ``"none"`` (``[B]``).
         temperature: policy temperature $\tau > 0$.
@@ -120,9 +127,16 @@ class ROPGRLLoss(BaseLoss):
 
         Returns:
             ``{"loss", "reward", "log_prob", "entropy"}``, each ``[B]``.
+
+        Raises:
+            ValueError: an empty batch (``B = 0``) or no candidates (``l = 0``), whatever
+                the reduction (the message names the loss and the shape), or bad
+                indices / rewards.
         """
         if (rewards is None) == (evals is None):
             raise ValueError("ROPGRLLoss: pass exactly one of `rewards` and `evals`")
+        _check_batch(type(self).__name__, scores=scores, sampled=sampled)
+        _check_candidates(f"{type(self).__name__}: ", scores)
         if rewards is None:
             assert evals is not None
             rewards = ropg_rl_rewards(evals.to(scores.device), sampled, baseline_index)  # (B,)
@@ -181,6 +195,12 @@ class ROPGKDLoss(BaseLoss):
     the paper's value.  The loss is $0$ exactly when
     $\text{scores}/\tau = \mathrm{EVAL}/\tau_t$ up to a per-input constant.
 
+    **Empty batch.**  A batch with no examples (``B = 0``) raises ``ValueError`` naming
+    the loss and the shapes, whatever the reduction (so do inputs with no candidates,
+    ``l = 0``): the mean over no examples is ``NaN`` (one such step ruins the weights
+    silently), and a defined stand-in such as ``0`` would hide whatever emptied the
+    batch.  Skip empty batches before the loss.
+
     Args:
         reduction: ``"mean"`` over the batch (paper), ``"sum"`` or ``"none"`` (``[B]``).
         temperature: policy temperature $\tau > 0$.
@@ -223,7 +243,13 @@ class ROPGKDLoss(BaseLoss):
 
         Returns:
             ``{"loss", "entropy", "target_entropy"}``, each ``[B]``.
+
+        Raises:
+            ValueError: an empty batch (``B = 0``) or no candidates (``l = 0``), whatever
+                the reduction (the message names the loss and the shape).
         """
+        _check_batch(type(self).__name__, scores=scores, evals=evals)
+        _check_candidates(f"{type(self).__name__}: ", scores)
         evals = evals.to(device=scores.device, dtype=scores.dtype)
         loss = ropg_kd_loss(scores, evals, mask, self.temperature, self.target_temperature)  # (B,)
         log_pi = policy_log_probs(scores.detach(), mask, self.temperature)  # (B, l)

@@ -15,9 +15,7 @@ Every family has the same layout: ``config.py``, ``outputs.py``, ``collator.py``
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from personakit._lazy import attach as _attach
 from personakit.models.icl import (
     HIST_SYSTEM_PROMPT,
     TST_SYSTEM_PROMPT,
@@ -27,33 +25,35 @@ from personakit.models.icl import (
     ICLResponderConfig,
 )
 
-_LAZY = {
-    name: "personakit.models.base" for name in ("PersonaModel", "PersonaModelConfig", "PersonaModelOutput")
-}
-_LAZY.update({name: "personakit.models.collators" for name in ("CausalLMCollator", "probe_special_tokens")})
-_LAZY.update({
-    name: "personakit.models.grag"
-    for name in (
-        "GRAGConfig",
-        "LoraSettings",
-        "GRAGOutput",
-        "GRAGModel",
-        "PreSFT",
-        "PreGRAG",
-        "PostGRAG",
-        "GRAG_MODELS",
-        "build_grag_model",
-        "GRAGCollator",
-    )
-})
-_LAZY.update({
-    name: "personakit.models.questioner"
-    for name in ("DualTowerConfig", "DualTowerOutput", "DualTowerResponder", "QuestionerCollator")
-})
-
-_LAZY.update({name: "personakit.models.copersona" for name in (
-    "CoPersonaConfig", "CoPersonaContext", "CoPersonaOutput", "CoPersonaCollator", "CoPersonaModel",
-    "COPERSONA_VARIANTS", "build_copersona_prompt")})
+__getattr__, __dir__, _lazy_names = _attach(
+    __name__,
+    {
+        "base": ("PersonaModel", "PersonaModelConfig", "PersonaModelOutput"),
+        "collators": ("CausalLMCollator", "probe_special_tokens"),
+        "grag": (
+            "GRAGConfig",
+            "LoraSettings",
+            "GRAGOutput",
+            "GRAGModel",
+            "PreSFT",
+            "PreGRAG",
+            "PostGRAG",
+            "GRAG_MODELS",
+            "build_grag_model",
+            "GRAGCollator",
+        ),
+        "questioner": ("DualTowerConfig", "DualTowerOutput", "DualTowerResponder", "QuestionerCollator"),
+        "copersona": (
+            "CoPersonaConfig",
+            "CoPersonaContext",
+            "CoPersonaOutput",
+            "CoPersonaCollator",
+            "CoPersonaModel",
+            "COPERSONA_VARIANTS",
+            "build_copersona_prompt",
+        ),
+    },
+)
 
 __all__ = [
     "HIST_SYSTEM_PROMPT",
@@ -62,14 +62,5 @@ __all__ = [
     "ICLPromptBuilderConfig",
     "ICLResponder",
     "ICLResponderConfig",
-    *_LAZY,
+    *_lazy_names,
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'personakit.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value

@@ -8,7 +8,9 @@ that the backbone's part is the backbone's own state dict.  The wrappers are tra
 cleans state dicts written before that, whose keys have ``wrapped_layer.`` or the old
 name ``base_layer.`` after a wrapper's path.  Tied tensors (e.g. input
 and output embeddings) are written once and listed in the safetensors metadata under
-``personakit_aliases``.
+``personakit_aliases``.  Every weights file is read by :func:`read_safetensors` (the
+training checkpoints too), so a truncated, empty or garbled file raises an error that
+names it (:class:`WeightsFileError`) rather than safetensors' bare ``SafetensorError``.
 
 Checkpoint folder:
     * ``config.json``: the model config (``to_json_string(use_diff=False)``);
@@ -32,6 +34,7 @@ from personakit.modules._wrapper import LEGACY_WRAPPED, WRAPPED, LayerWrapper
 __all__ = [
     "ALIAS_KEY", "strip_wrapper_keys", "add_wrapper_keys", "save_state_dict", "load_state_dict_file",
     "write_config_files", "load_saved_tokenizer", "load_saved_generation_config", "WrappedCheckpointMixin",
+    "WeightsFileError", "read_safetensors", "fill_tied_keys",
 ]
 
 ALIAS_KEY = "personakit_aliases"
@@ -136,17 +139,100 @@ def save_state_dict(state: Mapping[str, Tensor], path: Union[str, os.PathLike]) 
     return path
 
 
+class WeightsFileError(RuntimeError):
+    """A weights file cannot be read: it is truncated, empty or not a safetensors file (the message names it)."""
+
+
+def read_safetensors(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu",
+                     error: type[Exception] = WeightsFileError) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and the metadata of a safetensors file; an unreadable file raises an error that names it.
+
+    The one reader of weight files: :func:`load_state_dict_file` (every ``from_pretrained``)
+    and :func:`~personakit.training.checkpoint.load_checkpoint` use it.  safetensors' own
+    errors (``SafetensorError: ... incomplete metadata``, ``header too small``...) do not
+    say which file they are about.
+
+    Args:
+        path: the ``.safetensors`` file.
+        map_location: device the tensors are loaded to.
+        error: the exception class raised for an unreadable file (``load_checkpoint``
+            passes its ``CheckpointError``).
+
+    Returns:
+        ``(tensors, metadata)``; ``metadata`` is ``{}`` when the file has none.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        WeightsFileError: (or ``error``) the file is truncated, empty or not a safetensors
+            file; the message names it and keeps safetensors' reason.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:  # not RuntimeError: a bad device must stay a device error
+        raise error(f"{path}: cannot read the weights ({err}); the file is truncated, empty or not a safetensors "
+                    "file (a copy or a save cut short?): save it again or load another checkpoint") from err
+    return tensors, metadata
+
+
 def load_state_dict_file(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"
                          ) -> dict[str, Tensor]:
-    """Read a file written by :func:`save_state_dict`, aliases restored (sharing the stored tensor)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """Read a file written by :func:`save_state_dict`, aliases restored (sharing the stored tensor).
 
-    state = load_file(str(path), device=str(map_location))
-    with safe_open(str(path), framework="pt") as f:
-        aliases = json.loads((f.metadata() or {}).get(ALIAS_KEY, "{}"))
-    for alias, source in aliases.items():
-        state[alias] = state[source]
+    Args:
+        path: the ``.safetensors`` file.
+        map_location: device the tensors are loaded to.
+
+    Returns:
+        name -> tensor, the aliases included.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        WeightsFileError: the file cannot be read, or its ``personakit_aliases`` table is
+            not valid (the message names the file).
+    """
+    state, metadata = read_safetensors(path, map_location)
+    try:
+        aliases = json.loads(metadata.get(ALIAS_KEY, "{}"))
+        if not isinstance(aliases, dict):
+            raise ValueError(f"expected a JSON object, got {type(aliases).__name__}")
+        for alias, source in aliases.items():
+            state[alias] = state[source]
+    except (ValueError, KeyError, TypeError) as err:
+        raise WeightsFileError(f"{Path(path)}: the metadata entry {ALIAS_KEY!r} is not a valid alias table "
+                               f"({type(err).__name__}: {err}); save the weights again") from err
+    return state
+
+
+def fill_tied_keys(state: dict[str, Tensor], own: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Fill, in place, the keys of tied tensors that ``state`` lacks from the key they are tied to.
+
+    A file written by ``safetensors.torch.save_model`` keeps one name of each shared
+    tensor; ``own`` (the target module's state dict) tells which names share storage.
+
+    Args:
+        state: the state dict read from the file.
+        own: the state dict of the module it is loaded into.
+
+    Returns:
+        ``state``.
+    """
+    by_storage: dict[tuple, list[str]] = {}
+    for key, value in own.items():
+        if value.numel():
+            by_storage.setdefault((value.device.type, value.untyped_storage().data_ptr(), value.storage_offset(),
+                                   tuple(value.shape), tuple(value.stride())), []).append(key)
+    for keys in by_storage.values():
+        present = [k for k in keys if k in state]
+        for key in keys:
+            if key not in state and present:
+                state[key] = state[present[0]]
     return state
 
 
@@ -226,6 +312,11 @@ class WrappedCheckpointMixin:
         return directory
 
     def load_weights(self, directory: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> None:
-        """Load ``directory``'s generation config (if any) and ``model.safetensors`` (strict key check)."""
+        """Load ``directory``'s generation config (if any) and ``model.safetensors`` (strict key check).
+
+        Raises:
+            FileNotFoundError: no ``model.safetensors``.
+            WeightsFileError: ``model.safetensors`` is truncated, empty or not a safetensors file.
+        """
         load_saved_generation_config(directory, self.base_model)  # type: ignore[attr-defined]
         self.load_clean_state_dict(load_state_dict_file(Path(directory) / self.WEIGHTS_NAME, map_location), strict=True)

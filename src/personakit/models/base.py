@@ -45,8 +45,8 @@ from transformers.utils import ModelOutput
 
 from personakit.backbones.peft import LoraSettings, apply_lora, is_peft_model, lora_settings_of, unwrap_peft
 from personakit.backbones.text import decode_batch
-from personakit.models._save import (WrappedCheckpointMixin, load_saved_generation_config, load_saved_tokenizer,
-                                     load_state_dict_file)
+from personakit.models._save import (WrappedCheckpointMixin, fill_tied_keys, load_saved_generation_config,
+                                     load_saved_tokenizer, load_state_dict_file)
 
 __all__ = ["PersonaModel", "PersonaModelConfig", "PersonaModelOutput", "find_pad_id", "backbone_dict",
            "CONFIG_NAME", "WEIGHTS_NAME"]
@@ -85,6 +85,48 @@ class PersonaModelConfig(PreTrainedConfig):
 
     def validate_settings(self) -> None:
         """Check the settings; the message names the field (extended by the families)."""
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """The fields this config adds to transformers' ``PreTrainedConfig`` (``lora`` and the family's own)."""
+        base = {f.name for f in dataclasses.fields(PreTrainedConfig)} | {"backbone", "backbone_class"}
+        return [f.name for f in dataclasses.fields(cls) if f.name not in base]
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any], where: str = "settings",
+                       reserved: Sequence[str] = ()) -> dict[str, Any]:
+        """Validate a dict of this config's settings now, before anything is built or trained.
+
+        ``PreTrainedConfig`` keeps any unknown keyword as an attribute, so a misspelled
+        setting would otherwise be ignored silently.  Here an unknown key, a key the caller
+        sets itself (``reserved``) or an invalid value is a ``ValueError`` naming ``where``
+        and the field (with the closest known name).
+
+        Example:
+            >>> from personakit.models.grag import GRAGConfig
+            >>> GRAGConfig.check_settings({"extractor_heads": 4})
+            {'extractor_heads': 4}
+            >>> GRAGConfig.check_settings({"extractor_hedas": 4})
+            Traceback (most recent call last):
+            ...
+            ValueError: settings: unknown field 'extractor_hedas' of GRAGConfig (did you mean 'extractor_heads'?); ...
+        """
+        import difflib
+
+        known = [n for n in cls.setting_names() if n not in reserved]
+        for key in settings:
+            if key in reserved:
+                raise ValueError(f"{where}: field {key!r} is set by the caller; give it through its own option")
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{where}: unknown field {key!r} of {cls.__name__}{hint}; "
+                                 f"known fields: {', '.join(known)}")
+        try:
+            cls(**dict(settings))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {err}") from None
+        return dict(settings)
 
     @property
     def backbone_config(self) -> PreTrainedConfig:
@@ -384,23 +426,15 @@ class PersonaModel(WrappedCheckpointMixin, nn.Module):
 
         Raises:
             FileNotFoundError: no ``model.safetensors``.
+            WeightsFileError: ``model.safetensors`` is truncated, empty or not a safetensors file
+                (a :class:`RuntimeError`; the message names the file).
             RuntimeError: its keys or shapes do not match the model (the message names the file).
         """
         path = Path(directory) / self.WEIGHTS_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no weights (was the model saved with save_pretrained?)")
         load_saved_generation_config(directory, self.base_model)
-        state = load_state_dict_file(path, map_location)
-        own = self.clean_state_dict()
-        by_storage: dict[tuple, list[str]] = {}
-        for key, value in own.items():
-            by_storage.setdefault((value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape)),
-                                  []).append(key)
-        for keys in by_storage.values():
-            present = [k for k in keys if k in state]
-            for key in keys:
-                if key not in state and present:
-                    state[key] = state[present[0]]
+        state = fill_tied_keys(load_state_dict_file(path, map_location), self.clean_state_dict())
         try:
             self.load_clean_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -419,6 +453,9 @@ class PersonaModel(WrappedCheckpointMixin, nn.Module):
 
         Raises:
             FileNotFoundError: the folder has no ``config.json`` or no ``model.safetensors``.
+            WeightsFileError: ``model.safetensors`` is truncated, empty or not a safetensors file
+                (a :class:`RuntimeError`; the message names the file).
+            RuntimeError: the weights do not match the model (the message names the file).
         """
         directory = Path(directory)
         config_path = directory / CONFIG_NAME

@@ -34,9 +34,13 @@ class StyleExtractor(nn.Module):
       and the personalised response; build the concatenated context with
       :func:`concat_masked`.
 
-    Padding never matters: padded context positions get zero attention weight (they
-    are excluded from the softmax), and padded persona positions are excluded from the
-    mean, so appending padding with arbitrary values leaves the output unchanged.  A
+    Padding never matters, to the output or to the gradients: padded positions of both
+    inputs are set to zero before the projections (so ``NaN`` or ``inf`` padding
+    reaches neither the output nor any gradient, and no gradient reaches a padded
+    input), padded context positions get zero attention weight (they are excluded
+    from the softmax), and padded persona positions are excluded from the mean.
+    Appending padding with arbitrary values leaves the output unchanged, and the
+    output and gradients are bit-identical to those with zero padding.  A
     persona row whose context is empty attends to nothing (its attention output is
     zero before $W^O$); a row with an empty persona gives the zero vector.
 
@@ -130,13 +134,18 @@ class StyleExtractor(nn.Module):
                 f"StyleExtractor: masks must be [B, T]; got persona_mask {tuple(persona_mask.shape)} for "
                 f"{(b, tp)} and context_mask {tuple(context_mask.shape)} for {(b, tc)}"
             )
-        key_valid = context_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, Tc)
+        context_valid, persona_valid = context_mask.to(torch.bool), persona_mask.to(torch.bool)
+        key_valid = context_valid[:, None, None, :]  # (B, 1, 1, Tc)
+        # Padded positions may hold anything (even inf/NaN): zero them *before* the projections, so that
+        # no NaN reaches k, v or q, and the gradients (0 x padded value in the projections' backward) stay
+        # finite.  Masking the scores alone keeps the output finite but not the gradients.
+        zero = torch.zeros((), dtype=context_states.dtype, device=context_states.device)
+        context_states = torch.where(context_valid[..., None], context_states, zero)  # (B, Tc, D)
+        persona_states = torch.where(persona_valid[..., None], persona_states, zero.to(persona_states.dtype))
 
         q = self._split_heads(self.q_proj(persona_states))  # (B, H, Tp, Dh)
         k = self._split_heads(self.k_proj(context_states))  # (B, H, Tc, Dh)
-        v = self._split_heads(self.v_proj(context_states))  # (B, H, Tc, Dh)
-        # Padded values may hold anything (even inf/NaN); zero them so 0-weight x value stays 0.
-        v = torch.where(key_valid.transpose(-1, -2), v, torch.zeros((), dtype=v.dtype, device=v.device))
+        v = self._split_heads(self.v_proj(context_states))  # (B, H, Tc, Dh); padded rows: the bias, weight 0
 
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, Tp, Tc)
         scores = scores.masked_fill(~key_valid, float("-inf"))
@@ -145,7 +154,7 @@ class StyleExtractor(nn.Module):
         weights = F.dropout(weights, p=self.dropout, training=self.training)
         attended = (weights @ v).transpose(1, 2).reshape(b, tp, d)  # (B, Tp, D)
         attended = self.out_proj(attended)  # (B, Tp, D)
-        return masked_mean(attended, persona_mask, dim=1)  # (B, D)
+        return masked_mean(attended, persona_valid, dim=1)  # (B, D)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}"

@@ -11,40 +11,15 @@ Names are imported on first use, so ``import personakit.recipes`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from personakit._lazy import attach as _attach
 
-_LAZY = {
-    "DEMO_METRICS": "personakit.recipes.demo",
-    "DemoResult": "personakit.recipes.demo",
-    "run_demo": "personakit.recipes.demo",
-    "DEMO_TEMPLATE": "personakit.recipes.demo",
-    "demo_recipe_config": "personakit.recipes.demo",
-    "GRAGRecipeConfig": "personakit.recipes.grag",
-    "GRAGRecipeResults": "personakit.recipes.grag",
-    "run_grag_recipe": "personakit.recipes.grag",
-    "load_grag_splits": "personakit.recipes.grag",
-    "ROPGRecipeConfig": "personakit.recipes.ropg",
-    "ROPGResults": "personakit.recipes.ropg",
-    "run_ropg_recipe": "personakit.recipes.ropg",
-    "load_recipe_splits": "personakit.recipes.ropg",
-    "POOL_RETRIEVERS": "personakit.recipes.ropg",
-    "QuestionerRecipeConfig": "personakit.recipes.questioner",
-    "QuestionerRecipeResults": "personakit.recipes.questioner",
-    "run_questioner_recipe": "personakit.recipes.questioner",
-    "CoPersonaRecipeConfig": "personakit.recipes.copersona",
-    "CoPersonaResults": "personakit.recipes.copersona",
-    "CoPersonaPipeline": "personakit.recipes.copersona",
-    "run_copersona_recipe": "personakit.recipes.copersona",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'personakit.recipes' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__, __all__ = _attach(
+    __name__,
+    {
+        "demo": ("DEMO_METRICS", "DemoResult", "run_demo", "DEMO_TEMPLATE", "demo_recipe_config"),
+        "grag": ("GRAGRecipeConfig", "GRAGRecipeResults", "run_grag_recipe", "load_grag_splits"),
+        "ropg": ("ROPGRecipeConfig", "ROPGResults", "run_ropg_recipe", "load_recipe_splits", "POOL_RETRIEVERS"),
+        "questioner": ("QuestionerRecipeConfig", "QuestionerRecipeResults", "run_questioner_recipe"),
+        "copersona": ("CoPersonaRecipeConfig", "CoPersonaResults", "CoPersonaPipeline", "run_copersona_recipe"),
+    },
+)

@@ -80,9 +80,9 @@ class CoPersonaFacetsConfig(BaseConfig):
     on_failure: Literal["raise", "placeholder"] = Field("placeholder", description="A summary that never validates.")
     encoder: str = Field("minilm", description="Sentence encoder of the facet texts (paper: mpnet).")
     top_k: int = Field(5, ge=1, description="Neighbours per user and facet (paper: 5).")
-    threshold: float = Field(0.35, description="Similarity threshold (paper: 0.35).")
+    threshold: float = Field(0.35, ge=0, le=1, description="Similarity threshold (paper: 0.35).")
     combined_threshold: Optional[float] = Field(
-        None, description="Threshold of the combined (user-level) layer; None: threshold / num_facets, i.e. the "
+        None, ge=0, le=1, description="Threshold of the combined (user-level) layer; None: threshold / num_facets, i.e. the "
                           "weighted facet scores of a pair must sum to the facet threshold (see the CoPersona docs).")
     per_cluster_schema: bool = Field(True, description="Induce one facet per cluster (small local models); False: "
                                                        "the whole schema in one prompt, as in the paper.")

@@ -63,7 +63,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Literal, Optional, Sequence, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -244,9 +244,10 @@ class GRAGModelSpec(BaseConfig):
             raise ValueError(f"{self.kind}: PreSFT has no L_G or L_CJEPA; leave alpha and beta unset (or 0)")
         if self.kind == "pregrag" and self.alpha:
             raise ValueError("pregrag: PreGRAG has no style removal; leave alpha unset (or 0)")
-        for key in ("alpha", "beta", "mode", "method"):
-            if key in self.settings:
-                raise ValueError(f"settings: give {key!r} through its own field (or the kind), not in settings")
+        from personakit.models.grag.config import GRAGConfig
+
+        GRAGConfig.check_settings(self.settings, where=f"{self.label}: settings",
+                                  reserved=("alpha", "beta", "mode", "method"))
         return self
 
     @property
@@ -293,6 +294,8 @@ class GRAGEvalConfig(BaseConfig):
         'rougeL'
     """
 
+    _renamed_: ClassVar[dict[str, str]] = {"alpha": "significance_level"}
+
     metrics: list[str] = Field(
         default_factory=lambda: [*GRAG_TEXT_METRICS, "bertscore", "bpc", "persona_use", "reply_stats"], min_length=1,
         description="evaluate_texts metric names plus 'bpc' and 'persona_use'.")
@@ -309,8 +312,9 @@ class GRAGEvalConfig(BaseConfig):
     ``meteor``; ``None`` skips the test."""
     baseline: Optional[str] = Field(None, description="Row the others are tested against (None: the first model).")
     """Label of the row every other row is tested against (``None``: the first model, PreSFT(Hist) by default)."""
-    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Significance level.")
-    """Significance level of the two-sided tests (a ``*`` marks $p <$ ``alpha``)."""
+    significance_level: float = Field(0.05, gt=0.0, lt=1.0, description="Significance level (was: alpha).")
+    """Significance level of the two-sided tests (a ``*`` marks $p <$ ``significance_level``); ``alpha``,
+    its old name, is still read (``alpha`` now only means a loss weight)."""
     digits: int = Field(3, ge=0, description="Decimals in results.md.")
     """Decimals in the markdown table."""
 
@@ -820,7 +824,7 @@ def run_grag_recipe(config: GRAGRecipeConfig, *, generator: Any = None, backbone
             significance[system] = {
                 "metric": key, "baseline": base, "mean_difference": r.details["mean_difference"],
                 "t": r.statistic, "p": r.p_value,
-                "significant": bool(not math.isnan(r.p_value) and r.p_value < config.eval.alpha)}
+                "significant": bool(not math.isnan(r.p_value) and r.p_value < config.eval.significance_level)}
     timings["eval_s"] = time.perf_counter() - t + eval_seconds
     timings["total_s"] = time.perf_counter() - t_total
 

@@ -157,8 +157,11 @@ class QuestionerSystemSpec(BaseConfig):
     def _check(self) -> "QuestionerSystemSpec":
         if self.kind == "persona-prompt" and self.settings:
             raise ValueError("persona-prompt takes no settings")
-        if "use_specific" in self.settings or "questioners" in self.settings:
-            raise ValueError("settings: 'use_specific' and 'questioners' are set by the recipe")
+        if self.settings:
+            from personakit.models.questioner.config import DualTowerConfig
+
+            DualTowerConfig.check_settings(self.settings, where=f"{self.label}: settings",
+                                           reserved=("use_specific", "questioners"))
         return self
 
     @property

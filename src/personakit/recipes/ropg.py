@@ -62,12 +62,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, ClassVar, Literal, Optional, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
 from personakit.recipes._common import StageLog, jsonable
-from personakit.config import BaseConfig, atomic_write_text
+from personakit.config import BaseConfig, Fraction, atomic_write_text
 from personakit.training.rspg import RSPGTrainerConfig
 from personakit.training.ropg import ROPGTrainerConfig
 
@@ -114,7 +114,7 @@ class ROPGDataConfig(BaseConfig):
     split_by: Literal["time", "global"] = Field("time", description="PFG/builtin: per-user time split or one date cut.")
     """PFG-LaMP: ``"time"`` (per user: last target dialogue → test, the one before → dev, the rest → train)
     or ``"global"`` (one date cut over all target dialogues by ``split_fractions``)."""
-    split_fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Fractions for split_by='global'.")
+    split_fractions: tuple[Fraction, Fraction, Fraction] = Field((0.8, 0.1, 0.1), description="Fractions for split_by='global'.")
     """Train / dev / test fractions of the target dialogues for ``split_by="global"``."""
     max_users: Optional[int] = Field(None, ge=1, description="PFG/builtin: a seeded sample of this many users.")
     """PFG-LaMP: keep a seeded random sample of this many persuaders."""
@@ -198,16 +198,16 @@ class ROPGTrainingConfig(BaseConfig):
     top_l: int = Field(8, ge=2, description="Candidates per input scored by the LLM (paper: 16).")
     """Candidates per training input, the initial retriever's top $l$ (paper: 16)."""
     rl: ROPGTrainerConfig = Field(
-        default_factory=lambda: ROPGTrainerConfig(lr=2e-5, epochs=2, batch_size=8, gradient_accumulation_steps=1,
+        default_factory=lambda: ROPGTrainerConfig(learning_rate=2e-5, epochs=2, batch_size=8, gradient_accumulation_steps=1,
                                                   temperature=0.05, eval_metric="eval"),
         description="ROPG-RL trainer settings.")
-    """:class:`~personakit.training.ROPGTrainerConfig` of ROPG-RL (``checkpoint_dir`` defaults to
+    """:class:`~personakit.training.ROPGTrainerConfig` of ROPG-RL (``output_dir`` defaults to
     ``{output_dir}/ropg-rl``; ``top_l`` is taken from this config)."""
     kd: ROPGTrainerConfig = Field(
-        default_factory=lambda: ROPGTrainerConfig(lr=2e-5, epochs=2, batch_size=8, gradient_accumulation_steps=1,
+        default_factory=lambda: ROPGTrainerConfig(learning_rate=2e-5, epochs=2, batch_size=8, gradient_accumulation_steps=1,
                                                   temperature=0.05, target_temperature=0.1, eval_metric="eval"),
         description="ROPG-KD trainer settings.")
-    """:class:`~personakit.training.ROPGTrainerConfig` of ROPG-KD (``checkpoint_dir`` defaults to
+    """:class:`~personakit.training.ROPGTrainerConfig` of ROPG-KD (``output_dir`` defaults to
     ``{output_dir}/ropg-kd``)."""
 
 
@@ -226,7 +226,7 @@ class RSPGRecipeConfig(BaseConfig):
     train_split: Literal["dev", "train"] = Field("dev", description="Split the selectors are trained on.")
     """``"dev"`` (default, cheap) or ``"train"`` (the paper; needs the pool's outputs on train)."""
     trainer: RSPGTrainerConfig = Field(
-        default_factory=lambda: RSPGTrainerConfig(num_epochs=5, batch_size=4, gradient_accumulation_steps=2,
+        default_factory=lambda: RSPGTrainerConfig(epochs=5, batch_size=4, gradient_accumulation_steps=2,
                                                   learning_rate=5e-5, target_temperature=0.1),
         description="RSPG trainer settings.")
     """:class:`~personakit.training.rspg.RSPGTrainerConfig` (``output_dir`` defaults to ``{output_dir}/rspg-{mode}``)."""
@@ -241,6 +241,8 @@ class ROPGRecipeConfig(BaseConfig):
         True
     """
 
+    _renamed_: ClassVar[dict[str, str]] = {"alpha": "significance_level"}
+
     data: ROPGDataConfig = Field(default_factory=ROPGDataConfig, description="Task and subsampling.")
     pool: ROPGPoolConfig = Field(default_factory=ROPGPoolConfig, description="The retriever pool.")
     prompt: ROPGPromptConfig = Field(default_factory=ROPGPromptConfig, description="Prompt construction.")
@@ -251,8 +253,8 @@ class ROPGRecipeConfig(BaseConfig):
     """Folder of the response cache, the checkpoints, the saved selectors and ``results.{json,md}``."""
     device: Optional[str] = Field(None, description="Device of the LLM, encoders and selectors (None: CPU).")
     """``"cuda"`` to run the LLM, the retrievers and the selectors on a GPU; ``None``: CPU."""
-    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the paired t-tests.")
-    """Significance level of the two-sided paired t-tests (paper: 0.05)."""
+    significance_level: float = Field(0.05, gt=0, lt=1, description="Significance level of the paired t-tests.")
+    """Significance level of the two-sided paired t-tests (paper: 0.05); ``alpha``, its old name, is still read."""
     save_models: bool = Field(True, description="Save the trained selectors (the ROPG checkpoints are always kept).")
     """Save each selector with ``save_pretrained`` under ``{output_dir}/selector-{mode}``."""
 
@@ -576,7 +578,7 @@ def run_ropg_recipe(config: ROPGRecipeConfig, *, generator: Any = None, encoder:
             base_cfg: ROPGTrainerConfig = getattr(config.ropg, key)
             tcfg = base_cfg.model_copy(update={
                 "top_l": top_l, "progress": progress,
-                "checkpoint_dir": base_cfg.checkpoint_dir or str(out_dir / name)})
+                "output_dir": base_cfg.output_dir or str(out_dir / name)})
             retriever = DenseRetriever(encoder=copy.deepcopy(base_encoder))
             cls = ROPGRLTrainer if key == "rl" else ROPGKDTrainer
             trainer = cls(retriever, tcfg)
@@ -639,7 +641,7 @@ def run_ropg_recipe(config: ROPGRecipeConfig, *, generator: Any = None, encoder:
             selector = selector.to(config.device)
         rcfg = config.rspg.trainer.model_copy(update={
             "output_dir": config.rspg.trainer.output_dir or str(out_dir / f"rspg-{mode}"),
-            "progress_bar": progress})
+            "progress": progress})
         trainer = RSPGTrainer(selector, rcfg)
         out = trainer.train(train_items)
         t_prompts, t_outputs, t_evals = pool["test"]
@@ -684,7 +686,7 @@ def run_ropg_recipe(config: ROPGRecipeConfig, *, generator: Any = None, encoder:
             diff = float(r.details["mean_difference"])
             better = diff < 0 if m in lower_is_better else diff > 0
             significance[s][m] = {"p_value": r.p_value, "t": r.statistic, "mean_difference": diff,
-                                  "significant": bool(r.significant(config.alpha)), "better": better}
+                                  "significant": bool(r.significant(config.significance_level)), "better": better}
     lower, upper = oracle_bounds(t_evals)
     table = _format_table(metrics, significance, best, metric_names)
     timings["total_s"] = time.perf_counter() - t0

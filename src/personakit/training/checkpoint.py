@@ -7,11 +7,15 @@ implementation, so every trainer resumes the same way):
   files go to a hidden temporary sibling folder (``.tmp-checkpoint-…``), are flushed and
   fsynced, and the folder is renamed into place with :func:`os.replace`.  A crash or an
   exception mid-write leaves the previous checkpoints untouched and no partial
-  ``checkpoint-*`` folder.  Older checkpoints beyond ``keep_last`` are then removed.
+  ``checkpoint-*`` folder.  Older checkpoints beyond ``keep_last`` are then removed,
+  their ``trainer_state.json`` first, so a kill during the pruning never leaves a
+  checkpoint that is listed as complete but whose weights are gone.
 * :func:`latest_checkpoint` returns the newest *complete* checkpoint (temporary and
-  incomplete folders are ignored).
+  incomplete folders are ignored; complete means a valid ``trainer_state.json`` and
+  every file it lists present).
 * :func:`load_checkpoint` restores module weights, optimizer and scheduler state and
-  (by default) the RNG streams, and returns ``{"step": ..., "extra": ...}``.
+  (by default) the RNG streams, and returns ``{"step": ..., "extra": ...}``.  A
+  truncated, empty or garbled file raises :class:`CheckpointError` naming the file.
 
 Layout of one checkpoint::
 
@@ -121,6 +125,7 @@ def _step_of(path: Path) -> int | None:
 
 
 def _is_complete(path: Path) -> bool:
+    """A valid ``trainer_state.json`` for this step, and every file it lists present."""
     state_file = path / _STATE_FILE
     if not path.is_dir() or not state_file.is_file():
         return False
@@ -128,14 +133,49 @@ def _is_complete(path: Path) -> bool:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(state, dict) and state.get("step") == _step_of(path)
+    if not isinstance(state, dict) or state.get("step") != _step_of(path):
+        return False
+    return all(file.is_file() for file in _listed_files(path, state))
+
+
+def _listed_files(path: Path, state: Mapping[str, Any]) -> list[Path]:
+    """The files a checkpoint's state says it holds (the weights, optimizer, scheduler and RNG files)."""
+    modules = state.get("modules")
+    files = [path / "modules" / f"{name}.safetensors" for name in (modules if isinstance(modules, list) else [])
+             if isinstance(name, str)]
+    files += [path / fname for key, fname in (("optimizer", "optimizer.pt"), ("scheduler", "scheduler.pt"))
+              if state.get(key) is True]
+    return files + [path / "rng_state.pt"]
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Remove a checkpoint so that a kill at any moment never leaves a listed one with files missing.
+
+    The completeness marker (``trainer_state.json``) goes first, then the folder is
+    renamed to a hidden ``.old-checkpoint-*`` name (removed by the next
+    :func:`save_checkpoint` if this removal is cut short), then deleted.
+    """
+    try:
+        (path / _STATE_FILE).unlink()
+    except FileNotFoundError:
+        pass
+    _fsync_dir(path)
+    target = path
+    try:
+        aside = Path(tempfile.mkdtemp(prefix=f"{_OLD_PREFIX}{path.name[len(CHECKPOINT_PREFIX):]}-", dir=path.parent))
+        os.replace(path, aside / path.name)
+        target = aside
+    except OSError:  # e.g. a file held open on Windows: delete in place (the marker is already gone)
+        pass
+    shutil.rmtree(target, ignore_errors=True)
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
     """Complete checkpoints in ``directory``, oldest (lowest step) first.
 
-    Temporary (``.tmp-checkpoint-*``) folders and folders without a valid
-    ``trainer_state.json`` are skipped.  A missing ``directory`` gives ``[]``.
+    Temporary (``.tmp-checkpoint-*``) folders, folders without a valid
+    ``trainer_state.json`` and folders missing a file that it lists (a weights,
+    optimizer, scheduler or RNG file) are skipped.  A missing ``directory`` gives ``[]``.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -280,7 +320,7 @@ def save_checkpoint(
         complete = list_checkpoints(directory)
         for path in complete[:-keep_last]:
             if path != final:
-                shutil.rmtree(path, ignore_errors=True)
+                _remove_checkpoint(path)
     return final
 
 
@@ -329,10 +369,11 @@ def load_checkpoint(
         ``{"step": int, "extra": dict}``.
 
     Raises:
-        CheckpointError: the folder is not a complete checkpoint, or lacks a requested
-            module, optimizer or scheduler state (the message names the file).
+        CheckpointError: the folder is not a complete checkpoint, lacks a requested
+            module, optimizer or scheduler state, or one of its files is truncated, empty
+            or garbled (the message names the file).
     """
-    from safetensors.torch import load_model
+    from personakit.models._save import fill_tied_keys, read_safetensors
 
     path = Path(path)
     state = read_checkpoint_state(path)
@@ -345,8 +386,9 @@ def load_checkpoint(
             device = next(module.parameters()).device
         except StopIteration:
             device = torch.device("cpu")
-        try:
-            load_model(module, str(file), strict=True, device=str(device))
+        weights, _ = read_safetensors(file, device, error=CheckpointError)
+        try:  # save_model keeps one name of each tied tensor: the others are filled from it
+            module.load_state_dict(fill_tied_keys(weights, module.state_dict()), strict=True)
         except RuntimeError as err:
             raise CheckpointError(f"{file}: cannot load into module {name!r}: {err}") from err
     for obj, fname in ((optimizer, "optimizer.pt"), (scheduler, "scheduler.pt")):
@@ -355,10 +397,23 @@ def load_checkpoint(
         file = path / fname
         if not file.is_file():
             raise CheckpointError(f"{file}: missing; the checkpoint was saved without this state")
-        obj.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+        obj.load_state_dict(_load_torch_file(file))
     if restore_rng:
         file = path / "rng_state.pt"
         if not file.is_file():
             raise CheckpointError(f"{file}: missing RNG state")
-        set_rng_state(torch.load(file, map_location="cpu", weights_only=True))
+        set_rng_state(_load_torch_file(file))
     return {"step": int(state["step"]), "extra": state.get("extra", {})}
+
+
+def _load_torch_file(file: Path) -> Any:
+    """``torch.load(file, weights_only=True)``; an unreadable file raises a :class:`CheckpointError` naming it."""
+    import pickle
+
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().split(". ")[0].splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{file}: cannot read the saved state ({reason}); the file is truncated, empty or "
+                              "garbled (a copy or a save cut short?), or holds objects that "
+                              "torch.load(weights_only=True) refuses: load another checkpoint") from err

@@ -193,7 +193,10 @@ def _items_digest(items: Sequence[ROPGItem]) -> str:
 class ROPGTrainerConfig(BaseConfig):
     """Settings shared by :class:`ROPGRLTrainer` and :class:`ROPGKDTrainer` (paper §6.1 defaults)."""
 
-    lr: float = Field(1e-5, gt=0.0, description="AdamW learning rate (paper: 1e-5).")
+    _renamed_: ClassVar[dict[str, str]] = {"lr": "learning_rate", "checkpoint_dir": "output_dir",
+                                            "save_every": "save_steps"}
+
+    learning_rate: float = Field(1e-5, gt=0.0, description="AdamW learning rate (paper: 1e-5).")
     """Peak learning rate of AdamW (paper: Adam, $10^{-5}$)."""
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay (0: Adam, as in the paper).")
     """Decoupled weight decay of AdamW (0 reproduces the paper's Adam)."""
@@ -222,10 +225,10 @@ class ROPGTrainerConfig(BaseConfig):
     eval_metric: str = Field("eval", min_length=1, description="Name of the EVAL metric behind the scores.")
     """Name of the metric the EVAL scores were computed with (``"rouge1"``, ``"accuracy"``, ...);
     recorded in checkpoints and used as the prefix of :meth:`ROPGTrainer.evaluate`'s keys."""
-    checkpoint_dir: Optional[str] = Field(None, description="Folder for checkpoints (None: no checkpoints).")
+    output_dir: Optional[str] = Field(None, description="Folder for checkpoints (None: no checkpoints).")
     """Folder for ``checkpoint-*`` subfolders; ``None`` disables checkpointing."""
-    save_every: Optional[int] = Field(None, ge=1, description="Checkpoint every N steps (None: every epoch).")
-    """Save every ``save_every`` optimizer steps; ``None``: at the end of every epoch.  The last step is
+    save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every N steps (None: every epoch).")
+    """Save every ``save_steps`` optimizer steps; ``None``: at the end of every epoch.  The last step is
     always saved."""
     keep_last: Optional[int] = Field(2, ge=1, description="Checkpoints kept (None: all).")
     """How many checkpoints to keep (newest first); ``None`` keeps all."""
@@ -234,21 +237,21 @@ class ROPGTrainerConfig(BaseConfig):
 
     @model_validator(mode="after")
     def _check(self) -> "ROPGTrainerConfig":
-        if self.save_every is not None and self.checkpoint_dir is None:
-            raise ValueError("save_every is set but checkpoint_dir is None; set checkpoint_dir to save checkpoints")
+        if self.save_steps is not None and self.output_dir is None:
+            raise ValueError("save_steps is set but output_dir is None; set output_dir to save checkpoints")
         return self
 
     def training_config(self) -> TrainingConfig:
         """These settings as the shared loop's :class:`~personakit.training.trainer.TrainingConfig`.
 
-        One log record per step; checkpoints (``checkpoint_dir``) hold the whole retriever
+        One log record per step; checkpoints (``output_dir``) hold the whole retriever
         module; a fresh start replaces older checkpoints there.
         """
         return TrainingConfig(
-            output_dir=self.checkpoint_dir, overwrite_output_dir=True, learning_rate=self.lr,
+            output_dir=self.output_dir, overwrite_output_dir=True, learning_rate=self.learning_rate,
             weight_decay=self.weight_decay, epochs=self.epochs, max_steps=self.max_steps, batch_size=self.batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps, max_grad_norm=self.max_grad_norm,
-            seed=self.seed, logging_steps=1, eval_at_epoch_end=False, save_steps=self.save_every,
+            seed=self.seed, logging_steps=1, eval_at_epoch_end=False, save_steps=self.save_steps,
             keep_last=self.keep_last, checkpoint_weights="all", progress=self.progress)
 
 
@@ -334,7 +337,7 @@ class ROPGTrainer(Trainer):
     count_key: ClassVar[str] = "n_items"
     digest_key: ClassVar[str] = "items_digest"
     resume_fields: ClassVar[tuple[str, ...]] = ("batch_size", "gradient_accumulation_steps", "epochs", "max_steps",
-                                                "seed", "top_l", "lr", "warmup_ratio")
+                                                "seed", "top_l", "learning_rate", "warmup_ratio")
     reseed_every_step: ClassVar[bool] = False
 
     def __init__(self, retriever: Any, config: ROPGTrainerConfig | None = None, *,
@@ -375,7 +378,7 @@ class ROPGTrainer(Trainer):
         params = [p for p in self.module.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"{type(self.retriever).__name__} has no trainable parameters")
-        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        return torch.optim.AdamW(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, plan: TrainingPlan
                         ) -> torch.optim.lr_scheduler.LambdaLR:
@@ -429,7 +432,7 @@ class ROPGTrainer(Trainer):
         Args:
             items: :class:`ROPGItem` list (from :meth:`prepare` or :func:`prepare_ropg_items`).
             resume_from: ``None`` (fresh start), ``"latest"`` (the newest checkpoint in
-                ``config.checkpoint_dir``; a fresh start if there is none) or a
+                ``config.output_dir``; a fresh start if there is none) or a
                 checkpoint folder.  Weights, optimizer, scheduler, RNG streams and the
                 history are restored; the run then continues as if never stopped.
             stop_after_step: Stop once this global step is done (e.g. a time budget),
@@ -518,7 +521,7 @@ class ROPGRLTrainer(ROPGTrainer):
         ...     def score_candidates(self, queries, docs):
         ...         return self.bias.expand(len(queries), 3)
         >>> items = [ROPGItem("q", ["a", "b", "c"], np.array([0.0, 1.0, 0.0]))] * 4
-        >>> cfg = ROPGTrainerConfig(lr=0.5, epochs=20, batch_size=4, gradient_accumulation_steps=1,
+        >>> cfg = ROPGTrainerConfig(learning_rate=0.5, epochs=20, batch_size=4, gradient_accumulation_steps=1,
         ...                         warmup_ratio=0.0, progress=False)
         >>> trainer = ROPGRLTrainer(Toy(), cfg)
         >>> _ = trainer.train(items)
@@ -558,7 +561,7 @@ class ROPGKDTrainer(ROPGTrainer):
         >>> toy.bias = torch.nn.Parameter(torch.zeros(3))
         >>> toy.score_candidates = lambda queries, docs: toy.bias.expand(len(queries), 3)
         >>> items = [ROPGItem("q", ["a", "b", "c"], np.array([0.0, 1.0, 0.0]))] * 4
-        >>> cfg = ROPGTrainerConfig(lr=0.5, epochs=20, batch_size=4, gradient_accumulation_steps=1,
+        >>> cfg = ROPGTrainerConfig(learning_rate=0.5, epochs=20, batch_size=4, gradient_accumulation_steps=1,
         ...                         warmup_ratio=0.0, target_temperature=0.1, progress=False)
         >>> trainer = ROPGKDTrainer(toy, cfg)
         >>> history = trainer.train(items)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -125,7 +125,11 @@ class RSPGTrainerConfig(BaseConfig):
     """Config of :class:`RSPGTrainer` (defaults from the paper, §6.1: Adam, lr $10^{-5}$, 5% warm-up,
     gradient clipping 1, 20 epochs, effective batch 64 = 8 × 8 accumulation)."""
 
-    num_epochs: int = Field(20, ge=1, description="Passes over the training items.")
+    _renamed_: ClassVar[dict[str, str]] = {"num_epochs": "epochs", "save_every": "save_steps",
+                                            "log_every": "logging_steps", "eval_every": "eval_steps",
+                                            "progress_bar": "progress"}
+
+    epochs: int = Field(20, ge=1, description="Passes over the training items.")
     """Passes over the training items (paper: 20)."""
     max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
     """If set, the total number of optimizer steps (the schedule spans it); epochs repeat as needed."""
@@ -150,27 +154,27 @@ class RSPGTrainerConfig(BaseConfig):
     """Seed of the data order and, at the start of a fresh run, of Python, NumPy and torch."""
     output_dir: Optional[str] = Field(None, description="Folder for checkpoints and log.jsonl (None: none).")
     """Folder for ``checkpoint-*`` folders and ``log.jsonl``; ``None`` keeps nothing on disk."""
-    save_every: Optional[int] = Field(None, ge=1, description="Checkpoint every this many steps (and at the end).")
+    save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every this many steps (and at the end).")
     """Checkpoint every this many optimizer steps (a final checkpoint is always written with ``output_dir``)."""
     keep_last: int = Field(2, ge=1, description="Checkpoints to keep.")
     """How many checkpoints to keep (newest first)."""
     resume: bool = Field(True, description="Resume from the latest checkpoint in output_dir.")
     """Resume from the newest complete checkpoint in ``output_dir`` when there is one."""
-    log_every: int = Field(1, ge=1, description="Log every this many steps.")
+    logging_steps: int = Field(1, ge=1, description="Log every this many steps.")
     """Write a log record every this many optimizer steps."""
-    eval_every: Optional[int] = Field(None, ge=1, description="Evaluate on eval_items every this many steps.")
+    eval_steps: Optional[int] = Field(None, ge=1, description="Evaluate on eval_items every this many steps.")
     """Evaluate on ``eval_items`` every this many steps (and at the end, when eval items are given)."""
     eval_batch_size: int = Field(32, ge=1, description="Inputs per encoder pass when evaluating.")
     """Inputs per encoder pass in :meth:`RSPGTrainer.evaluate`."""
-    progress_bar: bool = Field(True, description="Show a tqdm progress bar.")
+    progress: bool = Field(True, description="Show a tqdm progress bar.")
     """Show a tqdm progress bar."""
     device: Optional[str] = Field(None, description="Move the selector to this device (None: leave it).")
     """Device to train on (``None``: wherever the selector is)."""
 
     @model_validator(mode="after")
     def _check(self) -> "RSPGTrainerConfig":
-        if self.save_every is not None and self.output_dir is None:
-            raise ValueError("save_every needs output_dir (where the checkpoints go)")
+        if self.save_steps is not None and self.output_dir is None:
+            raise ValueError("save_steps needs output_dir (where the checkpoints go)")
         return self
 
     def training_config(self) -> TrainingConfig:
@@ -181,11 +185,11 @@ class RSPGTrainerConfig(BaseConfig):
         """
         return TrainingConfig(
             output_dir=self.output_dir, overwrite_output_dir=True, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, epochs=self.num_epochs, max_steps=self.max_steps,
+            weight_decay=self.weight_decay, epochs=self.epochs, max_steps=self.max_steps,
             batch_size=self.batch_size, gradient_accumulation_steps=self.gradient_accumulation_steps,
-            max_grad_norm=self.max_grad_norm, seed=self.seed, logging_steps=self.log_every,
-            eval_steps=self.eval_every, eval_at_epoch_end=False, save_steps=self.save_every,
-            keep_last=self.keep_last, checkpoint_weights="all", progress=self.progress_bar)
+            max_grad_norm=self.max_grad_norm, seed=self.seed, logging_steps=self.logging_steps,
+            eval_steps=self.eval_steps, eval_at_epoch_end=False, save_steps=self.save_steps,
+            keep_last=self.keep_last, checkpoint_weights="all", progress=self.progress)
 
 
 @dataclass
@@ -223,10 +227,10 @@ class RSPGTrainer(Trainer):
     Args:
         selector: The selector to train (in place).
         config: Training settings (default :class:`RSPGTrainerConfig()`).
-        **overrides: Config fields to change, e.g. ``RSPGTrainer(sel, num_epochs=3)``.
+        **overrides: Config fields to change, e.g. ``RSPGTrainer(sel, epochs=3)``.
 
     Example:
-        >>> trainer = RSPGTrainer(selector, output_dir="runs/rspg", num_epochs=20)  # doctest: +SKIP
+        >>> trainer = RSPGTrainer(selector, output_dir="runs/rspg", epochs=20)  # doctest: +SKIP
         >>> items = [RSPGItem(prompts=[p_bm25, p_recency], evals=[0.31, 0.52])]  # doctest: +SKIP
         >>> trainer.train(items, eval_items=dev_items).eval_metrics["success_rate"]  # doctest: +SKIP
 
@@ -240,7 +244,7 @@ class RSPGTrainer(Trainer):
     checkpoint_key = "selector"
     count_key = "n_items"
     digest_key = "items_digest"
-    resume_fields = ("num_epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
+    resume_fields = ("epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
                      "weight_decay", "warmup_ratio", "target_temperature", "shuffle", "seed")
     reseed_every_step = False
 
@@ -308,7 +312,7 @@ class RSPGTrainer(Trainer):
 
         Args:
             items: Training inputs (:class:`RSPGItem` or mappings; validated by :func:`as_rspg_items`).
-            eval_items: Optional held-out inputs, evaluated every ``eval_every`` steps and at the end.
+            eval_items: Optional held-out inputs, evaluated every ``eval_steps`` steps and at the end.
             callback: Called with every log record (e.g. to report to an experiment tracker);
                 an exception it raises stops training (the last checkpoint stays valid).
             stop_after_step: Stop once this global step is done (a time budget), keeping the

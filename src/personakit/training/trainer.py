@@ -663,7 +663,8 @@ class Trainer:
         if extra.get("world_size", 1) != plan.world_size:
             raise CheckpointError(f"{where}: field 'world_size' is {extra.get('world_size')!r}, this run has "
                                   f"{plan.world_size} processes; the data split per step would differ")
-        saved = extra.get("config", {})
+        renamed = getattr(type(self.config), "_renamed_", {})
+        saved = {renamed.get(k, k): v for k, v in extra.get("config", {}).items()}  # checkpoints of old field names
         now_all = self.config.to_dict()
         for key in self.resume_fields:
             now = now_all[key]
