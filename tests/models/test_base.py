@@ -208,3 +208,11 @@ def test_tied_tensors_missing_from_an_old_checkpoint_are_filled(tmp_path):
     batch = model.make_collator()(questioner_examples(4))
     with torch.no_grad():
         assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_peft_options_typo_fails_when_the_settings_are_read():
+    from personakit.backbones.peft import LoraSettings
+
+    assert LoraSettings(peft_options={"use_rslora": True}).to_peft("CAUSAL_LM").use_rslora is True
+    with pytest.raises(ValueError, match=r"'use_rslroa', which is not a peft.LoraConfig field \(did you mean 'use_rslora'\?\)"):
+        LoraSettings(peft_options={"use_rslroa": True})

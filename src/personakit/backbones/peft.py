@@ -113,6 +113,22 @@ class LoraSettings(BaseConfig):
             json.dumps(self.peft_options)
         except TypeError as err:
             raise ValueError(f"LoraSettings: field 'peft_options' must hold JSON values only ({err})") from None
+        if self.peft_options:  # a typo fails now, not when the model is built (only here is peft imported)
+            from personakit._imports import is_available
+
+            if is_available("peft"):
+                import dataclasses
+                import difflib
+
+                from peft import LoraConfig
+
+                known = [f.name for f in dataclasses.fields(LoraConfig)]
+                for key in self.peft_options:
+                    if key not in known:
+                        close = difflib.get_close_matches(key, known, n=1)
+                        hint = f" (did you mean {close[0]!r}?)" if close else ""
+                        raise ValueError(f"LoraSettings: field 'peft_options' has {key!r}, which is not a "
+                                         f"peft.LoraConfig field{hint}")
         return self
 
     # ------------------------------------------------------------------ old names (read-only)
