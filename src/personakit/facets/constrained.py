@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
+from personakit.backbones.compat import cache_argument
 from personakit.llm.base import Prompt, messages_to_text, prompt_to_messages
 
 __all__ = ["LiteralPiece", "StringSlot", "ChoiceSlot", "SchemaGuidedGenerator", "facet_skeleton", "schema_skeleton",
@@ -226,7 +227,7 @@ class _PrefixCache:
                 self.past.crop(-drop)  # transformers 5: a negative count removes that many trailing positions
         new = torch.tensor([ids[keep:]], dtype=torch.long, device=_device(self.model))  # (1, T_new)
         with torch.inference_mode():
-            out = self.model(input_ids=new, past_key_values=self.past, use_cache=True)
+            out = self.model(input_ids=new, **{cache_argument(self.model): self.past}, use_cache=True)
         self.past, self.ids = out.past_key_values, list(ids)
         return out.logits[0, start - keep:]
 

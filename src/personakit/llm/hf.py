@@ -12,6 +12,7 @@ from personakit.llm.base import (
     prompt_to_messages,
 )
 from personakit.llm.prefix_cache import PrefixCacheEngine
+from personakit.backbones.compat import cache_argument
 
 __all__ = ["HFGenerator"]
 
@@ -257,7 +258,7 @@ class HFGenerator(TextGenerator):
             if settings.do_sample:
                 torch.manual_seed(settings.seed)
             if cache is not None:
-                kwargs["past_key_values"] = cache
+                kwargs[cache_argument(self.model)] = cache
             out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
             )  # (B, T + new)

@@ -30,6 +30,8 @@ import functools
 import inspect
 from typing import Any, Optional
 
+from personakit.backbones.compat import cache_argument
+
 __all__ = ["PrefixCacheEngine"]
 
 
@@ -198,7 +200,7 @@ class PrefixCacheEngine:
         device = _model_device(self.model)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         return self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                          position_ids=positions.to(device), past_key_values=cache, use_cache=True,
+                          position_ids=positions.to(device), **{cache_argument(self.model): cache}, use_cache=True,
                           **self._last_logits)
 
     def encode_prefix(self, prefix_ids: Any, batch: int) -> Any:
@@ -208,7 +210,7 @@ class PrefixCacheEngine:
 
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
-            self.model(input_ids=prefix_ids, past_key_values=cache, use_cache=True, **self._last_logits)
+            self.model(input_ids=prefix_ids, **{cache_argument(self.model): cache}, use_cache=True, **self._last_logits)
         if batch > 1:
             cache.batch_repeat_interleave(batch)
         return cache

@@ -6,6 +6,7 @@ import pytest
 import torch
 from grag_testkit import BACKBONES, build_backbone, make_examples, tokenizer_for
 
+from personakit.backbones.compat import cache_argument
 from personakit.functional.losses import last_token_pool
 from personakit.losses import CJEPALoss
 from personakit.models.grag import GRAGConfig, GRAGModel, PostGRAG, PreGRAG, PreSFT, build_grag_model
@@ -127,7 +128,7 @@ def _continued_loss(model, style, prefix_mask, ids, labels):
         row, lab = ids[i:i + 1, :n_all], labels[i, :n_all]
         cache = model.backbone(input_ids=row[:, : n_prefix - 1], use_cache=True).past_key_values
         with model.style_decoder.use_style(style[i:i + 1]):
-            logits = model.backbone(input_ids=row[:, n_prefix - 1:], past_key_values=cache).logits[0]  # (T', V)
+            logits = model.backbone(input_ids=row[:, n_prefix - 1:], **{cache_argument(model.backbone): cache}).logits[0]  # (T', V)
         target = lab[n_prefix:]  # position j of the tail predicts token n_prefix + j
         keep = target != -100
         nll += float(torch.nn.functional.cross_entropy(logits[:-1][keep], target[keep], reduction="sum"))

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from personakit.functional.losses import last_token_pool
 from personakit.losses import CJEPALoss
 from personakit.models.grag.base import GRAGModel
+from personakit.backbones.compat import cache_argument
 from personakit.models.grag.encoding import KeyValues, continuation, left_pad, pad_stack, stack_key_values
 from personakit.models.grag.outputs import GRAGOutput
 from personakit.modules import StyleEnhancedDecoder, StyleExtractor, concat_masked, wrap_style_decoder
@@ -201,7 +202,7 @@ class PostGRAG(GRAGModel):
         cache = DynamicCache(ddp_cache_data=stack_key_values(caches))  # (N, H, T_p, d) per layer
         with self.style_decoder.use_style(style):
             out = self.base_model(input_ids=tail_ids, attention_mask=torch.cat([prefix_mask, tail_mask], dim=1),
-                                  position_ids=positions, past_key_values=cache, use_cache=True)
+                                  position_ids=positions, **{cache_argument(self.base_model): cache}, use_cache=True)
         return out.logits, tail_labels
 
     # ------------------------------------------------------------------ forward
@@ -333,12 +334,12 @@ class PostGRAG(GRAGModel):
         positions = (mask.long().cumsum(dim=1) - 1).clamp_min(0)  # as generate() computes them
         cache = DynamicCache(config=base.config)
         base(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-             past_key_values=cache, use_cache=True)
+             **{cache_argument(base): cache}, use_cache=True)
         config = base.generation_config
         expand = max(int(kwargs.get("num_beams") or config.num_beams or 1),
                      int(kwargs.get("num_return_sequences") or config.num_return_sequences or 1))
         if expand > 1:  # generate() expands the inputs, not a given cache
             cache.batch_repeat_interleave(expand)
         with self.style_decoder.use_style(style):
-            out = base.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
+            out = base.generate(input_ids=ids, attention_mask=mask, **{cache_argument(base): cache}, **kwargs)
         return out[:, ids.size(1):]
