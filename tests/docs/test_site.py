@@ -42,9 +42,11 @@ def site(tmp_path_factory) -> Path:
     if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None:
         pytest.skip("mkdocs / mkdocstrings are not installed (pip install -e '.[docs]')")
     out = tmp_path_factory.mktemp("site")
+    elsewhere = tmp_path_factory.mktemp("cwd")  # built from another folder: `mkdocs build -f path/to/mkdocs.yml`
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO_ROOT / "mkdocs.yml"),
+         "--site-dir", str(out)],
+        cwd=elsewhere, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
         env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
     )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
