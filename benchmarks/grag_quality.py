@@ -586,7 +586,8 @@ def report(args: argparse.Namespace) -> dict:
                              f"{sizes[2] if sizes else '?'} test examples (data {first['data']['digest']}); generic "
                              f"responses by SmolLM2-135M-Instruct with template `{aug.get('template')}`, "
                              f"{aug.get('empty_after_augment', '?')} empty after retries (replaced by 'Okay.'). "
-                             f"Frozen weights in {first.get('dtype')}; {first['precision']['cpu']} "
+                             f"Frozen weights in {next((u['dtype'] for u in units if u.get('dtype')), '?')}; "
+                             f"{first['precision']['cpu']} "
                              f"(AMX: {first['precision']['amx_bf16']}, AVX512-BF16: {first['precision']['avx512_bf16']}).")
         seed0 = {u["system"]: u for u in units if u.get("seed") == 0 and u.get("kind") != "judge"}
         work_test = (args.work_dir or (RESULTS / "tmp" / f"{NAME}-{args.setting_name}")) / dataset / "test.jsonl"
