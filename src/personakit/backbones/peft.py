@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -86,22 +86,11 @@ class LoraSettings(BaseConfig):
     """Which biases are trained (peft's ``bias``)."""
     adapter_name: str = Field("default", min_length=1, description="Name of the adapter in the PeftModel.")
     """The adapter's name in the ``PeftModel`` (peft's ``adapter_name``; part of the weight names)."""
+    _renamed_: ClassVar[dict[str, str]] = _OLD_NAMES  # BaseConfig reads the old names, with a FutureWarning
+
     peft_options: dict[str, Any] = Field(default_factory=dict, description="Other peft.LoraConfig fields.")
     """Any other ``peft.LoraConfig`` field (``use_rslora``, ``modules_to_save``, ``use_dora``...),
     passed to it as given; JSON values only, since they are saved in ``config.json``."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read_old_names(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for old, new in _OLD_NAMES.items():
-            if old in data:
-                if new in data:
-                    raise ValueError(f"LoraSettings: give {new!r} or its old name {old!r}, not both")
-                data[new] = data.pop(old)
-        return data
 
     @model_validator(mode="after")
     def _check_options(self) -> "LoraSettings":
