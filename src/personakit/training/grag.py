@@ -67,15 +67,10 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from personakit.training.callbacks import FunctionCallback as _FunctionCallback  # noqa: F401 (older name)
 from personakit.training.callbacks import TrainerCallback
 from personakit.training.logging import LOG_FILE
-from personakit.training.logging import JsonlLog as _JsonlLog  # noqa: F401 (older name)
 from personakit.training.schedules import linear_decay_schedule
-from personakit.training.trainer import TrainableParameters as _TrainableParameters  # noqa: F401 (older name)
 from personakit.training.trainer import Trainer, TrainingConfig, TrainingPlan, TrainResult
-from personakit.training.trainer import data_digest as _examples_digest  # noqa: F401 (older name)
-from personakit.training.trainer import step_seed as _step_seed  # noqa: F401 (older name)
 from personakit.types import ResponseExample
 
 __all__ = [
