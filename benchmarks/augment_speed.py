@@ -57,10 +57,10 @@ def load_examples(source: str, n: int):
     else:
         from personakit.data import read_spc_jsonl
 
-        root = Path(os.environ.get("PERSONAKIT_SHARED_DATA", SHARED_DATA))
+        root = Path(os.environ.get("PERSONAKIT_DATA", SHARED_DATA))
         path = root / "spc" / "test.jsonl"
         if not path.is_file():
-            raise SystemExit(f"{path}: SPC test file not found (set PERSONAKIT_SHARED_DATA)")
+            raise SystemExit(f"{path}: SPC test file not found (set PERSONAKIT_DATA)")
         examples = dialogues_to_examples(read_spc_jsonl(path), DEFAULT_AGENTS["spc"])
         template = "spc"
     if len(examples) < n:

@@ -31,6 +31,10 @@ mismatch in a module fed bf16 states) is reported with its error; the others sti
 
     python benchmarks/bf16_speed.py            # default: batch 8, 30 steps, 32 prompts (~30 min on 2 cores)
     python benchmarks/bf16_speed.py --quick    # smoke setting: batch 4, 6 steps, 8 prompts (~4 min on 2 cores)
+    python benchmarks/bf16_speed.py --plot-only   # redraw both plots from the committed JSON (no run)
+
+Plots: ``bf16_speed.png`` (the loss curves) and ``bf16_speed_speedup.png`` (the fp32 / bf16
+time ratios of the training steps and of generation).
 
 The first run also writes the generic responses of ``--examples`` training examples with
 SmolLM2 (a few minutes; cached in ``results/tmp/grag_step_time_llm_cache.jsonl``).
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import json
 import os
 import statistics
 import sys
@@ -229,6 +234,46 @@ def plot_curves(systems: list[dict], path: Path) -> bool:
     return True
 
 
+def speedups(report: dict) -> list[tuple[str, float]]:
+    """``(label, fp32 time / bf16 time)`` of every training system and generation stage in ``report``."""
+    out = []
+    for system in report.get("systems", []):
+        p = system["precisions"]
+        if p["fp32"].get("median_step_s") and p["bf16"].get("median_step_s"):
+            out.append((f"{system['system']}\ntraining step", p["fp32"]["median_step_s"] / p["bf16"]["median_step_s"]))
+    gen = (report.get("generation") or {}).get("precisions", {})
+    for key, label in (("total_s", "generation\ntotal"), ("prompt_pass_s", "generation\nprompt passes"),
+                       ("decode_s", "generation\ndecoding")):
+        if gen.get("fp32", {}).get(key) and gen.get("bf16", {}).get(key):
+            out.append((label, gen["fp32"][key] / gen["bf16"][key]))
+    return out
+
+
+def plot_speedups(report: dict, path: Path) -> bool:
+    """Bar chart of :func:`speedups` (above 1: bf16 is faster), written atomically."""
+    plt = pyplot()
+    rows = speedups(report)
+    if plt is None or not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    bars = ax.bar(range(len(rows)), [v for _, v in rows], color=["C0"] * sum("training" in k for k, _ in rows)
+                  + ["C1"] * sum("training" not in k for k, _ in rows))
+    for bar in bars:
+        ax.annotate(f"{bar.get_height():.2f}×", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=9)
+    ax.axhline(1.0, color="0.3", linewidth=1, linestyle="--")
+    ax.set_xticks(range(len(rows)), [k for k, _ in rows], fontsize=8)
+    ax.set_ylabel("fp32 time / bf16 time")
+    ax.set_ylim(0, max(v for _, v in rows) * 1.2)
+    ax.grid(axis="y", alpha=0.3)
+    cpu = (report.get("precision") or {}).get("cpu", "CPU")
+    ax.set_title(f"bf16 speed-up on {cpu}, {report.get('threads', '?')} torch thread(s): SmolLM2-135M + LoRA",
+                 fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
 def _cell(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
@@ -313,7 +358,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--plot-only", action="store_true",
+                        help=f"redraw {NAME}.png and {NAME}_speedup.png from {NAME}.json in --out-dir; runs nothing")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        report = json.loads((args.out_dir / f"{NAME}.json").read_text(encoding="utf-8"))
+        curves, bars = args.out_dir / f"{NAME}.png", args.out_dir / f"{NAME}_speedup.png"
+        for path, ok in ((curves, plot_curves(report["systems"], curves)), (bars, plot_speedups(report, bars))):
+            print(f"wrote {path}" if ok else f"no plot written: {path.name}")
+        return report
     setting = dict(SETTINGS["quick" if args.quick else "default"])
     for key in setting:
         if getattr(args, key) is not None:
@@ -366,6 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
               "machine": machine_info(("torch", "transformers", "peft"))}
     md = to_markdown(report)
     write_results(NAME, report, md, args.out_dir)
+    plot_speedups(report, args.out_dir / f"{NAME}_speedup.png")
     print(md)
     return report
 

@@ -6,6 +6,7 @@ scores, and reports median per-query times over repeats and the speed-up.
 
     python benchmarks/bm25_speed.py                  # writes benchmarks/results/bm25_speed.{json,md}
     python benchmarks/bm25_speed.py --sizes 100 1000 --repeats 5
+    python benchmarks/bm25_speed.py --plot-only      # redraw bm25_speed.png from the committed JSON (no run)
 
 Timed per query: ours = ``BM25Retriever.score(query, indexed_profile)`` (public API,
 tokenising the query included); rank-bm25 = ``bm25.get_scores(tokenized_query)`` (query
@@ -17,6 +18,7 @@ beforehand) and ours batched (``score_batch`` of all queries at once, per query)
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -25,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, command_line, machine_info, machine_line, now, write_results  # noqa: E402
+from _common import (RESULTS, command_line, machine_info, machine_line, now, pyplot, save_figure,  # noqa: E402
+                     write_results)
 
 from personakit.retrieval import BM25Retriever, default_tokenize  # noqa: E402
 
@@ -165,19 +168,66 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(report: dict, path: Path) -> bool:
+    """Per-query time against profile size (log-log) and the speed-up; False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    rows = sorted(report["results"], key=lambda r: r["entries"])
+    sizes = [r["entries"] for r in rows]
+    fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_t.plot(sizes, [r["rank_bm25_query_us"] for r in rows], marker="s", color="0.45", label="rank-bm25 get_scores")
+    ax_t.plot(sizes, [r["ours_query_us"] for r in rows], marker="o", color="C0", label="personakit score")
+    ax_t.plot(sizes, [r["ours_batched_query_us"] for r in rows], marker="^", color="C1", linestyle="--",
+              label="personakit score_batch")
+    ax_t.set_yscale("log")
+    ax_t.set_ylabel("µs per query (median)")
+    ax_t.set_title("time per query", fontsize=10)
+    ax_t.legend(fontsize=8)
+    width = 0.38
+    xs = list(range(len(rows)))
+    bars = ax_s.bar([x - width / 2 for x in xs], [r["speedup"] for r in rows], width, color="C0", label="one query")
+    bars_b = ax_s.bar([x + width / 2 for x in xs], [r["speedup_batched"] for r in rows], width, color="C1",
+                      label="batched")
+    for bar in (*bars, *bars_b):
+        ax_s.annotate(f"{bar.get_height():.0f}×", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=8)
+    ax_s.set_xticks(xs, [f"{n:,}" for n in sizes])
+    ax_s.set_yscale("log")
+    ax_s.set_ylabel("speed-up over rank-bm25")
+    ax_s.set_title("speed-up (same scores)", fontsize=10)
+    ax_s.legend(fontsize=8)
+    ax_t.set_xscale("log")
+    for ax in (ax_t, ax_s):
+        ax.set_xlabel("profile entries")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("BM25 scoring: personakit vs rank-bm25 (one query against one profile)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw bm25_speed.png from bm25_speed.json in --out-dir; runs nothing")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1_000, 10_000])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--queries", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    png = args.out_dir / "bm25_speed.png"
+    if args.plot_only:
+        report = json.loads((args.out_dir / "bm25_speed.json").read_text(encoding="utf-8"))
+        print(f"wrote {png}" if plot(report, png) else "no plot written")
+        return report
     report = run(args.sizes, args.repeats, args.queries, args.seed)
     md = to_markdown(report)
     print()
     print(md)
     write_results("bm25_speed", report, md, args.out_dir)
+    plot(report, png)
     return report
 
 

@@ -100,11 +100,11 @@ def markdown(report: dict) -> str:
     lines += ["", f"Facet-biased users: {r['facet_biased_fraction']:.2%} (paper: Books 97.48%, Movies & TV 100%, "
                   "CDs & Vinyl 88.26%).", "",
               "Facet schema: " + "; ".join(f"**{f['name']}**: {f['definition']}" for f in r["schema"]["facets"]), ""]
-    if "reliability_counts" in r["sizes"]:
+    if r.get("reliability_counts"):
         f = report.get("settings_facets", {})
         lines += [f"Graph: {r['sizes']['graph_edges']} combined (user-level) edges, per facet "
-                  f"{', '.join(map(str, r['sizes']['facet_edges']))}; reliability labels "
-                  + ", ".join(f"{k} {v}" for k, v in r["sizes"]["reliability_counts"].items())
+                  f"{', '.join(map(str, r['facet_edges']))}; reliability labels "
+                  + ", ".join(f"{k} {v}" for k, v in r["reliability_counts"].items())
                   + (f" (schema per cluster: {f.get('per_cluster_schema')}, reliability from: {f.get('reliability')}, "
                      f"combined threshold: {f.get('combined_threshold')})" if f else "") + ".", ""]
     s = report.get("structured")
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command_line(argv), "date": now(), "wall_time_s": time.perf_counter() - start,
         "machine": {**machine_info(("torch", "transformers", "personakit"), args.device), "device": args.device or "cpu"},
         "paper_table5_books_7b": PAPER_TABLE5, "paper_table1_books_7b": PAPER_TABLE1_BOOKS_7B,
-        "paper_facet_biased": PAPER_FACET_BIASED, "structured": structured, "results": results.to_dict(),
+        "paper_facet_biased": PAPER_FACET_BIASED, "structured": structured, "results": {**results.to_dict(), "rows": results.rows},
         "settings_facets": {"per_cluster_schema": config.facets.per_cluster_schema,
                             "reliability": config.facets.reliability,
                             "combined_threshold": config.facets.combined_threshold

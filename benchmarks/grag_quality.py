@@ -47,6 +47,7 @@ learning-curve PNG from whatever units exist.
     python benchmarks/grag_quality.py --commit                 # default: SPC then PFG then ED
     python benchmarks/grag_quality.py --datasets SPC --commit  # SPC only
     python benchmarks/grag_quality.py --report                 # tables from the finished units
+    python benchmarks/grag_quality.py --plot-sweeps            # redraw grag_sweeps.png from grag_sweeps.json
     python benchmarks/grag_quality.py --quick                  # smoke run (a few minutes)
     python benchmarks/grag_quality.py --scale --device cuda    # the paper's setting on a GPU: BART-base
                                                                # (hub id or --backbone folder), full splits
@@ -610,6 +611,35 @@ def report(args: argparse.Namespace) -> dict:
     return slim
 
 
+SWEEP_METRICS = (("rouge1", "ROUGE-1"), ("rougeL", "ROUGE-L"), ("char_f1", "Char-F1"), ("bertscore_f1", "BERT-F1"))
+
+
+def plot_sweeps(sweeps: dict, path: Path, title: str = "GRAG sweeps on SPC (CPU scale, seed 0)") -> bool:
+    """The PreGRAG beta and PostGRAG alpha sweeps (``grag_sweeps.json``'s ``sweeps``: ``{"beta": [row, ...],
+    "alpha": [...]}``, one row of metrics per value), one panel each; False without matplotlib."""
+    plt = pyplot()
+    panels = [(k, t) for k, t in (("beta", "PreGRAG, C-JEPA weight beta (Fig. 3)"),
+                                  ("alpha", "PostGRAG, style-removal weight alpha (Fig. 4)")) if sweeps.get(k)]
+    if plt is None or not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    for ax, (key, panel_title) in zip(axes[0], panels):
+        rows = sorted(sweeps[key], key=lambda r: r[key])
+        xs = range(len(rows))  # evenly spaced: the swept values span orders of magnitude and include 0
+        for metric, label in SWEEP_METRICS:
+            if all(metric in r for r in rows):
+                ax.plot(xs, [r[metric] for r in rows], marker="o", label=label)
+        ax.set_xticks(list(xs), [f"{r[key]:g}" for r in rows])
+        ax.set_xlabel(key)
+        ax.set_title(panel_title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
 # --------------------------------------------------------------------------------------- main
 def main(argv: Optional[list[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -627,7 +657,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--commit", action="store_true", help="git commit each finished unit and the report")
     parser.add_argument("--budget-hours", type=float, default=None, help="start no unit after this many hours")
     parser.add_argument("--report", action="store_true", help="only rebuild the report from the finished units")
+    parser.add_argument("--plot-sweeps", action="store_true",
+                        help="only redraw grag_sweeps.png from grag_sweeps.json in --out (the earlier sweep run)")
     args = parser.parse_args(argv)
+    if args.plot_sweeps:
+        sweeps = json.loads((args.out / "grag_sweeps.json").read_text(encoding="utf-8"))
+        path = args.out / "grag_sweeps.png"
+        print(f"wrote {path}" if plot_sweeps(sweeps["sweeps"], path) else "no plot written")
+        return sweeps
     args.argv = argv
     args.setting_name = "quick" if args.quick else "scale" if args.scale else "default"
     s = SETTINGS[args.setting_name]

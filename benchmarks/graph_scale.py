@@ -27,6 +27,11 @@ Cases (default sizes; ``--quick`` shrinks them for a smoke run):
     python benchmarks/graph_scale.py --quick    # small sizes, for a smoke run (writes to benchmarks/results/tmp/)
     python benchmarks/graph_scale.py --sizes 10000 --approx-sizes 100000 1000000 --approx-backends faiss ivf \
         --name graph_scale_approx   # the approximate backends without the 10^5 exact build
+    python benchmarks/graph_scale.py --plot-only   # redraw graph_scale.png from the committed JSON (no run)
+
+The plot (``graph_scale.png``: time and extra memory against users, log-log) draws the
+rows of ``graph_scale.json``; a point that run lacks or that failed there (the 10^6 ``ivf``
+build) comes from ``graph_scale_approx.json`` when that file exists.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, command_line, machine_info, machine_line, now, write_results  # noqa: E402
+from _common import (RESULTS, command_line, machine_info, machine_line, now, pyplot, save_figure,  # noqa: E402
+                     write_results)
 
 RELIABILITY_P = (0.15, 0.25, 0.30, 0.30)
 
@@ -305,9 +311,72 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------- plot
+
+PLOT_CASES = (("exact", "exact top-k", "C0", "o"), ("bare", "bare matmul (floor)", "0.45", "s"),
+              ("dense", "dense all-pairs", "C3", "x"), ("ivf", "ivf (torch, approx.)", "C1", "^"),
+              ("faiss", "faiss (approx.)", "C2", "v"), ("forward", "FacetGraph forward", "C4", "D"))
+
+
+def plot_points(reports: list[dict]) -> dict[str, dict[int, dict]]:
+    """``{case: {users: row}}`` over ``reports``: the first report with a successful row wins; later ones
+    only fill points that earlier ones lack or where their run failed."""
+    points: dict[str, dict[int, dict]] = {}
+    for report in reports:
+        for row in report.get("results", []):
+            if row.get("seconds") is None:
+                continue
+            points.setdefault(row["case"], {}).setdefault(int(row["users"]), row)
+    return points
+
+
+def plot_scaling(reports: list[dict], path: Path) -> bool:
+    """Time and extra memory against users (log-log) for every case of ``reports``; False without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    points = plot_points(reports)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.0))
+    for case, label, colour, marker in PLOT_CASES:
+        rows = points.get(case)
+        if not rows:
+            continue
+        users = sorted(rows)
+        ax_t.plot(users, [rows[u]["seconds"] for u in users], marker=marker, color=colour, label=label)
+        ax_m.plot(users, [rows[u]["extra_mb"] / 1024 for u in users], marker=marker, color=colour, label=label)
+    for ax, ylabel in ((ax_t, "wall time (s)"), (ax_m, "extra memory (GB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("users")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.set_title("time to build (forward: one pass)", fontsize=10)
+    ax_m.set_title("peak memory beyond the input", fontsize=10)
+    ax_t.legend(fontsize=8)
+    machine = reports[0].get("machine", {}) if reports else {}
+    fig.suptitle(f"Multiplex graph construction at scale ({machine.get('cpu', 'CPU')}, "
+                 f"{machine.get('torch_threads', '?')} threads)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def plot_from_results(out_dir: Path, name: str = "graph_scale") -> Path | None:
+    """Redraw ``{name}.png`` from ``{name}.json`` (and ``graph_scale_approx.json``) in ``out_dir``."""
+    files = [out_dir / f"{name}.json", out_dir / "graph_scale_approx.json"]
+    reports = [json.loads(f.read_text(encoding="utf-8")) for f in dict.fromkeys(files) if f.is_file()]
+    if not reports:
+        raise FileNotFoundError(f"{files[0]}: no results to plot (run the benchmark first)")
+    path = out_dir / f"{name}.png"
+    return path if plot_scaling(reports, path) else None
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw <name>.png from the results JSON in --out-dir (default benchmarks/results); "
+                             "runs nothing")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="exact + approximate sizes")
     parser.add_argument("--approx-sizes", type=int, nargs="*", default=None,
                         help="sizes run with the --approx-backends only (recall on a sample of users)")
@@ -340,6 +409,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.child:
         print(json.dumps(run_case(args)), flush=True)
         return None
+    if args.plot_only:
+        path = plot_from_results(args.out_dir or RESULTS, args.name)
+        print(f"wrote {path}" if path else "no plot written")
+        return None
     if args.quick:
         defaults = {"sizes": [2_000, 5_000], "approx_sizes": [20_000], "forward_users": [5_000]}
     else:
@@ -358,7 +431,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     md = to_markdown(report)
     print()
     print(md)
-    write_results(args.name, report, md, args.out_dir or (RESULTS / "tmp" if args.quick else RESULTS))
+    out_dir = args.out_dir or (RESULTS / "tmp" if args.quick else RESULTS)
+    write_results(args.name, report, md, out_dir)
+    if args.name == "graph_scale":
+        plot_from_results(out_dir, args.name)
     return report
 
 

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     require_pfg(parser, args.data)
 
-    from personakit.recipes._common import jsonable
+    from personakit.recipes.base import jsonable
     from personakit.recipes.questioner import run_questioner_recipe
 
     name = setting_name(args)
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         "relative_rougeL_vs_lora": _relative(results.rows, "Dual-tower (r=16)", "LoRA"),
         "relative_rougeL_vs_prompt": _relative(results.rows, "Dual-tower (r=16)", "Persona-in-prompt"),
     }
-    for system in report["results"]["training"].values():
+    for system in report["results"]["details"]["training"].values():
         system["history"] = system["history"][-3:]
     suffix = "" if name == "default" else f"-{name}"
     md = markdown(report)

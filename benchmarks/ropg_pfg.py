@@ -76,8 +76,7 @@ def build_config(args: argparse.Namespace, setting: dict, output_dir: Path):
                        warmup_ratio=0.05, temperature=0.05, seed=args.seed, progress=True)
     return ROPGRecipeConfig.from_dict({
         "data": {"source": "pfg", "path": str(args.data), "max_users": setting["max_users"],
-                 "max_train": setting["max_train"], "max_dev": setting["max_dev"], "max_test": setting["max_test"],
-                 "seed": args.seed},
+                 "max_train": setting["max_train"], "max_dev": setting["max_dev"], "max_test": setting["max_test"]},
         "pool": {"k": 4},
         "prompt": {"max_tokens": setting["max_tokens"], "count_with": "llm"},
         "llm": {"model": "smollm2", "batch_size": args.batch_size, "max_new_tokens": setting["new_tokens"],
@@ -87,12 +86,12 @@ def build_config(args: argparse.Namespace, setting: dict, output_dir: Path):
         "rspg": {"encoder": "minilm", "max_length": 256 if setting["max_tokens"] <= 256 else 512,
                  "trainer": {"epochs": setting["rspg_epochs"], "batch_size": 4, "gradient_accumulation_steps": 2,
                              "learning_rate": 5e-5, "target_temperature": 0.1, "seed": args.seed}},
-        "output_dir": str(output_dir), "device": args.device, "save_models": False,
+        "output_dir": str(output_dir), "device": args.device, "save_models": False, "seed": args.seed,
     }, source="benchmarks/ropg_pfg.py")
 
 
-def markdown(report: dict) -> str:
-    r = report["results"]
+def markdown(report: dict, results_md: str) -> str:
+    """The benchmark's header (command, machine, wall time) and the recipe's ``results.md`` below it."""
     lines = [
         f"# ROPG / RSPG on PFG-LaMP ({report['setting']} setting)", "",
         f"Command: `{report['command']}`  ",
@@ -101,30 +100,9 @@ def markdown(report: dict) -> str:
         + ("(other jobs shared the machine)" if report['machine']['load_average_start'][0] >= 1.0
            else "(the machine was otherwise idle)")
         + f".  {machine_line(report['machine'])}", "",
-        "Sizes: " + ", ".join(f"{k} {v}" for k, v in r["sizes"].items() if not isinstance(v, float)) + ".", "",
-        "## Test split", "", r["table"], "",
     ]
-    if r["selectors"]:
-        lines += ["| selector | success rate | mean ROUGE-1 of the choice | choices (test) | success rate on its training split |",
-                  "| --- | ---: | ---: | --- | ---: |"]
-        for name, s in r["selectors"].items():
-            chosen = ", ".join(f"{k} {v}" for k, v in s["chosen"].items() if v)
-            lines.append(f"| {name} | {s['success_rate']:.3f} | {s['selected_eval']:.4f} | {chosen} | "
-                         f"{s['train_success_rate']:.3f} |")
-        lines.append("")
-    lines.append(f"Oracle over the pool (per-input best / worst retriever, ROUGE-1): upper bound "
-                 f"{r['oracle']['upper']:.4f}, lower bound {r['oracle']['lower']:.4f}.")
-    lines.append("")
-    if r["ropg"]:
-        lines += ["| ROPG | steps | top-1 EVAL on train before | after | initial top doc | oracle |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for name, s in r["ropg"].items():
-            b, a = s["before"], s["after"]
-            lines.append(f"| {name} | {s['steps']} | {b['eval@top1']:.4f} | {a['eval@top1']:.4f} | "
-                         f"{a['eval@initial']:.4f} | {a['eval@oracle']:.4f} |")
-        lines.append("")
-    lines.append("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings"].items()) + ".")
-    return "\n".join(lines) + "\n"
+    body = results_md.split("\n", 1)[1].lstrip("\n")  # without the recipe's own title
+    return "\n".join(lines) + "\n" + body
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -135,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     require_pfg(parser, args.data)
 
-    from personakit.recipes._common import jsonable
+    from personakit.recipes.base import jsonable
     from personakit.recipes.ropg import run_ropg_recipe
 
     name = setting_name(args)
@@ -143,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_start = os.getloadavg()
     start = time.perf_counter()
     config = build_config(args, setting, work_dir(args, "ropg_pfg"))
-    results = run_ropg_recipe(config, progress=True)
+    results = run_ropg_recipe(config, progress=True)  # also writes results.md ... into the work folder
     wall = time.perf_counter() - start
     report = {
         "benchmark": "ropg_pfg",
@@ -158,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
         "paper_table4_success_rate_pre_post": PAPER_TABLE4,
         "results": results.to_dict(),
     }
-    report["results"].pop("per_example", None)
-    md = markdown(report)
+    report["results"].pop("manifest", None)
+    md = markdown(report, results.to_markdown())
     write_results("ropg_pfg", jsonable(report), md, args.out)
     print(md)
     return report

@@ -1,72 +1,43 @@
-"""Run the GRAG recipe: augment, train PreSFT(Hist), PreSFT(TST), PreGRAG and PostGRAG, evaluate, compare.
+"""The GRAG recipe from Python: load the shipped tiny config, shrink it, run it, read the results.
 
-By default the tiny config (``examples/configs/grag_tiny.yaml``) on the built-in corpus, with
-the embedded SmolLM2-135M-Instruct as the generic LLM (and the ICL(Hist) baseline) and the
-MiniLM BERT2BERT encoder-decoder as the backbone of the four trained models.  Writes
-``results.md``, ``results.json`` and ``predictions.jsonl`` to the output folder and prints the
-table.  ``--config examples/configs/grag.yaml`` runs the whole built-in corpus; ``--train`` /
-``--test`` point it at JSON-lines example files (``personakit augment`` output).
+The same run as ``personakit run grag --config tiny --set KEY=VALUE ...``: augment the
+built-in corpus with the embedded SmolLM2-135M-Instruct, train PreSFT(Hist), PreSFT(TST),
+PreGRAG and PostGRAG as LoRA adapters on it, answer with ICL(Hist), score, and write
+``results.md``, ``results.json``, ``predictions.jsonl`` and ``manifest.json`` to a new
+temporary folder.  Extra arguments are ``--set``-style overrides of the config:
 
     python examples/grag_recipe.py
-    python examples/grag_recipe.py --max-train 8 --max-test 4 --epochs 1
-    python examples/grag_recipe.py --config examples/configs/grag.yaml --output-dir runs/grag
-    python examples/grag_recipe.py --train spc_train.jsonl --test spc_test.jsonl --no-icl
+    python examples/grag_recipe.py data.max_train=8 data.max_test=4 training.epochs=1
 """
 
 # personakit-example: real_model
-# personakit-example-args: --max-train 8 --max-test 4 --epochs 1 --quiet
+# personakit-example-args: data.max_train=4 data.max_test=2 training.batch_size=4 "models=[{kind: presft-hist}, {kind: postgrag}]" "eval.metrics=[char_f1, rouge, bpc]"
 
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-HERE = Path(__file__).resolve().parent
 
+def main(overrides: list[str]) -> int:
+    from personakit.recipes.base import load_recipe_config
+    from personakit.recipes.grag import run_grag_recipe
 
-def main(argv: list[str] | None = None) -> int:
-    from personakit.recipes._common import add_run_options, example_parser, run_example
-
-    parser = example_parser(__doc__, HERE / "configs" / "grag_tiny.yaml")
-    parser.add_argument("--train", help="training examples, JSON lines of ResponseExample")
-    parser.add_argument("--test", help="test examples, JSON lines of ResponseExample")
-    parser.add_argument("--output-dir", default=os.path.join(tempfile.gettempdir(), "personakit-grag-recipe"),
-                        help="results, response cache and checkpoints (default: %(default)s; a rerun there is "
-                             "served from the response cache)")
-    parser.add_argument("--max-train", type=int, help="seeded subset of this many training examples")
-    parser.add_argument("--max-test", type=int, help="seeded subset of this many test examples")
-    parser.add_argument("--epochs", type=int, help="training epochs per model")
-    parser.add_argument("--backbone", help="backbone of the trained models (default: the config's, minilm)")
-    parser.add_argument("--no-icl", action="store_true", help="skip the ICL(Hist) row")
-    add_run_options(parser)
-    args = parser.parse_args(argv)
-
-    from personakit.recipes.grag import GRAGRecipeConfig, run_grag_recipe
-
-    config = GRAGRecipeConfig.from_file(args.config)
-    data = config.data.to_dict()
-    if args.train or args.test:
-        if not (args.train and args.test):
-            parser.error("--train and --test go together")
-        data.update(source="examples", train_path=args.train, test_path=args.test)
-    if args.max_train is not None:
-        data["max_train"] = args.max_train
-    if args.max_test is not None:
-        data["max_test"] = args.max_test
-    update: dict = {"data": data, "output_dir": args.output_dir}
-    if args.epochs is not None:
-        update["training"] = {**config.training.to_dict(), "epochs": args.epochs}
-    if args.backbone:
-        update["backbone"] = args.backbone
-    if args.no_icl:
-        update["icl"] = {**config.icl.to_dict(), "enabled": False}
-    return run_example(GRAGRecipeConfig, config, update, args, run_grag_recipe, source=args.config)
+    config = load_recipe_config("grag", "tiny", overrides=overrides,
+                                output_dir=tempfile.mkdtemp(prefix="personakit-grag-"))
+    results = run_grag_recipe(config, progress=False)
+    print(results.table())                        # the main test set; results.test_sets holds every one
+    print("PostGRAG vs PreSFT(Hist), rougeL:", results.significance.get("PostGRAG", {}).get("rougeL"))
+    print(f"written to {results.output_dir}: personakit evaluate {results.output_dir}/predictions.jsonl")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(f"usage: python examples/grag_recipe.py [KEY=VALUE ...]\n\n{__doc__}")
+        sys.exit(0)
+    sys.exit(main(sys.argv[1:]))

@@ -1,61 +1,46 @@
-"""Run the ROPG / RSPG recipe: train retrievers from LLM feedback, select one per input, compare the pool.
+"""Run the ROPG / RSPG recipe from Python: train retrievers from LLM feedback, select one per input, compare.
 
-By default the tiny config (``examples/configs/ropg_tiny.yaml``) on the built-in corpus,
-with the embedded SmolLM2-135M-Instruct as the frozen LLM and MiniLM as the retriever
-and selector encoder (about a minute on a laptop CPU).  ``--data`` points it at the
-Persuasion-for-Good ``FullData`` folder (PFG-LaMP) or ``--lamp`` at a LaMP task folder.
+Loads the shipped tiny config (the built-in corpus as a PFG-LaMP-style task, the embedded
+SmolLM2-135M-Instruct as the frozen LLM, MiniLM as the retriever and selector encoder),
+applies ``key=value`` overrides given on the command line (as ``personakit run --set``
+does), runs the recipe into a new temporary folder and prints the results.
 
     python examples/ropg_recipe.py
-    python examples/ropg_recipe.py --config examples/configs/ropg.yaml     # PFG-LaMP, CPU scale
-    python examples/ropg_recipe.py --lamp data/LaMP_4 --max-test 200
+    python examples/ropg_recipe.py data.max_test=4 "rspg.modes=[post]"
+
+The command line does the same: ``personakit run ropg --config tiny --set data.max_test=4``.
 """
 
 # personakit-example: real_model
-# personakit-example-args: --max-train 3 --max-dev 2 --max-test 2 --quiet
+# personakit-example-args: data.max_train=3 data.max_dev=2 data.max_test=3 pool.retrievers=[none,bm25,ropg-kd] rspg.modes=[post] llm.max_new_tokens=6 ropg.top_l=2
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-HERE = Path(__file__).resolve().parent
-
 
 def main(argv: list[str] | None = None) -> int:
-    from personakit.recipes._common import add_run_options, example_parser, run_example
+    from personakit.recipes.base import load_recipe_config
+    from personakit.recipes.ropg import run_ropg_recipe
 
-    parser = example_parser(__doc__, HERE / "configs" / "ropg_tiny.yaml")
-    parser.add_argument("--data", help="Persuasion-for-Good FullData folder (PFG-LaMP task)")
-    parser.add_argument("--lamp", help="LaMP task folder with {train,dev,test}_questions.json / _outputs.json")
-    parser.add_argument("--output-dir",
-                        help="where the cache, checkpoints and results go (default: a new temporary folder; "
-                             "pass the same folder again to serve a rerun from its response cache and checkpoints)")
-    parser.add_argument("--max-train", type=int, help="ROPG training inputs")
-    parser.add_argument("--max-dev", type=int, help="RSPG training inputs")
-    parser.add_argument("--max-test", type=int, help="test inputs")
-    add_run_options(parser)
-    args = parser.parse_args(argv)
-
-    from personakit.recipes.ropg import ROPGRecipeConfig, run_ropg_recipe
-
-    config = ROPGRecipeConfig.from_file(args.config)
-    data = config.data.to_dict()
-    if args.data:
-        data.update(source="pfg", path=args.data)
-    if args.lamp:
-        data.update(source="lamp", path=args.lamp)
-    for key in ("max_train", "max_dev", "max_test"):
-        if getattr(args, key) is not None:
-            data[key] = getattr(args, key)
-    update = {"data": data}
-    update["output_dir"] = args.output_dir or tempfile.mkdtemp(prefix="personakit-ropg-recipe-")
-    return run_example(ROPGRecipeConfig, config, update, args, run_ropg_recipe, source=args.config,
-                       details=lambda r: f", {r.sizes['llm_prompts_generated']} prompts generated")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, as `personakit run ropg --set` takes them (e.g. data.max_test=4)")
+    overrides = parser.parse_args(argv).overrides
+    config = load_recipe_config("ropg", "tiny", overrides=overrides,
+                                output_dir=tempfile.mkdtemp(prefix="personakit-ropg-"))
+    results = run_ropg_recipe(config, progress=False)
+    print(results.to_markdown())
+    for label, summary in results.selectors.items():
+        print(f"{label}: success rate {summary['success_rate']:.3f} (oracle upper bound {results.oracle['upper']:.4f})")
+    print(f"results in {results.output_dir}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -154,3 +154,45 @@ def test_demo_command_passes_arguments(monkeypatch, capsys, tmp_path):
     assert main(["demo", "--icl-only", "--no-progress"]) == 0
     assert seen["icl_only"] is True and seen["quick"] is False
     capsys.readouterr()
+
+
+def test_demo_help_and_docs_give_the_sizes_the_demo_runs(capsys):
+    """``personakit demo --help`` and docs/cli.md state the numbers ``demo_recipe_config`` really uses."""
+    from personakit.recipes.demo import demo_recipe_config
+
+    assert main(["demo", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    full, quick = demo_recipe_config(), demo_recipe_config(quick=True)
+    assert f"{quick.data.max_train} training and {quick.data.max_test} test examples" in text
+    assert f"test examples (default {full.data.max_test}; quick {quick.data.max_test})" in text
+    assert f"many examples (default {full.data.max_train}; quick {quick.data.max_train})" in text
+    assert f"per model (default {full.training.epochs}; quick {quick.training.epochs})" in text
+    docs = " ".join((Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8").split())
+    assert f"`--quick` runs {quick.data.max_train} training and {quick.data.max_test} test examples" in docs
+    assert f"`--max-train-examples` ({full.data.max_train})" in docs
+    assert f"`--max-examples` ({full.data.max_test})" in docs
+    assert f"`--epochs` ({full.training.epochs})" in docs
+
+
+def test_no_progress_also_hides_the_loaders_bars(monkeypatch, capsys):
+    """``--no-progress`` runs the command under ``loading_progress(False)``: transformers' "Loading weights"
+    bars are off in personakit's loaders (tests/backbones/test_quiet_loading.py checks the loaders)."""
+    import personakit.recipes.demo as demo
+    from personakit.backbones.quiet import loading_progress_enabled
+
+    seen = []
+
+    class Result:
+        def report(self):
+            return "REPORT"
+
+    def fake_run_demo(**kwargs):
+        seen.append(loading_progress_enabled())
+        return Result()
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    assert main(["demo", "--icl-only", "--no-progress"]) == 0
+    assert main(["demo", "--icl-only"]) == 0
+    assert seen == [False, None]
+    assert loading_progress_enabled() is None
+    capsys.readouterr()

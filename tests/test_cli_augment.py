@@ -48,7 +48,9 @@ def fake_llm(monkeypatch):
 
     def reply(chat):
         prompts.append(chat)
-        last = [line for line in chat[-1]["content"].splitlines() if line.startswith("User: ")][-1][6:]
+        # the paper's layout ends with "User: <turn>" lines; the chat layout has the turn as the last message
+        lines = [line[6:] for line in chat[-1]["content"].splitlines() if line.startswith("User: ")]
+        last = lines[-1] if lines else chat[-1]["content"]
         return f"Agent: Generic reply to {last}"
 
     def build(args):
@@ -85,6 +87,8 @@ def test_augment_spc_file(spc_file, tmp_path, fake_llm, capsys):
     for line in out.read_text().splitlines():  # ResponseExample.model_dump_json per line
         assert json.loads(line)["generic_response"].startswith("Generic reply to")
     assert "augmented 5 examples from 2 dialogues" in summary
+    # the shared defaults (personakit.augment): the chat template for the embedded model, 32 new tokens
+    assert "template 'spc-chat'" in summary and fake_llm.args.model == "smollm2"
     assert "generated 5, from cache 0" in summary
     assert len(fake_llm.prompts) == 5
     assert fake_llm.args.max_new_tokens == 12 and fake_llm.args.batch_size == 2
@@ -165,3 +169,37 @@ def test_augment_local_model_gets_the_prefill_batch_size(monkeypatch):
     args = cli.build_parser().parse_args(["augment", "--dataset", "builtin", "--output", "o.jsonl"])
     cli._augment_generator(args)
     assert seen["prefill_batch_size"] is None
+
+
+def test_augment_defaults_are_the_recipes(tmp_path):
+    """`personakit augment` and the GRAG recipe take their defaults from one place (personakit.augment)."""
+    from personakit.augment import DEFAULT_GENERIC_MODEL, DEFAULT_MAX_NEW_TOKENS, default_template
+    from personakit.recipes.grag import GRAGAugmentConfig
+
+    args = cli.build_parser().parse_args(["augment", "--dataset", "builtin", "--output", "o.jsonl"])
+    assert args.max_new_tokens == DEFAULT_MAX_NEW_TOKENS == GRAGAugmentConfig().max_new_tokens == 32
+    assert args.seed == 0 and GRAGAugmentConfig().model == DEFAULT_GENERIC_MODEL
+    assert default_template("builtin", DEFAULT_GENERIC_MODEL) == "builtin-chat"
+    assert default_template("spc", None) == "spc"  # an endpoint: size unknown, the paper's layout
+
+
+def test_augment_max_examples_is_a_seeded_sample(tmp_path, fake_llm, capsys):
+    """--max-examples N augments a seeded random sample of N examples (in file order), and only those."""
+    from personakit.data import dialogues_to_examples, load_builtin_corpus
+    from personakit.recipes.base import subsample
+
+    every = [e.id for e in dialogues_to_examples(load_builtin_corpus("all"), agent="agent")]
+
+    def run(*extra):
+        out = tmp_path / f"s{len(fake_llm.prompts)}.jsonl"
+        assert main(["augment", "--dataset", "builtin", "--output", str(out), "--max-examples", "4", "--no-cache",
+                     "--no-progress", *extra]) == 0
+        return [e.id for e in load_examples(out)]
+
+    before = len(fake_llm.prompts)
+    a = run()
+    assert len(fake_llm.prompts) - before == 4  # only the sample reaches the LLM
+    assert a == run("--seed", "0") == subsample(every, 4, 0)
+    b = run("--seed", "1")
+    assert len(b) == 4 and b != a and b == subsample(every, 4, 1)
+    assert a != every[:4] and [every.index(i) for i in a] == sorted(every.index(i) for i in a)

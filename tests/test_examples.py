@@ -11,7 +11,7 @@ How an example declares what it needs (module-level comments, anywhere in the fi
   :func:`shlex.split`), e.g. to keep it small.
 
 The script runs as a subprocess from the repository root with ``HF_HUB_OFFLINE=1`` and
-``PERSONAKIT_SHARED_DATA`` pointing at the shared data folder; it must exit 0 and
+``PERSONAKIT_DATA`` pointing at the shared data folder; it must exit 0 and
 print something.
 """
 
@@ -28,7 +28,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.py"))
-SHARED_DATA = Path(os.environ.get("PERSONAKIT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("PERSONAKIT_DATA", REPO_ROOT.parent / "shared" / "data"))
 KNOWN_FLAGS = {"real_model", "real_data", "slow"}
 _FLAGS_RE = re.compile(r"^#\s*personakit-example:\s*(.+?)\s*$", re.MULTILINE)
 _ARGS_RE = re.compile(r"^#\s*personakit-example-args:\s*(.*?)\s*$", re.MULTILINE)
@@ -59,7 +59,7 @@ def _params():
 
 def _run(path: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PERSONAKIT_SHARED_DATA=str(SHARED_DATA), PYTHONUNBUFFERED="1")
+               PERSONAKIT_DATA=str(SHARED_DATA), PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, str(path), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
         timeout=timeout, stdin=subprocess.DEVNULL,

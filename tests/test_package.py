@@ -88,3 +88,22 @@ def test_cli_help_runs():
 
 def test_py_typed_marker_is_shipped():
     assert (Path(personakit.__file__).parent / "py.typed").is_file()
+
+
+@pytest.mark.parametrize("package", ["transformers", "torch", "peft"])
+def test_installed_versions_are_inside_the_declared_bounds(package):
+    """The versions the tests run against satisfy pyproject's bounds (a bound that excludes them is stale)."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    project = pyproject["project"]
+    declared = [*project["dependencies"], *(d for ds in project["optional-dependencies"].values() for d in ds)]
+    reqs = [Requirement(d) for d in declared if Requirement(d).name == package]
+    assert reqs, f"{package} is not declared in pyproject.toml"
+    try:
+        installed = Version(importlib.metadata.version(package))
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{package} is not installed")
+    for req in reqs:
+        assert req.specifier.contains(installed, prereleases=True), f"{package} {installed} is outside {req}"

@@ -79,7 +79,7 @@ FUNCTION_MODULES = re.compile(
     r"|llm\.structured|augment\.(templates|io)"
     r"|modules\.(style_extractor|style_decoder\.factory|soft_prompt)"
     r"|retrieval\.(registry|lamp_prompts)|graph\.builder|facets\.embed|models\.grag\.factory"
-    r"|training\.(checkpoint|ropg)|recipes\.\w+"
+    r"|training\.(checkpoint|ropg)|recipes\.\w+(\.run)?"
     r")"
 )
 

@@ -14,7 +14,7 @@ Mechanism (kept deliberately simple):
   ``load_sentence_encoder``, ``SmolLM2`` ...).
 
 The snippets run from a temporary working directory with ``HF_HUB_OFFLINE=1`` and
-``PERSONAKIT_SHARED_DATA`` set; an exception names the file and the line of the block.
+``PERSONAKIT_DATA`` set; an exception names the file and the line of the block.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("PERSONAKIT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("PERSONAKIT_DATA", REPO_ROOT.parent / "shared" / "data"))
 SKIP_MARK = "<!-- snippet: skip -->"
 REAL_MODEL_HINTS = ("load_embedded", "load_sentence_encoder", "embedded_path", "smollm2", "minilm", "mpnet",
                     "HFGenerator", "LocalLLM")
@@ -109,7 +109,7 @@ def test_snippets_run(path: Path, tmp_path):
     payload = tmp_path / "blocks.json"
     payload.write_text(json.dumps(blocks), encoding="utf-8")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PERSONAKIT_SHARED_DATA=str(SHARED_DATA))
+               PERSONAKIT_DATA=str(SHARED_DATA))
     out = subprocess.run([sys.executable, "-c", _RUNNER, str(payload)], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, f"{name}:\n--- stdout\n{out.stdout[-3000:]}\n--- stderr\n{out.stderr[-4000:]}"

@@ -19,11 +19,16 @@ roles. This extension rewrites them in the docstring text before parsing:
   paragraph of its own, and two blocks on consecutive lines would otherwise become one
   malformed formula.
 
+A pydantic config field is documented once, in ``Field(..., description="...")``: an
+attribute without a docstring whose value is a ``Field(...)`` call gets that description
+as its docstring, so the reference shows it.
+
 The source files are not changed.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Any
 
@@ -95,9 +100,32 @@ def rewrite(text: str) -> str:
     return _ROLE.sub(_role, _separate_display_math(text))
 
 
+def field_description(value: str) -> str | None:
+    """The ``description=`` string of a ``Field(...)`` call's source text (``None``: not a Field or none given)."""
+    try:
+        call = ast.parse(value.strip(), mode="eval").body
+    except SyntaxError:
+        return None
+    if not (isinstance(call, ast.Call) and getattr(call.func, "id", getattr(call.func, "attr", None)) in ("Field", "PathField")):
+        return None
+    for kw in call.keywords:
+        if kw.arg == "description":
+            try:
+                text = ast.literal_eval(kw.value)
+            except ValueError:
+                return None
+            return text if isinstance(text, str) else None
+    return None
+
+
 class PersonakitDocstrings(griffe.Extension):
-    """Rewrite ``Example:`` headers, Sphinx roles and display-math spacing before griffe parses docstrings."""
+    """Rewrite ``Example:`` headers, Sphinx roles and display-math spacing before griffe parses docstrings;
+    give a config field without a docstring its ``Field(description=...)``."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is None and obj.is_attribute and getattr(obj, "value", None) is not None:
+            text = field_description(str(obj.value))
+            if text:
+                obj.docstring = griffe.Docstring(text, parent=obj)
         if obj.docstring is not None:
             obj.docstring.value = rewrite(obj.docstring.value)

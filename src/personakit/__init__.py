@@ -40,13 +40,14 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         # metric classes and their configs / outputs
         "Metric", "TextMetric", "Rouge", "RougeConfig", "BLEU", "BLEUConfig", "CHRF", "CHRFConfig", "CharF1",
         "CharF1Config", "Meteor", "MeteorConfig", "BERTScore", "BERTScoreConfig", "BERTScoreOutput", "Accuracy",
-        "MacroF1", "MAE", "RMSE", "LaMPEval", "ReplyStats", "SignificanceResult",
+        "MacroF1", "MAE", "RMSE", "LaMPEval", "ReplyStats", "SignificanceResult", "PairedComparison",
         # functional metrics and significance tests
         "rouge", "bleu", "chrf", "char_f1", "meteor", "bertscore", "accuracy", "macro_f1", "mae", "rmse",
         "bits_per_character", "model_bits_per_character", "lamp_accuracy", "lamp_rouge1", "lamp3_score",
-        "reply_stats", "paired_bootstrap", "paired_ttest", "mcnemar",
+        "reply_stats", "paired_bootstrap", "paired_ttest", "mcnemar", "paired_comparison",
         # scoring files and tables, extending the registry
-        "LoadedPredictions", "PredictionFileError", "evaluate_texts", "evaluate_file", "load_predictions",
+        "LoadedPredictions", "PredictionFileError", "evaluate_texts", "evaluate_per_example", "evaluate_file",
+        "load_predictions", "load_prediction_groups",
         "format_metrics_table", "register_metric",
         # the pairwise LLM judge
         "PairwiseJudge", "PairwiseJudgeConfig", "PairwiseVerdict", "PairJudgement", "JudgeResult",
@@ -106,6 +107,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "PromptScores", "RSPGItem", "RSPGTrainer", "RSPGTrainerConfig", "RSPGTrainOutput",
     ),
     "recipes": (
+        "RecipeConfig", "RecipeResults", "Stages", "load_recipe_config", "run_recipe", "list_recipes", "run_manifest",
         "DemoResult", "run_demo", "GRAGRecipeConfig", "GRAGRecipeResults", "run_grag_recipe", "ROPGRecipeConfig",
         "ROPGResults", "run_ropg_recipe", "QuestionerRecipeConfig", "QuestionerRecipeResults",
         "run_questioner_recipe", "CoPersonaRecipeConfig", "CoPersonaResults", "CoPersonaPipeline",

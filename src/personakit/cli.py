@@ -2,16 +2,19 @@
 
 ::
 
-    personakit version
+    personakit version            (or personakit --version)
     personakit models list
     personakit models install smollm2
     personakit demo [--quick | --icl-only] [--n-shot 2] [--max-examples N] [--max-train-examples N]
                     [--epochs N] [--batch-size 16] [--max-new-tokens 32] [--seed 0]
                     [--model smollm2-135m-instruct] [--backbone smollm2] [--cache FILE] [--output-dir DIR]
-    personakit evaluate PREDICTIONS [--references FILE] [--metrics char_f1 rouge ...] [--json]
+    personakit run RECIPE [--config tiny|default|FILE] [--set KEY=VALUE ...] [--output-dir DIR]
+                   [--device cuda] [--no-progress] [--print-config]
+    personakit run --list
+    personakit evaluate PREDICTIONS [--references FILE] [--metrics char_f1 rouge ...] [--system A B] [--json]
     personakit augment [INPUT] --dataset spc|convai2|empathetic|pfg|builtin --output OUT.jsonl
                        [--model smollm2 | --endpoint URL --endpoint-model NAME] [--cache PATH | --no-cache]
-                       [--batch-size 16] [--max-examples N] [--max-new-tokens 64] [--template FILE]
+                       [--batch-size 16] [--max-examples N [--seed 0]] [--max-new-tokens 32] [--template FILE]
 
 Every command has ``--help``.  Errors print one line, ``personakit: error: ...``, and
 exit with status 2; set ``PERSONAKIT_DEBUG=1`` to see the traceback instead.
@@ -142,19 +145,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from personakit.recipes.base import RECIPES, list_recipes, load_recipe_config, recipe_parts
+
+    if args.list or not args.recipe:
+        if not args.list:
+            raise _UsageError(f"name a recipe: {', '.join(sorted(RECIPES))} (personakit run --list shows them)")
+        for name, info in list_recipes().items():
+            print(f"{name:<11} {info['summary']}")
+            print(f"{'':<11} shipped configs: {', '.join(info['configs']) or 'none'}")
+        return 0
+    config = load_recipe_config(args.recipe, args.config, overrides=args.set or (), output_dir=args.output_dir)
+    if args.device:
+        config.device = args.device
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    _, run = recipe_parts(args.recipe)
+    results = run(config, progress=not args.no_progress)
+    print(results.to_markdown())
+    print(f"results written to {results.output_dir} (results.md, results.json, predictions.jsonl, manifest.json)")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from personakit.eval import evaluate_file, format_metrics_table
+    from personakit.eval import evaluate_texts, format_metrics_table, load_prediction_groups
 
     if not os.path.exists(args.predictions):
         raise _UsageError(f"{args.predictions}: predictions file not found")
     if args.references is not None and not os.path.exists(args.references):
         raise _UsageError(f"{args.references}: references file not found")
-    scores = evaluate_file(args.predictions, args.references, metrics=tuple(args.metrics))
+    groups = load_prediction_groups(args.predictions, args.references)
+    if args.system:
+        missing = [s for s in args.system if s not in groups]
+        if missing:
+            raise _UsageError(f"{args.predictions}: no system {missing[0]!r}; the file holds {sorted(groups)}")
+        groups = {k: v for k, v in groups.items() if k in args.system}
+    rows = {label: evaluate_texts(g.predictions, g.references, metrics=tuple(args.metrics))
+            for label, g in groups.items()}
     if args.json:
-        print(json.dumps(scores, indent=2))
+        print(json.dumps(rows if len(rows) > 1 or args.system else next(iter(rows.values())), indent=2))
     else:
-        name = os.path.basename(args.predictions)
-        print(format_metrics_table({name: scores}, digits=args.digits))
+        print(format_metrics_table(rows, digits=args.digits))
     return 0
 
 
@@ -214,7 +246,7 @@ def _augment_examples(args: argparse.Namespace) -> tuple[list, int]:
 def _cmd_augment(args: argparse.Namespace) -> int:
     import time
 
-    from personakit.augment import GenericResponseAugmenter, save_examples
+    from personakit.augment import DEFAULT_GENERIC_MODEL, GenericResponseAugmenter, default_template, save_examples
     from personakit.llm import GenerationSettings
 
     if args.endpoint and args.model is not None:
@@ -223,19 +255,21 @@ def _cmd_augment(args: argparse.Namespace) -> int:
         raise _UsageError("--endpoint needs --endpoint-model (the model name the server expects)")
     if args.endpoint_model and not args.endpoint:
         raise _UsageError("--endpoint-model needs --endpoint URL")
-    if args.model is None:
-        args.model = "smollm2"
+    if args.model is None and not args.endpoint:
+        args.model = DEFAULT_GENERIC_MODEL
     start = time.perf_counter()
     examples, n_dialogues = _augment_examples(args)
-    if args.max_examples is not None:
-        examples = examples[: args.max_examples]
+    if args.max_examples is not None:  # a seeded sample, in file order: only these are augmented
+        from personakit.recipes.base import subsample
+
+        examples = subsample(examples, args.max_examples, args.seed)
     if not examples:
         raise _UsageError(f"no examples: the dataset has no non-leading {args.dataset} agent turn")
     cache = None if args.no_cache else (args.cache or f"{args.output}.cache.jsonl")
     generator = _augment_generator(args)
     augmenter = GenericResponseAugmenter(
         generator,
-        template=args.template or args.dataset,
+        template=args.template or default_template(args.dataset, None if args.endpoint else args.model),
         settings=GenerationSettings(max_new_tokens=args.max_new_tokens),
         cache=cache,
         batch_size=args.batch_size,
@@ -266,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="personakit",
         description="personakit: composable building blocks for personalizing language models.",
     )
+    from personakit import __version__
+    from personakit.augment.templates import DEFAULT_MAX_NEW_TOKENS
+
+    parser.add_argument("--version", action="version", version=f"personakit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("version", help="print the installed version", description="Print the installed version.")
@@ -299,17 +337,25 @@ def build_parser() -> argparse.ArgumentParser:
             "--icl-only the ICL(Hist) baseline alone (no training)."
         ),
     )
+    from personakit.recipes.demo import DEMO_SIZES  # light: the numbers the demo runs, not a copy of them
+
+    full, quick = DEMO_SIZES["default"], DEMO_SIZES["quick"]
+    epochs = {1: "one epoch"}.get(quick["epochs"], f"{quick['epochs']} epochs")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
-                      help="a smaller slice: 16 training and 8 test examples, one epoch")
+                      help=f"a smaller slice: {quick['max_train']} training and {quick['max_test']} test examples, "
+                           f"{epochs}")
     mode.add_argument("--icl-only", action="store_true",
                       help="only ICL(Hist) next to a copy-the-last-user-turn row (no augmentation, no training)")
     p.add_argument("--n-shot", type=_non_negative_int, default=2, help="ICL(Hist) demonstrations per prompt (default 2)")
     p.add_argument("--max-examples", type=_positive_int, default=None,
-                   help="evaluate a seeded random subset of this many test examples (default 16; quick 8)")
+                   help=f"evaluate a seeded random subset of this many test examples (default {full['max_test']}; "
+                        f"quick {quick['max_test']})")
     p.add_argument("--max-train-examples", type=_positive_int, default=None,
-                   help="train on a seeded random subset of this many examples (default 32; quick 16)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs per model (default 2; quick 1)")
+                   help=f"train on a seeded random subset of this many examples (default {full['max_train']}; "
+                        f"quick {quick['max_train']})")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help=f"training epochs per model (default {full['epochs']}; quick {quick['epochs']})")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per LLM generation batch (default 16)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32, help="maximum reply length in tokens (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets, shots, new weights and data order (default 0)")
@@ -327,14 +373,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
+        "run", help="run a recipe (grag, questioner, copersona, ropg) from a shipped config or a YAML file",
+        description="Run a recipe: train and evaluate its systems, write results.md, results.json, "
+                    "predictions.jsonl and manifest.json to the output folder, and print the table.",
+        epilog="examples:\n  personakit run grag --config tiny\n"
+               "  personakit run questioner --config my.yaml --set training.epochs=2 --output-dir runs/q\n"
+               "  personakit run ropg --config tiny --print-config\n\n"
+               "Relative paths in a config file resolve against the file's folder; ${VAR} expands "
+               "(the shipped PFG configs read ${PERSONAKIT_DATA}/persuasionforgood/FullData).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", nargs="?", help="grag, questioner, copersona, ropg or retrieved-persona (--list shows them)")
+    p.add_argument("--config", default="tiny",
+                   help="a shipped config name (tiny, default) or a YAML / JSON file (default: tiny)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set training.epochs=2 (repeatable; values are YAML)")
+    p.add_argument("--output-dir", default=None, help="results folder (default: the config's, else "
+                                                      "runs/<recipe>/<timestamp>)")
+    p.add_argument("--device", default=None, help="e.g. cuda (default: the config's)")
+    p.add_argument("--no-progress", action="store_true", help="hide stage messages and progress bars")
+    p.add_argument("--print-config", action="store_true", help="print the checked config as YAML and stop")
+    p.add_argument("--list", action="store_true", help="list the recipes and their shipped configs")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
         "evaluate", help="score a predictions file and print a metrics table",
         description="Score predictions against references and print a markdown metrics table (or JSON).",
     )
-    p.add_argument("predictions", help="predictions file (JSON lines with prediction/reference fields, or text)")
+    p.add_argument("predictions", help="predictions file (JSON lines with prediction/reference fields, or text; a "
+                                       "recipe's predictions.jsonl gives one row per system)")
     p.add_argument("--references", default=None, help="references file, when the predictions file has none")
     p.add_argument("--metrics", nargs="+", default=list(_DEFAULT_METRICS),
                    help=f"metrics to compute (default: {' '.join(_DEFAULT_METRICS)})")
     p.add_argument("--digits", type=_non_negative_int, default=3, help="decimal places in the table (default 3)")
+    p.add_argument("--system", nargs="+", default=None,
+                   help="score only these systems of a recipe's predictions.jsonl (default: every system)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -364,15 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="response cache file (default OUTPUT.cache.jsonl)")
     p.add_argument("--no-cache", action="store_true", help="keep no response cache")
     p.add_argument("--template", default=None,
-                   help="prompt template: a shipped name or your own YAML file (default: the dataset's template)")
+                   help="prompt template: a shipped name or your own YAML file (default: the dataset's chat "
+                        "template, e.g. spc-chat, for an embedded model; the dataset's template, e.g. spc, for "
+                        "another model or an --endpoint)")
     p.add_argument("--split", default="all", choices=["train", "test", "all"],
                    help="split of the built-in corpus (default all)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per generation batch (default 16)")
     p.add_argument("--prefill-batch-size", type=_positive_int, default=None,
                    help="local model: prefill the prompts N at a time while all --batch-size rows decode together "
                         "(faster on a CPU, e.g. --batch-size 48 --prefill-batch-size 16; default: all at once)")
-    p.add_argument("--max-examples", type=_positive_int, default=None, help="augment only the first N examples")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="maximum reply length in tokens (default 64)")
+    p.add_argument("--max-examples", type=_positive_int, default=None,
+                   help="augment only a seeded random sample of N examples (kept in file order; see --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-examples sample (default 0)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help=f"maximum reply length in tokens (default {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--max-history-turns", type=_positive_int, default=None,
                    help="show the generic LLM only the last N history turns (default all)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -397,6 +475,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if getattr(args, "no_progress", False):  # --no-progress hides transformers' "Loading weights" bars too
+            from personakit.backbones.quiet import loading_progress
+
+            with loading_progress(False):
+                return int(func(args) or 0)
         return int(func(args) or 0)
     except KeyboardInterrupt:
         print("personakit: interrupted", file=sys.stderr)

@@ -252,3 +252,71 @@ def test_api_reference_covers_every_public_class_and_function(site):
             if f"{obj.__module__}.{obj.__qualname__}" not in documented:
                 missing.append(f"{package}.{name} (defined in {obj.__module__})")
     assert len(documented) > 300 and not missing, "no API reference entry for:\n" + "\n".join(sorted(set(missing)))
+
+
+_IMAGE_CHECK_PAGE = """<!doctype html>
+<html><head><title>image check</title></head><body>
+<pre id="result">pending</pre>
+<script>
+// Load every page of PAGES in a same-origin iframe, collect the <img> of its article and load each
+// one eagerly (the pages mark them loading=lazy); write "src<TAB>naturalWidth" lines into #result.
+var PAGES = __PAGES__;
+var lines = [];
+function checkImages(doc, page, done) {
+  var imgs = Array.prototype.slice.call(doc.querySelectorAll("article img"));
+  if (!imgs.length) { lines.push(page + "\\tNO-IMAGES"); return done(); }
+  var left = imgs.length;
+  imgs.forEach(function (img) {
+    var probe = new Image();
+    var finish = function () {
+      lines.push(page + "\\t" + img.getAttribute("src") + "\\t" + probe.naturalWidth);
+      if (--left === 0) { done(); }
+    };
+    probe.onload = finish;
+    probe.onerror = finish;
+    probe.src = img.src;
+  });
+}
+function next(i) {
+  if (i >= PAGES.length) { document.getElementById("result").textContent = "DONE\\n" + lines.join("\\n"); return; }
+  var frame = document.createElement("iframe");
+  frame.onload = function () { checkImages(frame.contentDocument, PAGES[i], function () { next(i + 1); }); };
+  frame.src = PAGES[i];
+  document.body.appendChild(frame);
+}
+next(0);
+</script></body></html>
+"""
+
+
+def _pages_with_images(site: Path) -> dict[str, list[str]]:
+    """``{page url path: [img src, ...]}`` of the built pages whose article shows images."""
+    pages = {}
+    for html in sorted(site.rglob("index.html")):
+        srcs = re.findall(r'<img\b[^>]*\bsrc="([^"]+)"', html.read_text("utf-8"))
+        if srcs:
+            rel = html.parent.relative_to(site).as_posix()
+            pages["/" + (rel + "/" if rel != "." else "")] = srcs
+    return pages
+
+
+def test_images_load_in_the_browser(site, server, chromium, tmp_path):
+    """Every image of the built pages is served and decodes in Chromium (a broken link or a file that is
+    not an image gives naturalWidth 0); the family pages show the benchmark plots."""
+    import json
+
+    pages = _pages_with_images(site)
+    assert any(p.startswith("/families/") for p in pages), f"no family page shows an image: {sorted(pages)}"
+    (site / "_image_check.html").write_text(_IMAGE_CHECK_PAGE.replace("__PAGES__", json.dumps(sorted(pages))),
+                                             encoding="utf-8")
+    dom = dump_dom(chromium, f"{server}/_image_check.html", tmp_path / "profile")
+    result = re.search(r'<pre id="result">(.*?)</pre>', dom, re.DOTALL)
+    assert result and result.group(1).startswith("DONE"), f"the image check did not finish: {dom[-2000:]}"
+    rows = [line.split("\t") for line in result.group(1).splitlines()[1:]]
+    loaded = {(row[0], row[1]): int(row[2]) for row in rows if len(row) == 3}
+    expected = {(page, src) for page, srcs in pages.items() for src in srcs}
+    assert expected <= set(loaded), f"not checked: {sorted(expected - set(loaded))}"
+    broken = sorted(f"{page} {src}" for (page, src), width in loaded.items() if width == 0)
+    assert not broken, "images that did not load:\n" + "\n".join(broken)
+    shown = {src.rsplit("/", 1)[-1] for (page, src) in loaded if page.startswith("/families/")}
+    assert {"grag_quality_curves.png", "graph_scale.png", "bm25_speed.png"} <= shown, shown

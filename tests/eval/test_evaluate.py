@@ -100,3 +100,19 @@ def test_format_metrics_table():
         format_metrics_table({})
     with pytest.raises(TypeError, match="row 'x' is float"):
         format_metrics_table({"x": 1.0})
+
+
+def test_per_example_scores_average_to_the_sentence_level_metrics():
+    from personakit.eval import evaluate_per_example, evaluate_texts
+
+    preds = ["the cat sat on the mat", "a dog barked", "hello"]
+    refs = ["the cat sat on a mat", "the dog barked loudly", ["hi", "hello there"]]
+    per = evaluate_per_example(preds, refs, metrics=["rouge", "char_f1", "meteor", "bleu"])
+    corpus = evaluate_texts(preds, refs, metrics=["rouge", "char_f1", "meteor", "bleu"])
+    assert set(per) == set(corpus)
+    for key in ("rouge1", "rouge2", "rougeL", "char_f1", "meteor"):
+        assert len(per[key]) == 3
+        assert sum(per[key]) / 3 == pytest.approx(corpus[key])
+    assert per["bleu"][0] > per["bleu"][2] >= 0.0  # sentence-level BLEU, one value per pair
+    with pytest.raises(ValueError):
+        evaluate_per_example(["a"], ["b", "c"], metrics=["rouge"])

@@ -124,3 +124,34 @@ def test_many():
     np.testing.assert_allclose(got, [1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="2 predictions but 1 targets"):
         f.many(["1", "2"], ["1"])
+
+
+def test_lamp_metric_per_example_and_corpus():
+    from personakit.eval import LaMPMetric, build_metrics, evaluate_texts
+    from personakit.eval.lamp import lamp3_rating
+
+    m3 = LaMPMetric("LaMP_3")
+    preds, refs = ["4", "no idea", "9 stars", "1"], ["5", "2", "3", "1"]
+    per = m3.per_example(preds, refs)
+    assert list(per) == list(m3.keys) == ["lamp3_score", "mae"]
+    # unparsable -> the end of the scale farther from y (5 for y=2); 9 -> clipped to 5
+    assert [lamp3_rating(p, r) for p, r in zip(preds, refs)] == [4.0, 5.0, 5.0, 1.0]
+    assert per["mae"] == [1.0, 3.0, 2.0, 0.0]
+    assert per["lamp3_score"] == [lamp3_score(p, r) for p, r in zip(preds, refs)]
+    assert per["lamp3_score"][1] == 0.0  # the worst rating scores 0
+    corpus = evaluate_texts(preds, refs, metrics=[m3])
+    assert corpus == pytest.approx({"lamp3_score": np.mean(per["lamp3_score"]), "mae": 1.5})
+
+    acc = LaMPMetric("LaMP-2")
+    assert acc.per_example(["Comedy.", "drama"], ["comedy", "horror"]) == {"accuracy": [1.0, 0.0]}
+
+    gen = LaMPMetric("PFG-LaMP")
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
+    p, r = ["the cats sat down", "a b c"], ["the cat sat", "c b a"]
+    got = gen.per_example(p, r)
+    assert got["rouge1"] == pytest.approx([scorer.score(t, x)["rouge1"].fmeasure for x, t in zip(p, r)])
+    assert got["rougeL"] == pytest.approx([scorer.score(t, x)["rougeL"].fmeasure for x, t in zip(p, r)])
+    assert got["rouge1"] == pytest.approx([lamp_rouge1(x, t) for x, t in zip(p, r)])  # the EVAL is the first key
+    assert build_metrics([gen])[0] is gen
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        gen.per_example(p, r[:1])

@@ -116,3 +116,19 @@ def test_paired_bootstrap_rejects_bad_input():
         paired_bootstrap([1, 2], [1])
     with pytest.raises(ValueError, match="confidence"):
         paired_bootstrap([1, 2], [1, 2], confidence=1.5)
+
+
+def test_paired_comparison_joins_the_t_test_and_the_bootstrap_interval():
+    from personakit.eval import paired_bootstrap, paired_comparison, paired_ttest
+
+    a, b = [0.5, 0.6, 0.7, 0.8, 0.9, 0.4], [0.4, 0.5, 0.6, 0.75, 0.7, 0.45]
+    c = paired_comparison(a, b, n_resamples=1000, seed=1)
+    assert c.p_value == paired_ttest(a, b).p_value and c.t == paired_ttest(a, b).statistic
+    boot = paired_bootstrap(a, b, n_resamples=1000, seed=1)
+    assert (c.ci_low, c.ci_high) == (boot.details["ci_low"], boot.details["ci_high"])
+    assert c.significant == (c.p_value < 0.05) and c.marker() in ("↑", "")
+    assert paired_comparison(b, a, n_resamples=100, significance_level=0.5).marker() == "↓"
+    same = paired_comparison([1.0, 2.0], [1.0, 2.0], n_resamples=10)
+    assert not same.significant and same.marker() == ""  # p is nan: never significant
+    with pytest.raises(ValueError, match="significance_level"):
+        paired_comparison(a, b, significance_level=1.5)

@@ -46,10 +46,30 @@ def test_demo_with_a_fake_generator_writes_files(tmp_path):
     report = result.report()
     assert "sample 3" in report and "ICL(Hist) 2-shot" in report
 
-    lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
-    assert [json.loads(line)["prediction"] for line in lines] == result.predictions
+    records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 6  # one record per system and example
+    assert [r["prediction"] for r in records if r["system"] == result.primary] == result.predictions
+    assert [r["reference"] for r in records if r["system"] == "copy last user turn"] == result.references
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["metrics"] == result.metrics and saved["n_examples"] == 6
+    _evaluate_matches(tmp_path / "out" / "predictions.jsonl", result.metrics)
+
+
+def _evaluate_matches(path, metrics):
+    """`personakit evaluate` scores the demo's predictions file: one row per system, the demo's numbers."""
+    import contextlib
+    import io
+
+    from personakit.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["evaluate", str(path), "--metrics", "char_f1", "rouge", "--json"]) == 0
+    rows = json.loads(buf.getvalue())
+    assert set(rows) == set(metrics)
+    for system, row in rows.items():
+        assert row["rougeL"] == pytest.approx(metrics[system]["rougeL"]) and row["char_f1"] == pytest.approx(
+            metrics[system]["char_f1"])
 
 
 def test_demo_subset_is_seeded_and_evaluable(tmp_path):
@@ -110,6 +130,8 @@ def test_grag_demo_with_a_fake_llm_and_tiny_backbones(tmp_path):
         assert system in report
     assert "bpc" in report and "paired t-test" in report and "sample 3" in report
     assert (tmp_path / "out" / "results.md").exists() and (tmp_path / "out" / "results.json").exists()
+    _evaluate_matches(tmp_path / "out" / "predictions.jsonl", result.metrics)
+    assert "↑" not in result.table and "↓" not in result.table  # the table of docs/getting-started.md
     # the response cache makes a rerun generate nothing
     prompts.clear()
     again = run_demo(n_shot=1, max_examples=3, max_train_examples=4, epochs=1, max_new_tokens=4, generator=gen,
@@ -124,10 +146,10 @@ def test_demo_config_sizes():
     assert (full.data.max_train, full.data.max_test, full.training.epochs, full.icl.n_shot) == (32, 16, 2, 2)
     assert (quick.data.max_train, quick.data.max_test, quick.training.epochs) == (16, 8, 1)
     assert [m.label for m in full.models] == GRAG_ROWS and full.backbone == "smollm2" and full.lora == "auto"
-    assert full.augment.template == DEMO_TEMPLATE == "builtin-chat" and full.augment.cache == "c.jsonl"
+    assert full.augment.template == DEMO_TEMPLATE == "builtin-chat" and full.augment.cache_path == "c.jsonl"
     assert {"bertscore", "bpc", "persona_use", "reply_stats"} <= set(full.eval.metrics)
     default = demo_recipe_config()
-    assert default.augment.cache.endswith("demo/llm_cache.jsonl")
+    assert default.augment.cache and default.augment.cache_path.endswith("demo/llm_cache.jsonl")
 
 
 @pytest.mark.real_model
@@ -142,7 +164,7 @@ def test_demo_end_to_end_with_smollm2(tmp_path):
     assert all(math.isfinite(row["persona_use"]) for s, row in result.metrics.items() if not s.startswith("ICL"))
     assert all(0 < row["distinct"] <= 1 for row in result.metrics.values())
     assert all(r["generic_response"] for r in result.records)  # no empty generic response
-    assert result.recipe.environment["precision"]  # the dtype of each trained model is recorded
+    assert result.recipe.details["precision"]  # the dtype of each trained model is recorded
     assert (tmp_path / "results.json").exists()
 
 

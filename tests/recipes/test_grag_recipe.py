@@ -25,8 +25,9 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "models" / "grag"))
 
 from grag_testkit import build_backbone, make_examples, tokenizer_for  # noqa: E402
 
-TINY_YAML = REPO_ROOT / "examples" / "configs" / "grag_tiny.yaml"
-FULL_YAML = REPO_ROOT / "examples" / "configs" / "grag.yaml"
+TINY_YAML = REPO_ROOT / "src" / "personakit" / "recipes" / "configs" / "grag" / "tiny.yaml"
+FULL_YAML = REPO_ROOT / "src" / "personakit" / "recipes" / "configs" / "grag" / "default.yaml"
+FILES = ["manifest.json", "predictions.jsonl", "results.json", "results.md"]
 ROWS = ["PreSFT(Hist)", "PreSFT(TST)", "PreGRAG", "PostGRAG"]
 TEXT_KEYS = ["char_f1", "rouge1", "rouge2", "rougeL", "bleu", "meteor"]
 
@@ -103,19 +104,25 @@ def test_recipe_end_to_end_on_tiny_backbones(tmp_path):
         assert t["steps"] == 2 and math.isfinite(t["final_loss"])
     # PostGRAG logs its three terms; PreSFT only L_P
     assert {"loss_p", "loss_g", "loss_cjepa"} <= set(results.training["PostGRAG"]["test_losses"])
-    assert set(results.significance) == set(ROWS[1:] + [icl])
-    assert all(s["baseline"] == "PreSFT(Hist)" and s["metric"] == "rougeL" for s in results.significance.values())
+    assert set(results.significance) == set(ROWS[1:] + [icl]) and results.primary.baseline == "PreSFT(Hist)"
+    for comparison in results.significance.values():
+        assert set(comparison) == {"rougeL"} and {"p_value", "ci_low", "ci_high", "significant"} <= set(comparison["rougeL"])
+    assert set(results.details["training"]) == set(ROWS) and results.timings["train_s"] > 0
 
     out = tmp_path / "run"
+    assert results.output_dir == out and sorted(p.name for p in out.iterdir() if p.name in FILES) == FILES
     saved = json.loads((out / "results.json").read_text())
-    assert list(saved["rows"]) == results.systems and saved["rows"]["PreGRAG"]["rougeL"] == results.rows["PreGRAG"]["rougeL"]
-    assert saved["rows"][icl]["bpc"] is None and saved["config"]["output_dir"] == str(out)
+    rows = saved["test_sets"]["test"]["rows"]
+    assert list(rows) == results.systems and rows["PreGRAG"]["rougeL"] == results.rows["PreGRAG"]["rougeL"]
+    assert rows[icl]["bpc"] is None and saved["config"]["output_dir"] == str(out)
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 0
     md = (out / "results.md").read_text()
-    assert results.table in md and "Paired two-sided t-test" in md
+    assert results.table() in md and "paired t" in md
     for system in results.systems:
         assert f"| {system} |" in md
-    lines = (out / "predictions.jsonl").read_text().splitlines()
-    assert len(lines) == 4 and set(json.loads(lines[0])["predictions"]) == set(results.systems)
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 4 * 5 and {r["system"] for r in records} == set(results.systems)
+    assert all(r["generic_response"] for r in records)
     assert len((out / "augmented_train.jsonl").read_text().splitlines()) == 6
 
     # a rerun is served from the response cache: nothing reaches the generic LLM again
@@ -163,8 +170,20 @@ def test_shipped_yaml_configs_round_trip():
         assert GRAGRecipeConfig.from_json(config.to_json()) == config
         assert [m.kind for m in config.models] == ["presft-hist", "presft-tst", "pregrag", "postgrag"]
         assert config.backbone == "smollm2" and "bpc" in config.eval.metrics and "bertscore" in config.eval.metrics
+        assert config.output_dir is None and config.augment.template is None  # the shared augment default
     tiny = GRAGRecipeConfig.from_yaml(TINY_YAML)
     assert tiny.icl.enabled and tiny.data.max_train is not None
+
+
+def test_shipped_tiny_config_loads_by_name():
+    from personakit.recipes.base import load_recipe_config
+
+    tiny = load_recipe_config("grag", "tiny")
+    assert isinstance(tiny, GRAGRecipeConfig) and tiny.data.source == "builtin"  # no data files needed
+    assert tiny == GRAGRecipeConfig.from_yaml(TINY_YAML)
+    assert load_recipe_config("grag", "default").save_checkpoints
+    small = load_recipe_config("grag", "tiny", overrides=["data.max_test=2", "models.1.name=TST"])
+    assert small.data.max_test == 2 and small.models[1].label == "TST"
 
 
 def test_inline_template_round_trips_through_yaml():
@@ -274,3 +293,147 @@ def test_alpha_means_one_thing_per_config():
     assert "alpha" not in GRAGEvalConfig.model_fields and GRAGEvalConfig().significance_level == 0.05
     with pytest.warns(FutureWarning, match="'alpha' is now 'significance_level'"):
         assert GRAGEvalConfig(alpha=0.01).significance_level == 0.01
+
+
+# ----------------------------------------------------------------------------- the recipe skeleton
+def _stand_in_results(tmp_path: Path) -> GRAGRecipeResults:
+    """A GRAGRecipeResults scored from fixed predictions (no training): two test sets, three systems."""
+    from personakit.recipes.base import score_test_set
+
+    refs = ["i like green tea", "my dog is called rex", "i teach chemistry", "we went hiking"]
+    preds = {"PreSFT(Hist)": ["i like tea", "my cat", "i teach", "hiking"],
+             "PostGRAG": ["i like green tea", "my dog is rex", "i teach chemistry", "we hike"],
+             "ICL(Hist) 1-shot": ["tea", "dog", "chemistry", "went"]}
+    sets = {name: score_test_set(name, [f"{name}-{i}" for i in range(4)], refs, preds, ["char_f1", "rouge"],
+                                 baseline="PreSFT(Hist)", compare=["rougeL"],
+                                 extra_rows={"PreSFT(Hist)": {"bpc": 1.5}, "PostGRAG": {"bpc": 1.4},
+                                             "ICL(Hist) 1-shot": {"bpc": None}},
+                                 inputs=[{"persona": "p", "generic_response": "ok"}] * 4)
+            for name in ("test", "convai2")}
+    return GRAGRecipeResults(recipe="grag", config={"augment": {"empty_fallback": "Okay."}}, test_sets=sets,
+                             timings={"train_s": 1.0, "total_s": 2.0}, sizes={"train": 6, "test": 4},
+                             manifest={"seed": 0}, training={"PreSFT(Hist)": {"steps": 2, "seconds": 0.5,
+                                                                              "final_loss": 3.2}})
+
+
+def test_save_returns_the_folder_and_writes_the_four_files(tmp_path):
+    results = _stand_in_results(tmp_path)
+    folder = results.save(tmp_path / "out")
+    assert isinstance(folder, Path) and folder == tmp_path / "out" == results.output_dir
+    assert sorted(p.name for p in folder.iterdir()) == FILES
+    md = (folder / "results.md").read_text()
+    assert md.startswith("# GRAG recipe results") and "## Test set: convai2 (4 examples)" in md
+    assert "`bpc`: bits per character" in md and "PreSFT(Hist) 2 steps" in md
+    saved = json.loads((folder / "results.json").read_text())
+    assert set(saved["test_sets"]) == {"test", "convai2"}
+    sig = saved["test_sets"]["test"]["significance"]["PostGRAG"]["rougeL"]
+    assert "p_value" in sig and "p" not in sig
+
+
+def test_predictions_file_scores_through_personakit_evaluate(tmp_path, capsys):
+    from personakit.cli import main
+
+    results = _stand_in_results(tmp_path)
+    del results.test_sets["convai2"]
+    folder = results.save(tmp_path / "out")
+    capsys.readouterr()
+    assert main(["evaluate", str(folder / "predictions.jsonl"), "--metrics", "rouge", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows) == set(results.systems)  # one row per system
+    for system in results.systems:
+        assert rows[system]["rougeL"] == pytest.approx(results.rows[system]["rougeL"])
+
+
+def test_a_named_extra_test_set_is_augmented_scored_and_reported(tmp_path, capsys):
+    from personakit.augment import save_examples
+    from personakit.cli import main
+
+    examples = make_examples()
+    save_examples(tmp_path / "train.jsonl", examples)
+    save_examples(tmp_path / "test.jsonl", examples[:2])
+    bare = [ex.model_copy(update={"generic_response": None, "id": f"x{i}"}) for i, ex in enumerate(examples[:3])]
+    save_examples(tmp_path / "other.jsonl", bare)
+    prompts: list = []
+    llm = CallableGenerator(lambda chats: prompts.extend(chats) or ["a generic reply" for _ in chats], batched=True,
+                            model_id="fake")
+    config = GRAGRecipeConfig.from_dict({
+        "data": {"source": "examples", "train_path": str(tmp_path / "train.jsonl"),
+                 "test_path": str(tmp_path / "test.jsonl"), "test_sets": {"other": str(tmp_path / "other.jsonl")}},
+        "augment": {"cache": False},
+        "models": [{"kind": "hist"}, {"kind": "pregrag"}],
+        "training": {"epochs": 1, "batch_size": 4, "max_new_tokens": 3, "progress": False},
+        "eval": {"metrics": ["char_f1", "rouge", "bpc"]},
+        "output_dir": str(tmp_path / "out"),
+    })
+    results = run_grag_recipe(config, generator=llm, backbone=(build_backbone("t5"), tokenizer_for("t5")),
+                              progress=False)
+    assert list(results.test_sets) == ["test", "other"] and len(prompts) == 3  # only the extra set lacked R_G
+    other = results.test_sets["other"]
+    assert other.ids == ["x0", "x1", "x2"] and list(other.rows) == ["PreSFT(Hist)", "PreGRAG"]
+    assert all(math.isfinite(row["bpc"]) for row in other.rows.values())
+    assert set(other.significance) == {"PreGRAG"}
+    assert [ex.generic_response for ex in results.examples["other"]] == ["a generic reply"] * 3
+    assert results.sizes["test_other"] == 3 and results.sizes["generated"] == 3
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## Test set: test (2 examples)" in md and "## Test set: other (3 examples)" in md
+    assert (tmp_path / "out" / "augmented_other.jsonl").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "out" / "predictions.jsonl"), "--metrics", "char_f1", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {f"{t} / {s}" for t in ("test", "other")
+                                                       for s in ("PreSFT(Hist)", "PreGRAG")}
+
+
+def test_a_misspelt_key_in_a_yaml_fails_at_load_naming_the_field(tmp_path):
+    from personakit.config import ConfigError
+    from personakit.recipes.base import load_recipe_config
+
+    path = tmp_path / "grag.yaml"
+    path.write_text("models:\n  - kind: presft-hist\n  - kind: postgrag\n    settings: {extractor_hedas: 4}\n")
+    with pytest.raises((ConfigError, ValueError), match=r"extractor_hedas.*did you mean 'extractor_heads'"):
+        load_recipe_config("grag", path)
+    path.write_text("augment: {max_new_tokns: 8}\n")
+    with pytest.raises((ConfigError, ValueError), match=r"max_new_tokns"):
+        load_recipe_config("grag", path)
+    path.write_text("eval: {metrics: [char_f1, bpc], significance_metric: rougeL}\n")
+    with pytest.raises((ConfigError, ValueError), match=r"significance_metric 'rougeL' needs the metric 'rouge'"):
+        load_recipe_config("grag", path)
+
+
+def test_relative_paths_in_a_config_file_resolve_against_its_folder(tmp_path, monkeypatch):
+    from personakit.recipes.base import load_recipe_config
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "grag.yaml").write_text(
+        "data: {source: examples, train_path: data/train.jsonl, test_path: ../test.jsonl}\n"
+        "augment: {cache_path: cache/llm.jsonl}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_recipe_config("grag", folder / "grag.yaml")
+    assert config.data.train_path == str(folder / "data" / "train.jsonl")
+    assert config.data.test_path == str(tmp_path / "test.jsonl")
+    assert config.augment.cache_path == str(folder / "cache" / "llm.jsonl")
+    # --set values: the current folder
+    again = load_recipe_config("grag", folder / "grag.yaml", overrides=["data.test_path=t.jsonl"])
+    assert again.data.test_path == str(tmp_path / "t.jsonl")
+    assert GRAGAugmentConfig(cache="auto").cache and GRAGAugmentConfig(cache=None).cache is False  # the old form
+    assert GRAGAugmentConfig(cache="x.jsonl").cache_path == "x.jsonl"
+
+
+@pytest.mark.real_model
+def test_personakit_run_grag_tiny_end_to_end(tmp_path, capsys):
+    """`personakit run grag --config tiny`, shrunk: SmolLM2 augments, trains two LoRA models and answers ICL(Hist)."""
+    from personakit.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "grag", "--config", "tiny", "--output-dir", str(out), "--no-progress",
+                 "--set", "data.max_train=4", "--set", "data.max_test=2",
+                 "--set", "models=[{kind: presft-hist}, {kind: postgrag, alpha: 0.5, beta: 0.05}]",
+                 "--set", "training.batch_size=4", "--set", "training.max_new_tokens=8",
+                 "--set", "augment.max_new_tokens=12", "--set", "icl.max_new_tokens=8",
+                 "--set", "eval.metrics=[char_f1, rouge, bpc]"]) == 0
+    printed = capsys.readouterr().out
+    assert "| PostGRAG |" in printed and str(out) in printed
+    assert sorted(p.name for p in out.iterdir() if p.name in FILES) == FILES
+    assert main(["evaluate", str(out / "predictions.jsonl"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows) == {"PreSFT(Hist)", "PostGRAG", "ICL(Hist) 1-shot"}

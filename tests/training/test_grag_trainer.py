@@ -252,7 +252,7 @@ def test_checkpoint_layout_is_pinned(tmp_path):
     assert state["modules"] == ["model"] and state["step"] == 2
     extra = state["extra"]
     assert list(extra) == ["trainer", "model_class", "config", "world_size", "n_examples", "examples_digest",
-                           "total_steps", "data_position", "history", "eval_history", "pending_log"]
+                           "total_steps", "data_position", "history", "eval_history", "pending_log", "train_seconds"]
     assert (extra["trainer"], extra["model_class"], extra["world_size"]) == ("grag", "PostGRAG", 1)
     assert (extra["n_examples"], extra["total_steps"], extra["pending_log"]) == (8, 2, {})
     assert extra["data_position"] == {"epoch": 0, "step_in_epoch": 2}
@@ -295,6 +295,8 @@ def test_evaluate_bpc_matches_reference_scorer_and_text_metrics_match_evaluate_t
     assert metrics["bpc"] == pytest.approx(bits_per_character(lls, [ex.response for ex in examples]), rel=1e-5)
     assert metrics["loss"] == pytest.approx(metrics["loss_p"]) and "loss_g" not in metrics
     assert model.training  # evaluation restores the training mode
+    per_example = trainer.reference_log_likelihoods(examples)  # the public per-example form of the same numbers
+    assert per_example == pytest.approx(lls, rel=1e-5) and model.training
 
 
 def test_pregrag_decoder_only_trains_with_eval_and_saves(tmp_path):

@@ -212,3 +212,37 @@ def test_two_processes_agree(family, tmp_path):
         state = dict(family.module(model).named_parameters())
         for key, value in weights[0].items():
             torch.testing.assert_close(value, state[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_train_seconds_survive_a_resume(tmp_path):
+    """``TrainResult.train_seconds`` of a resumed run includes the time of the run it continued."""
+    import time
+
+    from personakit.training import TrainerCallback
+
+    class Slow(TrainerCallback):
+        def on_step_end(self, trainer, step):
+            time.sleep(0.05)
+
+    class Keep(TrainerCallback):
+        result = None
+
+        def on_train_end(self, trainer, result):
+            Keep.result = result
+
+    family = FAMILIES["ropg-kd"]
+    data = family.data()
+    cut = settings(max_steps=4, save_steps=2, output_dir=str(tmp_path / "run"))
+    first = family.make(family.build(0, True), cut, data)
+    first.callbacks.append(Slow())
+    family.fit(first, data, stop=2)
+    state = json.loads((latest_checkpoint(tmp_path / "run") / "trainer_state.json").read_text())
+    before = state["extra"]["train_seconds"]
+    assert before >= 0.1  # two steps, each slowed by 0.05 s
+
+    second = family.make(family.build(0, True), cut, data)
+    second.callbacks.append(Keep())
+    family.fit(second, data, resume=True)
+    assert Keep.result.global_step == 4
+    assert Keep.result.train_seconds >= before  # the earlier run's time is kept, not restarted at 0
+    assert Keep.result.train_seconds < before + 60

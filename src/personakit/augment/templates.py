@@ -91,6 +91,9 @@ __all__ = [
     "USER_FIELDS",
     "NAME_FIELDS",
     "SMALL_MODEL_PARAMETERS",
+    "DEFAULT_GENERIC_MODEL",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "default_template",
     "load_template",
     "recommended_template",
     "template_path",
@@ -432,3 +435,34 @@ def recommended_template(dataset: str, model_parameters: Optional[int] = None) -
     base = canonical.removesuffix("-chat")
     small = model_parameters is not None and model_parameters < SMALL_MODEL_PARAMETERS
     return f"{base}-chat" if small else base
+
+
+DEFAULT_GENERIC_MODEL = "smollm2"
+"""The generic LLM of ``personakit augment`` and of the GRAG recipe when none is named: the embedded
+SmolLM2-135M-Instruct."""
+
+DEFAULT_MAX_NEW_TOKENS = 32
+"""Maximum length of a generic response in tokens, for ``personakit augment --max-new-tokens`` and the
+GRAG recipe's ``augment.max_new_tokens``: a generic reply is one short turn (the template comparison of
+:func:`recommended_template` used 32), and a stop at the first newline ends most replies sooner."""
+
+
+def default_template(dataset: str, model: Optional[str] = DEFAULT_GENERIC_MODEL) -> str:
+    """The template used when none is given, for ``dataset`` and the generic LLM ``model``.
+
+    The one rule of ``personakit augment`` and of the GRAG recipe: an embedded model (the
+    135M SmolLM2, below :data:`SMALL_MODEL_PARAMETERS`) gets the chat layout
+    (``"<dataset>-chat"``); any other model (a local folder, a hub id) or an endpoint
+    (``model=None``), whose size is not known here, gets the paper's single-message layout.
+    See :func:`recommended_template`.
+
+    Example:
+        >>> default_template("spc"), default_template("builtin", "smollm2-135m-instruct")
+        ('spc-chat', 'builtin-chat')
+        >>> default_template("convai2", None), default_template("pfg", "/models/llama-3.1-8b")
+        ('convai2', 'pfg')
+    """
+    from personakit.backbones.registry import find_embedded
+
+    embedded = model is not None and find_embedded(str(model)) is not None
+    return recommended_template(dataset, SMALL_MODEL_PARAMETERS - 1 if embedded else None)

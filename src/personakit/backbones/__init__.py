@@ -55,6 +55,7 @@ from personakit.backbones.precision import (
     has_fast_bf16,
     resolve_dtype,
 )
+from personakit.backbones.quiet import loading_progress
 from personakit.backbones.text import decode_batch, needs_space_cleanup
 from personakit.backbones.registry import (
     EMBEDDED_MODELS,
@@ -95,6 +96,7 @@ __all__ = [
     "load_encoder",
     "load_sentence_encoder",
     "load_seq2seq_lm",
+    "loading_progress",
     "lora_settings_of",
     "needs_space_cleanup",
     "prepare_atomically",

@@ -12,7 +12,7 @@ import functools
 import inspect
 from typing import Any
 
-__all__ = ["cache_argument"]
+__all__ = ["cache_argument", "output_cache"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,3 +34,20 @@ def cache_argument(model: Any) -> str:
     from personakit.backbones.peft import unwrap_peft  # imports torch: only when asked
 
     return _cache_argument_of(type(unwrap_peft(model)))
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache a model output carries: ``output.cache`` (transformers 5.25+, where reading
+    ``output.past_key_values`` logs a deprecation warning) or ``output.past_key_values`` (earlier 5.x).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Old:
+        ...     past_key_values: object = "kv"
+        >>> output_cache(Old())
+        'kv'
+    """
+    if "cache" in getattr(output, "__dataclass_fields__", {}):
+        return output.cache
+    return output.past_key_values

@@ -114,9 +114,12 @@ def _not_found(ref: str, kind: str, err: Exception) -> BackboneNotFoundError:
 
 
 def _from_pretrained(auto_cls: Any, ref: str, kind: str, **kwargs: Any) -> Any:
+    from personakit.backbones.quiet import loading_progress_enabled, transformers_progress
+
     local = Path(ref).exists()
     try:
-        return auto_cls.from_pretrained(ref, **kwargs)
+        with transformers_progress(loading_progress_enabled()):  # off under loading_progress(False)
+            return auto_cls.from_pretrained(ref, **kwargs)
     except (OSError, ValueError) as err:
         if local:
             raise
@@ -258,8 +261,11 @@ def load_sentence_encoder(name_or_path: str | os.PathLike[str] = "all-minilm-l6-
     _check_kind(name_or_path, ("sentence-encoder",), "load_sentence_encoder")
     ref = resolve_model_path(name_or_path)
     local = Path(ref).exists()
+    from personakit.backbones.quiet import loading_progress_enabled, transformers_progress
+
     try:
-        return SentenceTransformer(ref, device=device, **kwargs)
+        with transformers_progress(loading_progress_enabled()):
+            return SentenceTransformer(ref, device=device, **kwargs)
     except (OSError, ValueError) as err:
         if local:
             raise

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, model_validator
@@ -71,26 +72,25 @@ class LoraSettings(BaseConfig):
         8
     """
 
-    r: int = Field(16, ge=1, description="Rank of the adapters.")
-    """Rank $r$ of the low-rank update $\\Delta W = BA$."""
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / r).")
-    """Scaling numerator: the update is multiplied by ``lora_alpha / r`` (old name ``alpha``)."""
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    """Dropout on the adapter input, training only (old name ``dropout``)."""
+    r: int = Field(16, ge=1, description="Rank $r$ of the low-rank update $\\Delta W = BA$.")
+    lora_alpha: int = Field(32, ge=1, description=(
+        "Scaling numerator: the update is multiplied by ``lora_alpha / r`` (old name ``alpha``)."))
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description=(
+        "Dropout on the adapter input, training only (old name ``dropout``)."))
     target_modules: Optional[Union[list[str], str]] = Field(
-        None, description="Module names (suffixes) that get adapters; None: peft's default for the architecture."
+        None, description=(
+        "Module-name suffixes that get adapters (e.g. ``[\"q_proj\", \"v_proj\"]``), ``\"all-linear\"``, or "
+        "``None`` for peft's default for the architecture.")
     )
-    """Module-name suffixes that get adapters (e.g. ``["q_proj", "v_proj"]``), ``"all-linear"``,
-    or ``None`` for peft's default for the architecture."""
-    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
-    """Which biases are trained (peft's ``bias``)."""
-    adapter_name: str = Field("default", min_length=1, description="Name of the adapter in the PeftModel.")
-    """The adapter's name in the ``PeftModel`` (peft's ``adapter_name``; part of the weight names)."""
+    bias: Literal["none", "all", "lora_only"] = Field("none", description=(
+        "Which biases are trained (peft's ``bias``)."))
+    adapter_name: str = Field("default", min_length=1, description=(
+        "The adapter's name in the ``PeftModel`` (peft's ``adapter_name``; part of the weight names)."))
     _renamed_: ClassVar[dict[str, str]] = _OLD_NAMES  # BaseConfig reads the old names, with a FutureWarning
 
-    peft_options: dict[str, Any] = Field(default_factory=dict, description="Other peft.LoraConfig fields.")
-    """Any other ``peft.LoraConfig`` field (``use_rslora``, ``modules_to_save``, ``use_dora``...),
-    passed to it as given; JSON values only, since they are saved in ``config.json``."""
+    peft_options: dict[str, Any] = Field(default_factory=dict, description=(
+        "Any other ``peft.LoraConfig`` field (``use_rslora``, ``modules_to_save``, ``use_dora``...), passed "
+        "to it as given; JSON values only, since they are saved in ``config.json``."))
 
     @model_validator(mode="after")
     def _check_options(self) -> "LoraSettings":
@@ -241,4 +241,10 @@ def apply_lora(backbone: nn.Module, lora: LoraLike) -> nn.Module:
         if settings is None:
             raise ValueError("apply_lora: no LoRA settings given")
         config, name = settings.to_peft(task_type), settings.adapter_name
-    return get_peft_model(backbone, config, adapter_name=name)
+    with warnings.catch_warnings():
+        # peft's PeftModel.__init__ reads ``model.is_gradient_checkpointing``, which transformers 5.x
+        # deprecates in favour of ``is_activation_checkpointing`` (a FutureWarning at every LoRA model
+        # built). The call is peft's, not ours: silence exactly that message, here only.
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated",
+                                category=FutureWarning)
+        return get_peft_model(backbone, config, adapter_name=name)

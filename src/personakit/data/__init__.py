@@ -40,7 +40,7 @@ from personakit.data.pfg_questioner import (
 )
 
 # Defined in sub-modules imported on first use.
-__getattr__, __dir__, _lazy_names = _attach(__name__, {"builtin": ("load_builtin_corpus",)})
+__getattr__, __dir__, _lazy_names = _attach(__name__, {"builtin": ("load_builtin_corpus", "builtin_pfg_dialogues")})
 
 __all__ = [
     "CoPersonaUsers",

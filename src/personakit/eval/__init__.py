@@ -20,8 +20,14 @@ from personakit.eval.bleu import BLEU, CHRF, BLEUConfig, CHRFConfig, bleu, chrf
 from personakit.eval.bpc import bits_per_character, model_bits_per_character, reference_log_likelihoods
 from personakit.eval.char_f1 import CharF1, CharF1Config, char_f1
 from personakit.eval.classification import MAE, RMSE, Accuracy, MacroF1, accuracy, macro_f1, mae, rmse
-from personakit.eval.evaluate import DEFAULT_METRICS, build_metrics, evaluate_texts
-from personakit.eval.io import LoadedPredictions, PredictionFileError, evaluate_file, load_predictions
+from personakit.eval.evaluate import DEFAULT_METRICS, build_metrics, evaluate_per_example, evaluate_texts
+from personakit.eval.io import (
+    LoadedPredictions,
+    PredictionFileError,
+    evaluate_file,
+    load_prediction_groups,
+    load_predictions,
+)
 from personakit.eval.judge import (
     JUDGE_QUESTIONS,
     JudgeQuestionResult,
@@ -40,12 +46,21 @@ from personakit.eval.registry import METRICS, register_metric
 from personakit.eval.rouge import Rouge, RougeConfig, rouge
 from personakit.eval.controls import blank_generic, reference_scaffold, shuffle_personas
 from personakit.eval.degenerate import ReplyStats, distinct_share, reply_stats, runs_past_turn
-from personakit.eval.significance import SignificanceResult, mcnemar, paired_bootstrap, paired_ttest
+from personakit.eval.significance import (
+    PairedComparison,
+    SignificanceResult,
+    mcnemar,
+    paired_bootstrap,
+    paired_comparison,
+    paired_ttest,
+)
 from personakit.eval.table import format_metrics_table
 
 from personakit.eval.lamp import (
     LAMP_EVAL_METRICS,
     LaMPEval,
+    LaMPMetric,
+    lamp3_rating,
     lamp3_score,
     lamp_accuracy,
     lamp_eval_fn,
@@ -57,6 +72,8 @@ from personakit.eval.lamp import (
 __all__ = [
     "LAMP_EVAL_METRICS",
     "LaMPEval",
+    "LaMPMetric",
+    "lamp3_rating",
     "lamp3_score",
     "lamp_accuracy",
     "lamp_eval_fn",
@@ -107,10 +124,12 @@ __all__ = [
     "count_chunks",
     "evaluate_file",
     "evaluate_texts",
+    "evaluate_per_example",
     "format_metrics_table",
     "greedy_match",
     "judge_pairs",
     "load_predictions",
+    "load_prediction_groups",
     "macro_f1",
     "mae",
     "mcnemar",
@@ -120,6 +139,8 @@ __all__ = [
     "model_bits_per_character",
     "normalize_references",
     "paired_bootstrap",
+    "paired_comparison",
+    "PairedComparison",
     "ReplyStats",
     "reply_stats",
     "runs_past_turn",

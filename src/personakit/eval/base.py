@@ -142,6 +142,25 @@ class Metric(ABC):
             return {f"{self.name}_{k}": float(v) for k, v in result.items()}
         return {self.name: float(result)}
 
+    def per_example(self, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, list[float]]:
+        """Flat ``{key: [value per pair]}``: each pair scored on its own (the input of a paired test).
+
+        The default scores one pair at a time with :meth:`score`; a metric whose corpus
+        score is not a mean of per-pair scores (BLEU) gives its sentence-level form here,
+        and a metric with a costly set-up (BERTScore) may override this to batch.
+
+        Example:
+            >>> from personakit.eval import build_metrics
+            >>> build_metrics(["char_f1"])[0].per_example(["abc", "xyz"], ["abc", "abc"])
+            {'char_f1': [1.0, 0.0]}
+        """
+        preds, refs = self.validate(predictions, references)
+        out: dict[str, list[float]] = {}
+        for p, r in zip(preds, refs):
+            for key, value in self.flat(self.score([p], [r])).items():
+                out.setdefault(key, []).append(float(value))
+        return out
+
     def extra_repr(self) -> str:
         return ""
 

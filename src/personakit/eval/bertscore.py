@@ -287,6 +287,12 @@ class BERTScore(TextMetric):
     def score(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
         return self._pair_scores(predictions, references).mean()
 
+    def per_example(self, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, list[float]]:
+        """``{"bertscore_precision" | "_recall" | "_f1": [value per pair]}``, encoded in batches."""
+        preds, refs = self.validate(predictions, references)
+        out = self._pair_scores(preds, refs)
+        return {f"{self.name}_{k}": [float(v) for v in getattr(out, k)] for k in ("precision", "recall", "f1")}
+
     def extra_repr(self) -> str:
         model = self.model if not isinstance(self.model, tuple) else type(self.model[0]).__name__
         return f"model={model!r}, layer={self.layer}, idf={self.idf}, match_special_tokens={self.match_special_tokens}"

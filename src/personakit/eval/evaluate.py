@@ -8,7 +8,7 @@ from personakit.config import ConfigError, normalize_name
 from personakit.eval.base import Metric, References, check_pairs
 from personakit.eval.registry import METRICS
 
-__all__ = ["DEFAULT_METRICS", "evaluate_texts", "build_metrics"]
+__all__ = ["DEFAULT_METRICS", "evaluate_texts", "evaluate_per_example", "build_metrics"]
 
 #: The metrics :func:`evaluate_texts` computes when none are named (fast, no model needed).
 DEFAULT_METRICS: tuple[str, ...] = ("char_f1", "rouge", "bleu", "meteor")
@@ -102,4 +102,28 @@ def evaluate_texts(predictions: Sequence[str], references: References,
             if key in results:
                 raise ValueError(f"evaluate_texts: two metrics produce the key {key!r}; request each metric once")
             results[key] = value
+    return results
+
+
+def evaluate_per_example(predictions: Sequence[str], references: References,
+                         metrics: Sequence[str | Metric] = DEFAULT_METRICS,
+                         **options: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Score each prediction on its own: flat ``{key: [value per example]}`` (:meth:`Metric.per_example`).
+
+    The keys are those of :func:`evaluate_texts`.  For a sentence-level metric the mean of a
+    list is the :func:`evaluate_texts` value; BLEU and chrF give sentence-level scores
+    (smoothed), whose mean differs from the corpus score.  These lists are what a paired
+    test (:func:`~personakit.eval.paired_comparison`) compares.
+
+    Example:
+        >>> evaluate_per_example(["the cat sat", "a dog"], ["the cat sat", "the cat sat"], metrics=["rouge"])["rouge1"]
+        [1.0, 0.0]
+    """
+    check_pairs(predictions, references, "evaluate_per_example")
+    results: dict[str, list[float]] = {}
+    for metric in build_metrics(metrics, options):
+        for key, values in metric.per_example(predictions, references).items():
+            if key in results:
+                raise ValueError(f"evaluate_per_example: two metrics produce the key {key!r}; request each metric once")
+            results[key] = values
     return results

@@ -11,6 +11,9 @@ Accepted layouts:
      when both files carry ids, else line by line;
    * a plain text file, one reference per line: matched line by line.
 3. Two plain text files, one prediction / reference per line.
+4. A recipe's ``predictions.jsonl``: records of layout 1 that also name their
+   ``system`` (and ``test_set``); :func:`load_prediction_groups` splits it into one
+   group per test set and system, and ``personakit evaluate`` scores each.
 
 Files ending in ``.jsonl``, ``.ndjson`` or ``.json`` are read as JSON Lines (blank
 lines skipped); anything else as plain text (every line is an item, blank lines
@@ -28,7 +31,7 @@ from typing import Any, NamedTuple, Sequence
 from personakit.eval.base import Metric
 from personakit.eval.evaluate import DEFAULT_METRICS, evaluate_texts
 
-__all__ = ["LoadedPredictions", "PredictionFileError", "load_predictions", "evaluate_file"]
+__all__ = ["LoadedPredictions", "PredictionFileError", "load_predictions", "load_prediction_groups", "evaluate_file"]
 
 _JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
@@ -216,6 +219,55 @@ def load_predictions(path: str | os.PathLike[str],
             raise PredictionFileError(f"{ref_path}: no reference with id {i!r} (needed by {path} line {rec.line})")
         references.append(_reference_field(ref_path, by_id[i]))
     return LoadedPredictions(predictions, references, ids)
+
+
+def load_prediction_groups(path: str | os.PathLike[str],
+                           references_path: str | os.PathLike[str] | None = None) -> dict[str, LoadedPredictions]:
+    """Read a predictions file as one group per system: ``{label: LoadedPredictions}``.
+
+    A file whose records carry ``system`` (every recipe's ``predictions.jsonl``) gives one
+    group per ``system``, labelled ``"test_set / system"`` when the records name more than
+    one ``test_set``; ids need only be unique within a group.  Any other file is a single
+    group labelled with the file name (:func:`load_predictions`).
+
+    Raises:
+        PredictionFileError: as :func:`load_predictions`, and when only some records name
+            their system, or a recipe file is given a separate references file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> tmp = pathlib.Path(tempfile.mkdtemp()) / "predictions.jsonl"
+        >>> _ = tmp.write_text('{"system": "A", "id": "1", "prediction": "hi", "reference": "hi"}\\n'
+        ...                    '{"system": "B", "id": "1", "prediction": "yo", "reference": "hi"}\\n')
+        >>> {k: v.predictions for k, v in load_prediction_groups(tmp).items()}
+        {'A': ['hi'], 'B': ['yo']}
+    """
+    path = Path(path)
+    if not _is_jsonl(path):
+        return {path.name: load_predictions(path, references_path)}
+    records = _read_jsonl(path)
+    named = [("system" in r.data) for r in records]
+    if not any(named):
+        return {path.name: load_predictions(path, references_path)}
+    if not all(named):
+        rec = records[named.index(False)]
+        raise PredictionFileError(f"{path} line {rec.line}: field 'system' is missing, but other records name their "
+                                  "system; give every record a system or none")
+    if references_path is not None:
+        raise PredictionFileError(f"{path}: a recipe's predictions file holds its references; give no references file")
+    sets = {str(r.data.get("test_set", "")) for r in records}
+    groups: dict[str, list[_Record]] = {}
+    for rec in records:
+        system = rec.data["system"]
+        if not isinstance(system, str) or not system:
+            raise PredictionFileError(f"{path} line {rec.line}: field 'system' must be a non-empty string")
+        label = f"{rec.data.get('test_set', '')} / {system}" if len(sets) > 1 else system
+        groups.setdefault(label, []).append(rec)
+    out = {}
+    for label, recs in groups.items():
+        out[label] = LoadedPredictions([_string_field(path, r, "prediction") for r in recs],
+                                       [_reference_field(path, r) for r in recs], _ids(path, recs))
+    return out
 
 
 def _check_counts(pred_path: Path, n_pred: int, ref_path: Path, n_ref: int) -> None:

@@ -52,14 +52,19 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+from personakit.eval.base import Metric, check_pairs
+from personakit.eval.rouge import Rouge
 
 __all__ = [
     "LAMP_EVAL_METRICS",
     "LaMPEval",
     "lamp_accuracy",
+    "LaMPMetric",
+    "lamp3_rating",
     "lamp3_score",
     "lamp_rouge1",
     "parse_rating",
@@ -145,10 +150,37 @@ def parse_rating(text: str) -> Optional[float]:
     return value
 
 
+def _lamp3_target(target: str) -> float:
+    y = parse_rating(target)
+    if y is None or not 1.0 <= y <= 5.0:
+        raise ValueError(f"lamp3_score: the target {target!r} is not a rating between 1 and 5")
+    return y
+
+
+def lamp3_rating(prediction: str, target: str) -> float:
+    """The rating LaMP-3 scores for ``prediction``: its number (:func:`parse_rating`) clipped to $[1, 5]$.
+
+    A prediction without a number gets the end of the scale farther from the target
+    (the LaMP scorer's rule), so it scores as the worst rating.
+
+    Raises:
+        ValueError: the target is not a number in $[1, 5]$.
+
+    Example:
+        >>> lamp3_rating("7 stars", "4"), lamp3_rating("no idea", "4"), lamp3_rating("no idea", "2")
+        (5.0, 1.0, 5.0)
+    """
+    y = _lamp3_target(target)
+    y_hat = parse_rating(prediction)
+    if y_hat is None:
+        return 1.0 if abs(y - 1.0) > abs(y - 5.0) else 5.0
+    return min(5.0, max(1.0, y_hat))
+
+
 def lamp3_score(prediction: str, target: str) -> float:
     r"""The LaMP-3 EVAL, $\frac{\max(|1-y|,|5-y|) - |y-\hat y|}{\max(|1-y|,|5-y|)}$ (ROPG paper, eq. 8).
 
-    The prediction is parsed with :func:`parse_rating` and clipped to $[1, 5]$; an
+    $\hat y$ is :func:`lamp3_rating` (the parsed prediction clipped to $[1, 5]$); an
     unparsable prediction scores 0 (the worst rating).  The target must be a number in
     $[1, 5]$.
 
@@ -159,15 +191,9 @@ def lamp3_score(prediction: str, target: str) -> float:
         >>> lamp3_score("5", "5"), lamp3_score("1", "5"), lamp3_score("2", "3"), lamp3_score("x", "3")
         (1.0, 0.0, 0.5, 0.0)
     """
-    y = parse_rating(target)
-    if y is None or not 1.0 <= y <= 5.0:
-        raise ValueError(f"lamp3_score: the target {target!r} is not a rating between 1 and 5")
+    y = _lamp3_target(target)
     worst = max(abs(1.0 - y), abs(5.0 - y))  # >= 2, never 0
-    y_hat = parse_rating(prediction)
-    if y_hat is None:
-        return 0.0
-    y_hat = min(5.0, max(1.0, y_hat))
-    return (worst - abs(y - y_hat)) / worst
+    return (worst - abs(y - lamp3_rating(prediction, target))) / worst
 
 
 _SCORER = None
@@ -235,3 +261,75 @@ def lamp_eval_fn(task: object) -> LaMPEval:
     """
     name = lamp_eval_name(task)
     return LaMPEval(name=name, fn=_FUNCTIONS[name])
+
+
+class LaMPMetric(Metric):
+    r"""The test metrics of a LaMP task (ROPG paper, Table 3), over a test set and per example.
+
+    | task | keys |
+    |---|---|
+    | LaMP-1, LaMP-2 | ``accuracy`` (:func:`lamp_accuracy`) |
+    | LaMP-3 | ``lamp3_score`` (:func:`lamp3_score`) and ``mae`` (of :func:`lamp3_rating`; lower is better) |
+    | LaMP-4 … LaMP-7, PFG-LaMP | ``rouge1`` and ``rougeL`` (F-measure without stemming, :class:`~personakit.eval.Rouge`) |
+
+    The first key is the task's EVAL (:func:`lamp_eval_name`), the score the ROPG
+    trainers and the RSPG selectors learn from; every corpus score is the mean of the
+    per-example scores (:meth:`per_example`, the input of a paired test).
+
+    Args:
+        task: ``"LaMP-1"`` … ``"LaMP-7"`` (``"LaMP_4"``, ``4``) or ``"PFG-LaMP"``.
+
+    Example:
+        >>> metric = LaMPMetric("LaMP-3")
+        >>> metric.keys
+        ('lamp3_score', 'mae')
+        >>> metric(["4", "no idea"], ["5", "5"])
+        {'lamp3_score': 0.375, 'mae': 2.5}
+        >>> metric.per_example(["4", "no idea"], ["5", "5"])
+        {'lamp3_score': [0.75, 0.0], 'mae': [1.0, 4.0]}
+    """
+
+    name = "lamp"
+
+    def __init__(self, task: object) -> None:
+        super().__init__()
+        self.task = _task_name(task)
+        self.eval = lamp_eval_fn(self.task)
+        self._rouge: Optional[Rouge] = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys this metric reports, the task's EVAL first."""
+        return {"accuracy": ("accuracy",), "lamp3_score": ("lamp3_score", "mae")}.get(self.eval.name,
+                                                                                        ("rouge1", "rougeL"))
+
+    def validate(self, predictions: Sequence[Any], references: Sequence[Any]) -> tuple[list[str], list[str]]:
+        check_pairs(predictions, references, self.name)
+        for side, values in (("prediction", predictions), ("reference", references)):
+            for i, v in enumerate(values):
+                if not isinstance(v, str):
+                    raise TypeError(f"{self.name}: {side} {i} is {type(v).__name__}; expected a string")
+        return list(predictions), list(references)
+
+    def _pairs(self, predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+        if self.eval.name == "accuracy":
+            return {"accuracy": [lamp_accuracy(p, r) for p, r in zip(predictions, references)]}
+        if self.eval.name == "lamp3_score":
+            return {"lamp3_score": [lamp3_score(p, r) for p, r in zip(predictions, references)],
+                    "mae": [abs(_lamp3_target(r) - lamp3_rating(p, r)) for p, r in zip(predictions, references)]}
+        if self._rouge is None:
+            self._rouge = Rouge(types=("rouge1", "rougeL"), use_stemmer=False)
+        return {k: [float(x) for x in v] for k, v in self._rouge.pair_scores(predictions, references).items()}
+
+    def score(self, predictions: list[str], references: list[str]) -> dict[str, float]:
+        return {k: float(np.mean(v)) for k, v in self._pairs(predictions, references).items()}
+
+    def flat(self, result: Any) -> dict[str, float]:
+        return {k: float(v) for k, v in result.items()}
+
+    def per_example(self, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, list[float]]:
+        """``{key: [score per pair]}`` for every key of :attr:`keys`."""
+        return self._pairs(*self.validate(predictions, references))
+
+    def extra_repr(self) -> str:
+        return f"task={self.task!r}"

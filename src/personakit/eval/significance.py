@@ -8,7 +8,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-__all__ = ["SignificanceResult", "paired_ttest", "paired_bootstrap", "mcnemar"]
+__all__ = ["SignificanceResult", "PairedComparison", "paired_comparison", "paired_ttest", "paired_bootstrap", "mcnemar"]
 
 
 @dataclass(frozen=True)
@@ -219,3 +219,72 @@ def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool], exact: bool | 
     p = float(stats.chi2.sf(chi2, 1))
     name = "McNemar chi-square" + (" (continuity-corrected)" if correction else "")
     return SignificanceResult(test=name, statistic=chi2, p_value=p, n=len(x), details=details)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """System A against system B on the same examples: what a results table reports.
+
+    Attributes:
+        n: paired examples.
+        mean_a, mean_b: the two systems' means.
+        mean_difference: ``mean_a - mean_b``.
+        t: the paired t statistic; ``p_value``: its two-sided p-value (``nan`` when every
+            difference is equal, e.g. two identical systems).
+        ci_low, ci_high: the paired bootstrap percentile interval of the difference.
+        confidence: level of that interval.
+        significance_level: the level ``significant`` uses.
+        significant: ``p_value < significance_level``.
+    """
+
+    n: int
+    mean_a: float
+    mean_b: float
+    mean_difference: float
+    t: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    significance_level: float
+    significant: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields."""
+        return dict(self.__dict__)
+
+    def marker(self) -> str:
+        """``"↑"`` / ``"↓"`` when A is significantly better / worse than B, else ``""``."""
+        if not self.significant:
+            return ""
+        return "↑" if self.mean_difference > 0 else "↓"
+
+
+def paired_comparison(a: Sequence[float], b: Sequence[float], significance_level: float = 0.05,
+                      confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> PairedComparison:
+    """The one significance helper of the recipes: a paired t-test and a paired bootstrap interval of ``a - b``.
+
+    Args:
+        a, b: per-example scores of systems A and B (same examples, same order), e.g. from
+            :func:`~personakit.eval.evaluate_per_example`.
+        significance_level: ``significant`` is ``p_value < significance_level``.
+        confidence: level of the bootstrap interval.
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling.
+
+    Example:
+        >>> c = paired_comparison([0.5, 0.6, 0.7, 0.8, 0.9], [0.4, 0.5, 0.6, 0.7, 0.75], n_resamples=2000)
+        >>> round(c.mean_difference, 2), c.significant, c.ci_low > 0, c.marker()
+        (0.11, True, True, '↑')
+    """
+    if not 0.0 < significance_level < 1.0:
+        raise ValueError(f"paired_comparison: significance_level must be in (0, 1), got {significance_level}")
+    t = paired_ttest(a, b)
+    boot = paired_bootstrap(a, b, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    x, y = _paired(a, b, "paired_comparison")
+    p = float(t.p_value)
+    return PairedComparison(
+        n=t.n, mean_a=float(np.mean(x)), mean_b=float(np.mean(y)), mean_difference=float(boot.statistic),
+        t=float(t.statistic), p_value=p, ci_low=float(boot.details["ci_low"]), ci_high=float(boot.details["ci_high"]),
+        confidence=confidence, significance_level=significance_level,
+        significant=bool(not math.isnan(p) and p < significance_level))

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
-from personakit.backbones.compat import cache_argument
+from personakit.backbones.compat import cache_argument, output_cache
 from personakit.llm.base import Prompt, messages_to_text, prompt_to_messages
 
 __all__ = ["LiteralPiece", "StringSlot", "ChoiceSlot", "SchemaGuidedGenerator", "facet_skeleton", "schema_skeleton",
@@ -228,7 +228,7 @@ class _PrefixCache:
         new = torch.tensor([ids[keep:]], dtype=torch.long, device=_device(self.model))  # (1, T_new)
         with torch.inference_mode():
             out = self.model(input_ids=new, **{cache_argument(self.model): self.past}, use_cache=True)
-        self.past, self.ids = out.past_key_values, list(ids)
+        self.past, self.ids = output_cache(out), list(ids)
         return out.logits[0, start - keep:]
 
 

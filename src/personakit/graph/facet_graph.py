@@ -267,7 +267,7 @@ class FacetGraph(MessagePassing):
     """Users per block of the no-grad forward (the result does not depend on it)."""
 
     def _update(self, x: Tensor, gamma: Tensor, mean: Tensor) -> Tensor:
-        """Eqs. 11-12 for a block of users: gate mix, $W$, $\sigma$, dropout, cross-facet attention: ``[n, M d']``."""
+        r"""Eqs. 11-12 for a block of users: gate mix, $W$, $\sigma$, dropout, cross-facet attention: ``[n, M d']``."""
         h = _ACTIVATIONS[self.activation](self.lin(self.mix(x, gamma, mean)))  # (n, M, d')
         h = F.dropout(h, p=self.dropout, training=self.training)
         if self.attn is not None:
@@ -289,22 +289,18 @@ class FacetGraphConfig(BaseConfig):
 
     _target_ = FacetGraph
 
-    in_dim: int = Field(..., ge=1, description="Facet embedding size d.")
-    """Facet embedding size $d$ (e.g. 384 for MiniLM, 768 for mpnet)."""
-    out_dim: int = Field(..., ge=1, description="Output size per facet d'.")
-    """Output size $d'$ per facet (the paper: 512)."""
-    num_facets: int = Field(..., ge=1, description="Number of facets M.")
-    """Number of facets $M$."""
-    num_heads: int = Field(1, ge=1, description="Attention heads over the facets; must divide out_dim.")
-    """Attention heads of the cross-facet self-attention; must divide ``out_dim``."""
-    gate: MonotoneGateConfig | None = Field(None, description="The reliability gate (None: MonotoneGate(4)).")
-    """The reliability gate (``None``: ``MonotoneGate(4)``, shared across facets)."""
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after the activation and in the attention.")
-    """Dropout after the activation and on the attention weights (the paper: 0.1)."""
-    activation: Literal["relu", "gelu", "tanh", "sigmoid", "identity"] = Field("relu", description="The nonlinearity.")
-    """The nonlinearity $\\sigma$ of Eq. 11."""
+    in_dim: int = Field(..., ge=1, description="Facet embedding size $d$ (e.g. 384 for MiniLM, 768 for mpnet).")
+    out_dim: int = Field(..., ge=1, description="Output size $d'$ per facet (the paper: 512).")
+    num_facets: int = Field(..., ge=1, description="Number of facets $M$.")
+    num_heads: int = Field(1, ge=1, description=(
+        "Attention heads of the cross-facet self-attention; must divide ``out_dim``."))
+    gate: MonotoneGateConfig | None = Field(None, description=(
+        "The reliability gate (``None``: ``MonotoneGate(4)``, shared across facets)."))
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description=(
+        "Dropout after the activation and on the attention weights (the paper: 0.1)."))
+    activation: Literal["relu", "gelu", "tanh", "sigmoid", "identity"] = Field("relu", description=(
+        "The nonlinearity $\\sigma$ of Eq. 11."))
     attention: bool = Field(True, description="Apply the cross-facet self-attention.")
-    """Apply the cross-facet self-attention."""
 
     @model_validator(mode="after")
     def _heads_divide_out_dim(self) -> "FacetGraphConfig":

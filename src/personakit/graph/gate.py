@@ -117,7 +117,7 @@ class MonotoneGateConfig(BaseConfig):
 
     _target_ = MonotoneGate
 
-    num_levels: int = Field(4, ge=1, description="Number of ordinal reliability levels.")
-    """Number of ordinal reliability levels $L$ (4: none, weak, moderate, strong)."""
-    num_facets: int | None = Field(None, ge=1, description="One gate per facet (None: shared).")
-    """``None`` for one gate shared across facets (the paper), else one gate per facet."""
+    num_levels: int = Field(4, ge=1, description=(
+        "Number of ordinal reliability levels $L$ (4: none, weak, moderate, strong)."))
+    num_facets: int | None = Field(None, ge=1, description=(
+        "``None`` for one gate shared across facets (the paper), else one gate per facet."))

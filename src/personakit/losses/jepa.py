@@ -135,7 +135,7 @@ class CJEPALossConfig(BaseConfig):
 
     _target_ = CJEPALoss
 
-    reduction: Literal["mean", "sum", "none"] = Field("mean", description="Reduction over the batch.")
-    """Reduction over the batch: ``"mean"`` (paper), ``"sum"`` or ``"none"``."""
-    eps: float = Field(1e-8, gt=0.0, le=1e-2, description="Cosine-similarity epsilon.")
-    """Small value that keeps the cosine similarity finite for zero vectors."""
+    reduction: Literal["mean", "sum", "none"] = Field("mean", description=(
+        "Reduction over the batch: ``\"mean\"`` (paper), ``\"sum\"`` or ``\"none\"``."))
+    eps: float = Field(1e-8, gt=0.0, le=1e-2, description=(
+        "Small value that keeps the cosine similarity finite for zero vectors."))

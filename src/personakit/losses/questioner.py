@@ -214,16 +214,15 @@ class QuestionerContrastiveLossConfig(BaseConfig):
 
     _target_ = QuestionerContrastiveLoss
 
-    temperature: float = Field(0.01, gt=0.0, description="InfoNCE temperature (reference code: 0.01).")
-    """InfoNCE temperature $\\tau$ (reference code: 0.01)."""
-    queue_size: int = Field(0, ge=0, description="Queue of past negatives (reference code: 512; 0: none).")
-    """Length of the queue of past negatives (reference code: 512; 0: no queue)."""
-    dim: Optional[int] = Field(None, ge=1, description="Representation size (required with a queue).")
-    """Size of the representations (required when ``queue_size > 0``)."""
-    use_clusters: bool = Field(True, description="Negatives only from the anchor's question cluster.")
-    """Restrict the negatives to the anchor's question cluster (the paper's clustering)."""
-    reduction: Literal["mean", "sum", "none"] = Field("mean", description="Reduction over the valid anchors.")
-    """``"mean"`` over the valid anchors, ``"sum"`` or ``"none"``."""
+    temperature: float = Field(0.01, gt=0.0, description="InfoNCE temperature $\\tau$ (reference code: 0.01).")
+    queue_size: int = Field(0, ge=0, description=(
+        "Length of the queue of past negatives (reference code: 512; 0: no queue)."))
+    dim: Optional[int] = Field(None, ge=1, description=(
+        "Size of the representations (required when ``queue_size > 0``)."))
+    use_clusters: bool = Field(True, description=(
+        "Restrict the negatives to the anchor's question cluster (the paper's clustering)."))
+    reduction: Literal["mean", "sum", "none"] = Field("mean", description=(
+        "``\"mean\"`` over the valid anchors, ``\"sum\"`` or ``\"none\"``."))
 
     @model_validator(mode="after")
     def _check(self) -> "QuestionerContrastiveLossConfig":

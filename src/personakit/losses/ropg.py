@@ -274,10 +274,10 @@ class ROPGRLLossConfig(BaseConfig):
 
     _target_ = ROPGRLLoss
 
-    reduction: Literal["mean", "sum", "none"] = Field("mean", description="Reduction over the batch.")
-    """Reduction over the batch: ``"mean"`` (paper), ``"sum"`` or ``"none"``."""
-    temperature: float = Field(1.0, gt=0.0, description="Policy temperature (paper: 1).")
-    """Policy temperature $\\tau$: $\\pi = \\mathrm{softmax}(\\text{scores}/\\tau)$ (paper: 1)."""
+    reduction: Literal["mean", "sum", "none"] = Field("mean", description=(
+        "Reduction over the batch: ``\"mean\"`` (paper), ``\"sum\"`` or ``\"none\"``."))
+    temperature: float = Field(1.0, gt=0.0, description=(
+        "Policy temperature $\\tau$: $\\pi = \\mathrm{softmax}(\\text{scores}/\\tau)$ (paper: 1)."))
 
 
 class ROPGKDLossConfig(BaseConfig):
@@ -285,9 +285,9 @@ class ROPGKDLossConfig(BaseConfig):
 
     _target_ = ROPGKDLoss
 
-    reduction: Literal["mean", "sum", "none"] = Field("mean", description="Reduction over the batch.")
-    """Reduction over the batch: ``"mean"`` (paper), ``"sum"`` or ``"none"``."""
-    temperature: float = Field(1.0, gt=0.0, description="Policy temperature (paper: 1).")
-    """Policy temperature $\\tau$: $\\pi = \\mathrm{softmax}(\\text{scores}/\\tau)$ (paper: 1)."""
-    target_temperature: float = Field(1.0, gt=0.0, description="Target temperature over EVAL scores (paper: 1).")
-    """Target temperature $\\tau_t$: $p_t = \\mathrm{softmax}(\\mathrm{EVAL}/\\tau_t)$ (paper: 1)."""
+    reduction: Literal["mean", "sum", "none"] = Field("mean", description=(
+        "Reduction over the batch: ``\"mean\"`` (paper), ``\"sum\"`` or ``\"none\"``."))
+    temperature: float = Field(1.0, gt=0.0, description=(
+        "Policy temperature $\\tau$: $\\pi = \\mathrm{softmax}(\\text{scores}/\\tau)$ (paper: 1)."))
+    target_temperature: float = Field(1.0, gt=0.0, description=(
+        "Target temperature $\\tau_t$: $p_t = \\mathrm{softmax}(\\mathrm{EVAL}/\\tau_t)$ (paper: 1)."))

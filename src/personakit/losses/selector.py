@@ -119,7 +119,7 @@ class SelectorKLLossConfig(BaseConfig):
 
     _target_ = SelectorKLLoss
 
-    temperature: float = Field(1.0, gt=0.0, description="Temperature of the EVAL target softmax (paper: 1).")
-    """Temperature $\\tau_t$ of the target softmax over EVAL scores (the paper's is 1)."""
-    reduction: Literal["mean", "sum", "none"] = Field("mean", description="Reduction over the batch.")
-    """Reduction over the batch: ``"mean"`` (paper), ``"sum"`` or ``"none"``."""
+    temperature: float = Field(1.0, gt=0.0, description=(
+        "Temperature $\\tau_t$ of the target softmax over EVAL scores (the paper's is 1)."))
+    reduction: Literal["mean", "sum", "none"] = Field("mean", description=(
+        "Reduction over the batch: ``\"mean\"`` (paper), ``\"sum\"`` or ``\"none\"``."))

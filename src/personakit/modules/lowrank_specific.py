@@ -561,11 +561,11 @@ class LowRankSpecificEncoderConfig(BaseConfig):
 
     _target_ = LowRankSpecificEncoder
 
-    rank: int = Field(16, ge=1, description="Rank r of the low-rank feed-forward blocks (paper default 16).")
-    """Rank $r$ of the low-rank feed-forward blocks."""
-    unknown_questioner: UnknownQuestioner = Field("general", description="'general' or 'default' for unknown ids.")
-    """Unknown questioners: ``"general"`` (no specific stream) or ``"default"`` (the default embedding)."""
-    init_scale: float = Field(0.0, ge=0.0, description="Factor on the initial down projections (0: zero).")
-    """Factor on the default initialisation of the low-rank down projections (0: the model starts as the backbone)."""
-    embedding_std: float = Field(0.5, ge=0.0, description="Std of the initial questioner embeddings.")
-    """Standard deviation of the initial questioner embeddings."""
+    rank: int = Field(16, ge=1, description="Rank $r$ of the low-rank feed-forward blocks.")
+    unknown_questioner: UnknownQuestioner = Field("general", description=(
+        "Unknown questioners: ``\"general\"`` (no specific stream) or ``\"default\"`` (the default "
+        "embedding)."))
+    init_scale: float = Field(0.0, ge=0.0, description=(
+        "Factor on the default initialisation of the low-rank down projections (0: the model starts as the "
+        "backbone)."))
+    embedding_std: float = Field(0.5, ge=0.0, description="Standard deviation of the initial questioner embeddings.")

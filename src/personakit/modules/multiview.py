@@ -100,13 +100,9 @@ class MultiViewProjectorConfig(BaseConfig):
 
     _target_ = MultiViewProjector
 
-    num_views: int = Field(2, ge=1, description="Number of views V.")
-    """Number of views $V$."""
-    dim: int = Field(..., ge=1, description="Input size D.")
-    """Input size $D$."""
-    out_dim: Optional[int] = Field(None, ge=1, description="Output size (default: dim).")
-    """Output size $D'$ (default $D$)."""
-    bias: bool = Field(True, description="Learn a bias per view.")
-    """Learn a bias $b_v$ per view."""
-    init_noise: float = Field(0.02, ge=0.0, description="Std of the perturbation of the initial projections.")
-    """Standard deviation of the Gaussian perturbation of the initial projections."""
+    num_views: int = Field(2, ge=1, description="Number of views $V$.")
+    dim: int = Field(..., ge=1, description="Input size $D$.")
+    out_dim: Optional[int] = Field(None, ge=1, description="Output size $D'$ (default $D$).")
+    bias: bool = Field(True, description="Learn a bias $b_v$ per view.")
+    init_noise: float = Field(0.02, ge=0.0, description=(
+        "Standard deviation of the Gaussian perturbation of the initial projections."))

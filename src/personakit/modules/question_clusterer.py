@@ -158,15 +158,10 @@ class QuestionClustererConfig(BaseConfig):
 
     _target_ = QuestionClusterer
 
-    num_clusters: int = Field(10, ge=1, description="k of k-means (reference code: 10).")
-    """$k$ (reference code: 10)."""
-    encoder: str = Field("minilm", description="Sentence encoder: embedded name or local folder.")
-    """Sentence encoder: an embedded name (``"minilm"``) or a local folder."""
-    seed: int = Field(0, description="k-means seed.")
-    """Seed of k-means."""
-    n_init: int = Field(4, ge=1, description="k-means restarts.")
-    """k-means restarts (lowest inertia kept)."""
-    normalize: bool = Field(True, description="L2-normalise the embeddings.")
-    """$L_2$-normalise the embeddings (cosine clustering)."""
+    num_clusters: int = Field(10, ge=1, description="$k$ (reference code: 10).")
+    encoder: str = Field("minilm", description=(
+        "Sentence encoder: an embedded name (``\"minilm\"``) or a local folder."))
+    seed: int = Field(0, description="Seed of k-means.")
+    n_init: int = Field(4, ge=1, description="k-means restarts (lowest inertia kept).")
+    normalize: bool = Field(True, description="$L_2$-normalise the embeddings (cosine clustering).")
     batch_size: int = Field(64, ge=1, description="Texts per encoder call.")
-    """Texts per encoder call."""

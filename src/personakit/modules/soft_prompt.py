@@ -93,14 +93,10 @@ class SoftPromptProjectorConfig(BaseConfig):
 
     _target_ = SoftPromptProjector
 
-    in_dim: int = Field(..., ge=1, description="Size of the user vector.")
-    """Size $d_{\\text{in}}$ of the user vector."""
-    hidden_size: int = Field(..., ge=1, description="Hidden size H of the language model.")
-    """Hidden size $H$ of the language model."""
-    num_virtual_tokens: int = Field(20, ge=1, description="Number of virtual tokens L.")
-    """Number of virtual tokens $L$ (20 in the paper)."""
-    bottleneck: int = Field(512, ge=1, description="Width of the hidden layer.")
-    """Width of the hidden layer (512 in the paper)."""
+    in_dim: int = Field(..., ge=1, description="Size $d_{\\text{in}}$ of the user vector.")
+    hidden_size: int = Field(..., ge=1, description="Hidden size $H$ of the language model.")
+    num_virtual_tokens: int = Field(20, ge=1, description="Number of virtual tokens $L$ (20 in the paper).")
+    bottleneck: int = Field(512, ge=1, description="Width of the hidden layer (512 in the paper).")
 
 
 def prepend_soft_prompt(

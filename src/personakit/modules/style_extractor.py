@@ -198,12 +198,10 @@ class StyleExtractorConfig(BaseConfig):
 
     _target_ = StyleExtractor
 
-    d_model: int = Field(..., ge=1, description="Hidden size of the encodings and of the style vector.")
-    """Hidden size of the encodings and of the style vector (the backbone's ``d_model``)."""
-    num_heads: int = Field(8, ge=1, description="Number of attention heads; must divide d_model.")
-    """Number of attention heads; must divide ``d_model``."""
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the attention weights.")
-    """Dropout on the attention weights (training only)."""
+    d_model: int = Field(..., ge=1, description=(
+        "Hidden size of the encodings and of the style vector (the backbone's ``d_model``)."))
+    num_heads: int = Field(8, ge=1, description="Number of attention heads; must divide ``d_model``.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the attention weights (training only).")
 
     @model_validator(mode="after")
     def _heads_divide_d_model(self) -> "StyleExtractorConfig":

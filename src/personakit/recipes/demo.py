@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-__all__ = ["DemoResult", "run_demo", "DEMO_METRICS", "DEMO_TEMPLATE", "demo_recipe_config"]
+__all__ = ["DemoResult", "run_demo", "DEMO_METRICS", "DEMO_SIZES", "DEMO_TEMPLATE", "demo_recipe_config"]
 
 DEMO_METRICS = ("char_f1", "rouge", "bleu", "meteor")
 """Metric groups of the ICL-only demo (``rouge`` gives rouge1, rouge2 and rougeL); the GRAG demo adds
@@ -57,6 +58,9 @@ system message), which the embedded 135M SmolLM2 answers without empty replies o
 
 _QUICK = {"max_train": 16, "max_test": 8, "epochs": 1}
 _FULL = {"max_train": 32, "max_test": 16, "epochs": 2}
+DEMO_SIZES = {"default": dict(_FULL), "quick": dict(_QUICK)}
+"""Training examples, test examples and epochs of the GRAG demo, by setting (``personakit demo --help`` shows
+these numbers)."""
 
 
 @dataclass
@@ -114,7 +118,7 @@ class DemoResult:
         n = len(self.records)
         if self.mode == "grag":
             rec = self.recipe
-            dtypes = "/".join(sorted(set(rec.environment.get("precision", {}).values()))) or "?"
+            dtypes = "/".join(sorted(set(rec.details.get("precision", {}).values()))) or "?"
             head = (f"GRAG on the built-in corpus: {rec.sizes['train']} training and {n} test examples; "
                     f"generic responses by {self.model}, models on {rec.config.get('backbone', '?')} "
                     f"(LoRA: {rec.config.get('lora')}, frozen weights in {dtypes}), ICL(Hist) {self.n_shot}-shot")
@@ -129,12 +133,13 @@ class DemoResult:
             if any("distinct" in row for row in self.metrics.values()):
                 lines.append("distinct: share of distinct replies; multi_turn: share of replies that run past "
                              "one turn; empty: share of empty replies.")
-            sig = self.recipe.significance
-            marked = [s for s, v in sig.items() if v["significant"]]
+            sig = {system: next(iter(by_metric.items())) for system, by_metric in self.recipe.significance.items()
+                   if by_metric}  # {system: (metric, comparison)}
+            marked = [s for s, (_, v) in sig.items() if v["significant"]]
             if sig:
-                first = next(iter(sig.values()))
-                lines.append(f"paired t-test of per-example {first['metric']} vs {first['baseline']}: "
-                             + ", ".join(f"{s} p={v['p']:.2g}" for s, v in sig.items())
+                metric = next(iter(sig.values()))[0]
+                lines.append(f"paired t-test of per-example {metric} vs {self.recipe.primary.baseline}: "
+                             + ", ".join(f"{s} p={v['p_value']:.2g}" for s, (_, v) in sig.items())
                              + (f" (p < 0.05: {', '.join(marked)})" if marked else " (none below 0.05)"))
             t = self.recipe.timings
             lines.append(f"augmentation {t.get('augment_s', 0):.0f} s ({rec.sizes['generated']} generated, "
@@ -207,7 +212,7 @@ def demo_recipe_config(
                  "max_train": max_train_examples if max_train_examples is not None else sizes["max_train"],
                  "max_test": max_examples if max_examples is not None else sizes["max_test"]},
         "augment": {"model": model, "template": DEMO_TEMPLATE, "max_new_tokens": 32, "batch_size": batch_size,
-                    "cache": cache_path or str(cache_dir() / "demo" / "llm_cache.jsonl")},
+                    "cache": True, "cache_path": cache_path or str(cache_dir() / "demo" / "llm_cache.jsonl")},
         "inputs": {"max_persona_tokens": 48, "max_history_tokens": 80, "max_generic_tokens": 32,
                    "max_response_tokens": 32},
         "models": [{"kind": "presft-hist"}, {"kind": "presft-tst"}, {"kind": "pregrag", "beta": 0.05},
@@ -256,7 +261,9 @@ def run_demo(
         model: the generic causal LM, by embedded name, local folder or hub id.
         output_dir: when given, the results are written there (GRAG: ``results.md``,
             ``results.json``, ``predictions.jsonl``; ICL-only: ``predictions.jsonl``,
-            ``metrics.json``), atomically.
+            ``metrics.json``), atomically; ``predictions.jsonl`` holds one record per system and
+            example (``system``, ``id``, ``prediction``, ``reference``...), which ``personakit
+            evaluate`` scores per system.
         generator: use this :class:`~personakit.llm.TextGenerator` instead of loading ``model``.
         progress: stage messages and progress bars (``None``: on for the GRAG demo,
             automatic for ICL-only).
@@ -275,19 +282,24 @@ def run_demo(
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be >= 1 or None, got {max_examples}")
-    if icl_only:
-        return _run_icl_demo(n_shot, max_examples, batch_size, max_new_tokens, seed, model, output_dir,
-                             generator=generator, progress=progress)
-    return _run_grag_demo(n_shot, max_examples, batch_size, max_new_tokens, seed, model, output_dir,
-                          generator=generator, progress=True if progress is None else progress, quick=quick,
-                          epochs=epochs, max_train_examples=max_train_examples, backbone=backbone,
-                          cache_path=cache_path, metrics=metrics)
+    from personakit.backbones.quiet import loading_progress
+
+    # progress=False hides transformers' "Loading weights" bars too
+    with loading_progress(False) if progress is False else contextlib.nullcontext():
+        if icl_only:
+            return _run_icl_demo(n_shot, max_examples, batch_size, max_new_tokens, seed, model, output_dir,
+                                 generator=generator, progress=progress)
+        return _run_grag_demo(n_shot, max_examples, batch_size, max_new_tokens, seed, model, output_dir,
+                              generator=generator, progress=True if progress is None else progress, quick=quick,
+                              epochs=epochs, max_train_examples=max_train_examples, backbone=backbone,
+                              cache_path=cache_path, metrics=metrics)
 
 
 def _run_grag_demo(n_shot, max_examples, batch_size, max_new_tokens, seed, model, output_dir, *, generator,
                    progress, quick, epochs, max_train_examples, backbone, cache_path, metrics) -> DemoResult:
     import tempfile
 
+    from personakit.eval import format_metrics_table
     from personakit.recipes.grag import run_grag_recipe
 
     start = time.perf_counter()
@@ -313,8 +325,9 @@ def _run_grag_demo(n_shot, max_examples, batch_size, max_new_tokens, seed, model
             "prediction": preds[primary],
         })
     t = results.timings
+    table = format_metrics_table(results.rows, digits=3)  # plain cells: the table docs/getting-started.md shows
     return DemoResult(
-        metrics=results.rows, table=results.table, records=records, model=model, n_shot=n_shot, wall_time_s=wall,
+        metrics=results.rows, table=table, records=records, model=model, n_shot=n_shot, wall_time_s=wall,
         generation_time_s=t.get("augment_s", 0.0) + t.get("icl_s", 0.0),
         output_dir=Path(output_dir) if output_dir is not None else None,
         settings={"mode": "grag", **config.to_dict()}, mode="grag", primary=primary, recipe=results,
@@ -376,10 +389,11 @@ def _run_icl_demo(n_shot, max_examples, batch_size, max_new_tokens, seed, model,
     out_path = None
     if output_dir is not None:
         out_path = Path(output_dir)
-        atomic_write_text(
-            out_path / "predictions.jsonl",
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-        )
+        # one record per system and example, as every recipe writes: `personakit evaluate` scores each system
+        lines = [json.dumps({"system": system, "id": r["id"], "prediction": pred, "reference": r["reference"],
+                             "persona": r["persona"], "last_user_turn": r["last_user_turn"]}, ensure_ascii=False)
+                 for system in metrics for r in records for pred in [r["predictions"][system]]]
+        atomic_write_text(out_path / "predictions.jsonl", "".join(line + "\n" for line in lines))
         atomic_write_text(
             out_path / "metrics.json",
             json.dumps(

@@ -533,18 +533,16 @@ class RetrieverSelectorConfig(BaseConfig):
 
     _target_ = RetrieverSelector
 
-    encoder: str = Field("minilm", description="Embedded name, local folder or hub id of the encoder.")
-    """Embedded name (``"minilm"``), local folder or hub id of the encoder (the paper: Longformer-base)."""
-    mode: Literal["pre", "post"] = Field("pre", description="Score prompts (pre) or prompt + LLM output (post).")
-    """``"pre"``: score each retriever's prompt; ``"post"``: score prompt + the LLM's output."""
-    max_length: int = Field(512, ge=4, description="Token budget per text.")
-    """Token budget per text (the paper: 1024 with Longformer)."""
-    pooling: Literal["cls", "mean", "last"] = Field("cls", description="How to pool the final layer.")
-    """Pooling of the final-layer states: first token, masked mean, or last non-padding token."""
-    temperature: float = Field(1.0, gt=0.0, description="Divides the selection scores.")
-    """Temperature $\\tau$ dividing the selection scores."""
-    retriever_names: Optional[list[str]] = Field(None, description="Names of the retrievers, in prompt order.")
-    """Names of the retrievers, in the order their prompts are given."""
+    encoder: str = Field("minilm", description=(
+        "Embedded name (``\"minilm\"``), local folder or hub id of the encoder (the paper: Longformer-base)."))
+    mode: Literal["pre", "post"] = Field("pre", description=(
+        "``\"pre\"``: score each retriever's prompt; ``\"post\"``: score prompt + the LLM's output."))
+    max_length: int = Field(512, ge=4, description="Token budget per text (the paper: 1024 with Longformer).")
+    pooling: Literal["cls", "mean", "last"] = Field("cls", description=(
+        "Pooling of the final-layer states: first token, masked mean, or last non-padding token."))
+    temperature: float = Field(1.0, gt=0.0, description="Temperature $\\tau$ dividing the selection scores.")
+    retriever_names: Optional[list[str]] = Field(None, description=(
+        "Names of the retrievers, in the order their prompts are given."))
 
     @field_validator("retriever_names")
     @classmethod

@@ -100,40 +100,38 @@ class GRAGTrainingConfig(TrainingConfig):
         (0.5, 0.0001)
     """
 
-    learning_rate: float = Field(1e-4, gt=0.0, description="Initial AdamW learning rate (paper: 1e-3/1e-4/1e-5).")
-    """Initial (peak) learning rate of AdamW (paper grid: $10^{-3}$, $10^{-4}$, $10^{-5}$)."""
-    final_lr_fraction: float = Field(0.5, ge=0.0, le=1.0, description="LR at the final step / initial LR (paper: 0.5).")
-    """The learning rate decays linearly to this fraction of its initial value at the final
-    step (paper: 50%); see :func:`~personakit.training.schedules.linear_decay_schedule`."""
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps before the decay (paper: 0).")
-    """Optimizer steps of linear warm-up before the decay (not in the paper: 0)."""
-    epochs: int = Field(20, ge=1, description="Passes over the training examples (paper: 20).")
-    """Passes over the training examples (paper: 20); ignored when ``max_steps`` is set."""
+    learning_rate: float = Field(1e-4, gt=0.0, description=(
+        "Initial (peak) learning rate of AdamW (paper grid: $10^{-3}$, $10^{-4}$, $10^{-5}$)."))
+    final_lr_fraction: float = Field(0.5, ge=0.0, le=1.0, description=(
+        "The learning rate decays linearly to this fraction of its initial value at the final step (paper: "
+        "50%); see :func:`~personakit.training.schedules.linear_decay_schedule`."))
+    warmup_steps: int = Field(0, ge=0, description=(
+        "Optimizer steps of linear warm-up before the decay (not in the paper: 0)."))
+    epochs: int = Field(20, ge=1, description=(
+        "Passes over the training examples (paper: 20); ignored when ``max_steps`` is set."))
     eval_metrics: list[str] = Field(["char_f1", "rouge", "bleu"], min_length=1,
-                                    description="Metric names (evaluate_texts names, 'bpc', 'loss').")
-    """Names understood by :func:`~personakit.eval.evaluate_texts` (``"char_f1"``, ``"rouge"``,
-    ``"bleu"``, ``"meteor"``, ``"bertscore"``, ...) plus ``"bpc"`` (bits per character of the
-    references under the model) and ``"loss"`` (teacher-forced loss terms)."""
+                                    description=(
+        "Names understood by :func:`~personakit.eval.evaluate_texts` (``\"char_f1\"``, ``\"rouge\"``, "
+        "``\"bleu\"``, ``\"meteor\"``, ``\"bertscore\"``, ...) plus ``\"bpc\"`` (bits per character of the "
+        "references under the model) and ``\"loss\"`` (teacher-forced loss terms)."))
     eval_metric_options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-metric options for evaluate_texts.")
-    """Options per text metric, e.g. ``{"bertscore": {"model": "minilm"}}``."""
-    eval_batch_size: int = Field(16, ge=1, description="Examples per generation / scoring batch.")
-    """Examples per batch during evaluation and prediction."""
-    max_new_tokens: int = Field(32, ge=1, description="Generated tokens per response at evaluation.")
-    """Maximum generated tokens per response (evaluation and :meth:`GRAGTrainer.predict`)."""
-    num_beams: int = Field(1, ge=1, description="Beams at evaluation (1: greedy).")
-    """Beam width of evaluation generation (1: greedy)."""
+        default_factory=dict, description=(
+        "Options per text metric, e.g. ``{\"bertscore\": {\"model\": \"minilm\"}}``."))
+    eval_batch_size: int = Field(16, ge=1, description="Examples per batch during evaluation and prediction.")
+    max_new_tokens: int = Field(32, ge=1, description=(
+        "Maximum generated tokens per response (evaluation and :meth:`GRAGTrainer.predict`)."))
+    num_beams: int = Field(1, ge=1, description="Beam width of evaluation generation (1: greedy).")
     generation_options: dict[str, Any] = Field(default_factory=dict,
-                                               description="Extra keyword arguments of generate().")
-    """Extra keyword arguments for the model's ``generate`` (``no_repeat_ngram_size``, ...)."""
-    metric_for_best_model: str = Field("loss_p", description="Eval metric that decides the best step.")
-    """The evaluation metric that early stopping and ``load_best_model_at_end`` watch (``"loss_p"``:
-    the teacher-forced $L_P$ on ``eval_examples``, which needs ``"loss"`` in ``eval_metrics``;
-    ``"bpc"``, ``"rouge1"``...)."""
+                                               description=(
+        "Extra keyword arguments for the model's ``generate`` (``no_repeat_ngram_size``, ...)."))
+    metric_for_best_model: str = Field("loss_p", description=(
+        "The evaluation metric that early stopping and ``load_best_model_at_end`` watch (``\"loss_p\"``: the "
+        "teacher-forced $L_P$ on ``eval_examples``, which needs ``\"loss\"`` in ``eval_metrics``; "
+        "``\"bpc\"``, ``\"rouge1\"``...)."))
     ddp_find_unused_parameters: bool = Field(
-        True, description="DDP: tolerate parameters without gradient (e.g. SE_G when alpha = 0).")
-    """Passed to DDP: needed when some parameters get no gradient in a step (PostGRAG's null-style
-    extractor when $\\alpha = 0$); set ``False`` for a little speed when every parameter is used."""
+        True, description=(
+        "Passed to DDP: needed when some parameters get no gradient in a step (PostGRAG's null-style "
+        "extractor when $\\alpha = 0$); set ``False`` for a little speed when every parameter is used."))
 
     @field_validator("eval_metrics")
     @classmethod
@@ -314,6 +312,24 @@ class GRAGTrainer(Trainer):
             token_lp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
             lls += [float(v) for v in (token_lp.double() * (labels != -100)).sum(dim=1).cpu()]
         return lls, sums
+
+    def reference_log_likelihoods(self, examples: Sequence[ResponseExample]) -> list[float]:
+        """Per-example natural-log likelihood of ``example.response`` under the model (teacher forcing).
+
+        The tokens scored are those the training loss counts (the collator's ``labels``),
+        the same numbers :meth:`evaluate`'s ``"bpc"`` sums; the model is in eval mode
+        meanwhile (no dropout) and goes back to its mode afterwards.  A per-example score
+        for paired tests, or a reward (the retrieved-persona recipe trains its RSPG
+        selector on it).
+        """
+        examples = _check_examples(examples, "examples")
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            return self._teacher_forced(examples)[0]
+        finally:
+            model.train(was_training)
 
     def _evaluate_local(self, examples: list[ResponseExample]) -> dict[str, float]:
         from personakit.eval import bits_per_character, evaluate_texts

@@ -51,8 +51,8 @@ class QuestionerTrainingConfig(GRAGTrainingConfig):
         3
     """
 
-    group_by_cluster: bool = Field(True, description="Build micro-batches inside one question cluster.")
-    """Order each epoch so micro-batches hold examples of one question cluster (negatives exist in-batch)."""
+    group_by_cluster: bool = Field(True, description=(
+        "Order each epoch so micro-batches hold examples of one question cluster (negatives exist in-batch)."))
 
 
 class _CheckpointView(TrainableParameters):

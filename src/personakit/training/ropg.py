@@ -54,7 +54,7 @@ from personakit.functional.ropg import policy_log_probs
 from personakit.losses.base import BaseLoss, LossOutput
 from personakit.losses.ropg import ROPGKDLoss, ROPGRLLoss
 from personakit.training.schedules import linear_warmup_decay_schedule, warmup_steps_from_ratio
-from personakit.training.trainer import Trainer, TrainingConfig, TrainingPlan
+from personakit.training.trainer import Trainer, TrainingConfig, TrainingPlan, TrainResult
 
 __all__ = [
     "ROPGItem",
@@ -196,44 +196,40 @@ class ROPGTrainerConfig(BaseConfig):
     _renamed_: ClassVar[dict[str, str]] = {"lr": "learning_rate", "checkpoint_dir": "output_dir",
                                             "save_every": "save_steps"}
 
-    learning_rate: float = Field(1e-5, gt=0.0, description="AdamW learning rate (paper: 1e-5).")
-    """Peak learning rate of AdamW (paper: Adam, $10^{-5}$)."""
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay (0: Adam, as in the paper).")
-    """Decoupled weight decay of AdamW (0 reproduces the paper's Adam)."""
+    learning_rate: float = Field(1e-5, gt=0.0, description="Peak learning rate of AdamW (paper: Adam, $10^{-5}$).")
+    weight_decay: float = Field(0.0, ge=0.0, description=(
+        "Decoupled weight decay of AdamW (0 reproduces the paper's Adam)."))
     epochs: int = Field(10, ge=1, description="Passes over the training items (paper: 10).")
-    """Passes over the training items (paper: 10)."""
-    batch_size: int = Field(8, ge=1, description="Inputs per forward pass.")
-    """Inputs per forward pass (paper: 8)."""
-    gradient_accumulation_steps: int = Field(8, ge=1, description="Forward passes per optimizer step.")
-    """Forward passes per optimizer step (paper: 8, for an effective batch of 64)."""
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps with linear LR warm-up.")
-    """Share of optimizer steps with linear warm-up; then linear decay to 0 (paper: 5%)."""
-    max_grad_norm: Optional[float] = Field(1.0, gt=0.0, description="Gradient clipping norm (None: off).")
-    """Clip the global gradient norm to this value (paper: 1); ``None`` disables clipping."""
-    max_steps: Optional[int] = Field(None, ge=1, description="Total optimizer steps (None: from epochs).")
-    """Total optimizer steps; ``None`` derives it from ``epochs`` and the data size."""
-    top_l: int = Field(16, ge=1, description="Candidates per input (paper: 16).")
-    """Candidates per input $l$ (longer candidate lists are cut to the first ``top_l``)."""
-    temperature: float = Field(1.0, gt=0.0, description="Policy temperature tau (paper: 1).")
-    """Policy temperature $\\tau$: $\\pi = \\mathrm{softmax}(\\text{scores}/\\tau)$ (paper: 1; use e.g.
-    0.05 for a retriever with cosine scores)."""
-    target_temperature: float = Field(1.0, gt=0.0, description="ROPG-KD target temperature (paper: 1).")
-    """ROPG-KD only: $p_t = \\mathrm{softmax}(\\mathrm{EVAL}/\\tau_t)$ (paper: 1)."""
-    seed: int = Field(0, ge=0, description="Seed of shuffling, RL sampling and the global RNGs.")
-    """Seeds the data order (per epoch), the RL sampler (per step) and, on a fresh start, the global
-    ``random`` / NumPy / torch generators (as ``transformers.Trainer`` does)."""
-    eval_metric: str = Field("eval", min_length=1, description="Name of the EVAL metric behind the scores.")
-    """Name of the metric the EVAL scores were computed with (``"rouge1"``, ``"accuracy"``, ...);
-    recorded in checkpoints and used as the prefix of :meth:`ROPGTrainer.evaluate`'s keys."""
-    output_dir: Optional[str] = Field(None, description="Folder for checkpoints (None: no checkpoints).")
-    """Folder for ``checkpoint-*`` subfolders; ``None`` disables checkpointing."""
-    save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every N steps (None: every epoch).")
-    """Save every ``save_steps`` optimizer steps; ``None``: at the end of every epoch.  The last step is
-    always saved."""
-    keep_last: Optional[int] = Field(2, ge=1, description="Checkpoints kept (None: all).")
-    """How many checkpoints to keep (newest first); ``None`` keeps all."""
+    batch_size: int = Field(8, ge=1, description="Inputs per forward pass (paper: 8).")
+    gradient_accumulation_steps: int = Field(8, ge=1, description=(
+        "Forward passes per optimizer step (paper: 8, for an effective batch of 64)."))
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description=(
+        "Share of optimizer steps with linear warm-up; then linear decay to 0 (paper: 5%)."))
+    max_grad_norm: Optional[float] = Field(1.0, gt=0.0, description=(
+        "Clip the global gradient norm to this value (paper: 1); ``None`` disables clipping."))
+    max_steps: Optional[int] = Field(None, ge=1, description=(
+        "Total optimizer steps; ``None`` derives it from ``epochs`` and the data size."))
+    top_l: int = Field(16, ge=1, description=(
+        "Candidates per input $l$ (longer candidate lists are cut to the first ``top_l``)."))
+    temperature: float = Field(1.0, gt=0.0, description=(
+        "Policy temperature $\\tau$: $\\pi = \\mathrm{softmax}(\\text{scores}/\\tau)$ (paper: 1; use e.g. "
+        "0.05 for a retriever with cosine scores)."))
+    target_temperature: float = Field(1.0, gt=0.0, description=(
+        "ROPG-KD only: $p_t = \\mathrm{softmax}(\\mathrm{EVAL}/\\tau_t)$ (paper: 1)."))
+    seed: int = Field(0, ge=0, description=(
+        "Seeds the data order (per epoch), the RL sampler (per step) and, on a fresh start, the global "
+        "``random`` / NumPy / torch generators (as ``transformers.Trainer`` does)."))
+    eval_metric: str = Field("eval", min_length=1, description=(
+        "Name of the metric the EVAL scores were computed with (``\"rouge1\"``, ``\"accuracy\"``, ...); "
+        "recorded in checkpoints and used as the prefix of :meth:`ROPGTrainer.evaluate`'s keys."))
+    output_dir: Optional[str] = Field(None, description=(
+        "Folder for ``checkpoint-*`` subfolders; ``None`` disables checkpointing."))
+    save_steps: Optional[int] = Field(None, ge=1, description=(
+        "Save every ``save_steps`` optimizer steps; ``None``: at the end of every epoch. The last step is "
+        "always saved."))
+    keep_last: Optional[int] = Field(2, ge=1, description=(
+        "How many checkpoints to keep (newest first); ``None`` keeps all."))
     progress: bool = Field(True, description="Show a tqdm progress bar.")
-    """Show a tqdm progress bar."""
 
     @model_validator(mode="after")
     def _check(self) -> "ROPGTrainerConfig":
@@ -355,6 +351,7 @@ class ROPGTrainer(Trainer):
         self.feedback = feedback
         self.callback = callback
         self.loss_fn = self.build_loss()
+        self.train_result: Optional[TrainResult] = None  # the last train()'s, with train_seconds
 
     # ---------------------------------------------------------------- subclass hooks
     def build_loss(self) -> BaseLoss:
@@ -440,7 +437,9 @@ class ROPGTrainer(Trainer):
                 Resume later with ``resume_from="latest"``.
 
         Returns:
-            :attr:`history`, one log dict per optimizer step.
+            :attr:`history`, one log dict per optimizer step (the whole
+            :class:`~personakit.training.trainer.TrainResult`, with ``train_seconds``, is
+            kept as ``train_result``).
         """
         items = list(items)
         if not items:
@@ -450,7 +449,7 @@ class ROPGTrainer(Trainer):
                 raise TypeError(f"train: item {i} is a {type(it).__name__}, expected ROPGItem")
         self.train_data = items
         try:
-            super().train(resume_from=resume_from, stop_after_step=stop_after_step)
+            self.train_result = super().train(resume_from=resume_from, stop_after_step=stop_after_step)
         finally:
             clear = getattr(self.retriever, "clear_cache", None)
             if callable(clear):  # cached profile embeddings are stale now

@@ -129,47 +129,42 @@ class RSPGTrainerConfig(BaseConfig):
                                             "log_every": "logging_steps", "eval_every": "eval_steps",
                                             "progress_bar": "progress"}
 
-    epochs: int = Field(20, ge=1, description="Passes over the training items.")
-    """Passes over the training items (paper: 20)."""
-    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    """If set, the total number of optimizer steps (the schedule spans it); epochs repeat as needed."""
-    batch_size: int = Field(8, ge=1, description="Inputs per micro-batch (each has R texts).")
-    """Inputs per micro-batch; each contributes one text per retriever to the encoder pass."""
-    gradient_accumulation_steps: int = Field(8, ge=1, description="Micro-batches per optimizer step.")
-    """Micro-batches per optimizer step (effective batch = batch_size × this; paper: 8 × 8)."""
-    learning_rate: float = Field(1e-5, gt=0.0, description="Peak learning rate.")
-    """Peak learning rate (paper: 1e-5)."""
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay (0: Adam, as in the paper).")
-    """AdamW weight decay; 0 gives the paper's Adam."""
-    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0, description="Fraction of steps with linear warm-up.")
-    """Fraction of the optimizer steps spent warming up linearly (paper: 5%): $w = \\lfloor r T \\rfloor$ steps with
-    factor $(s+1)/(w+1)$ (:func:`~personakit.training.schedules.warmup_factor`); then linear decay to 0."""
-    max_grad_norm: Optional[float] = Field(1.0, gt=0.0, description="Gradient clipping norm (None: off).")
-    """Gradient clipping by global norm (paper: 1); ``None`` disables it."""
-    target_temperature: float = Field(1.0, gt=0.0, description="Temperature of the EVAL target softmax.")
-    """Temperature $\\tau_t$ of the target $\\operatorname{softmax}(\\mathrm{EVAL}/\\tau_t)$ (paper: 1)."""
-    shuffle: bool = Field(True, description="Shuffle the items every epoch (seeded).")
-    """Shuffle every epoch, with an order that depends only on ``seed`` and the epoch (so resuming is exact)."""
-    seed: int = Field(0, ge=0, description="Seed of the data order and, for a fresh run, of the torch RNG.")
-    """Seed of the data order and, at the start of a fresh run, of Python, NumPy and torch."""
-    output_dir: Optional[str] = Field(None, description="Folder for checkpoints and log.jsonl (None: none).")
-    """Folder for ``checkpoint-*`` folders and ``log.jsonl``; ``None`` keeps nothing on disk."""
-    save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every this many steps (and at the end).")
-    """Checkpoint every this many optimizer steps (a final checkpoint is always written with ``output_dir``)."""
-    keep_last: int = Field(2, ge=1, description="Checkpoints to keep.")
-    """How many checkpoints to keep (newest first)."""
-    resume: bool = Field(True, description="Resume from the latest checkpoint in output_dir.")
-    """Resume from the newest complete checkpoint in ``output_dir`` when there is one."""
-    logging_steps: int = Field(1, ge=1, description="Log every this many steps.")
-    """Write a log record every this many optimizer steps."""
-    eval_steps: Optional[int] = Field(None, ge=1, description="Evaluate on eval_items every this many steps.")
-    """Evaluate on ``eval_items`` every this many steps (and at the end, when eval items are given)."""
-    eval_batch_size: int = Field(32, ge=1, description="Inputs per encoder pass when evaluating.")
-    """Inputs per encoder pass in :meth:`RSPGTrainer.evaluate`."""
+    epochs: int = Field(20, ge=1, description="Passes over the training items (paper: 20).")
+    max_steps: Optional[int] = Field(None, ge=1, description=(
+        "If set, the total number of optimizer steps (the schedule spans it); epochs repeat as needed."))
+    batch_size: int = Field(8, ge=1, description=(
+        "Inputs per micro-batch; each contributes one text per retriever to the encoder pass."))
+    gradient_accumulation_steps: int = Field(8, ge=1, description=(
+        "Micro-batches per optimizer step (effective batch = batch_size × this; paper: 8 × 8)."))
+    learning_rate: float = Field(1e-5, gt=0.0, description="Peak learning rate (paper: 1e-5).")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay; 0 gives the paper's Adam.")
+    warmup_ratio: float = Field(0.05, ge=0.0, le=1.0, description=(
+        "Fraction of the optimizer steps spent warming up linearly (paper: 5%): $w = \\lfloor r T \\rfloor$ "
+        "steps with factor $(s+1)/(w+1)$ (:func:`~personakit.training.schedules.warmup_factor`); then linear "
+        "decay to 0."))
+    max_grad_norm: Optional[float] = Field(1.0, gt=0.0, description=(
+        "Gradient clipping by global norm (paper: 1); ``None`` disables it."))
+    target_temperature: float = Field(1.0, gt=0.0, description=(
+        "Temperature $\\tau_t$ of the target $\\operatorname{softmax}(\\mathrm{EVAL}/\\tau_t)$ (paper: 1)."))
+    shuffle: bool = Field(True, description=(
+        "Shuffle every epoch, with an order that depends only on ``seed`` and the epoch (so resuming is "
+        "exact)."))
+    seed: int = Field(0, ge=0, description=(
+        "Seed of the data order and, at the start of a fresh run, of Python, NumPy and torch."))
+    output_dir: Optional[str] = Field(None, description=(
+        "Folder for ``checkpoint-*`` folders and ``log.jsonl``; ``None`` keeps nothing on disk."))
+    save_steps: Optional[int] = Field(None, ge=1, description=(
+        "Checkpoint every this many optimizer steps (a final checkpoint is always written with "
+        "``output_dir``)."))
+    keep_last: int = Field(2, ge=1, description="How many checkpoints to keep (newest first).")
+    resume: bool = Field(True, description=(
+        "Resume from the newest complete checkpoint in ``output_dir`` when there is one."))
+    logging_steps: int = Field(1, ge=1, description="Write a log record every this many optimizer steps.")
+    eval_steps: Optional[int] = Field(None, ge=1, description=(
+        "Evaluate on ``eval_items`` every this many steps (and at the end, when eval items are given)."))
+    eval_batch_size: int = Field(32, ge=1, description="Inputs per encoder pass in :meth:`RSPGTrainer.evaluate`.")
     progress: bool = Field(True, description="Show a tqdm progress bar.")
-    """Show a tqdm progress bar."""
-    device: Optional[str] = Field(None, description="Move the selector to this device (None: leave it).")
-    """Device to train on (``None``: wherever the selector is)."""
+    device: Optional[str] = Field(None, description="Device to train on (``None``: wherever the selector is).")
 
     @model_validator(mode="after")
     def _check(self) -> "RSPGTrainerConfig":
@@ -203,6 +198,7 @@ class RSPGTrainOutput:
         last_checkpoint: The last checkpoint written, if any.
         eval_metrics: The final evaluation on ``eval_items``, if given.
         eval_history: The evaluations of the whole run (``step``, ``epoch`` and the metrics).
+        train_seconds: Wall time of training over the whole run, the runs it resumed included.
     """
 
     global_step: int
@@ -211,6 +207,7 @@ class RSPGTrainOutput:
     last_checkpoint: Optional[Path] = None
     eval_metrics: Optional[dict[str, float]] = None
     eval_history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
 
 
 class RSPGTrainer(Trainer):
@@ -340,7 +337,8 @@ class RSPGTrainer(Trainer):
         start = 0 if self.resumed_from is None else int(self.resumed_from.name.rsplit("-", 1)[-1])
         return RSPGTrainOutput(global_step=result.global_step, history=[r for r in result.history if r["step"] > start],
                                resumed_from=self.resumed_from, last_checkpoint=result.checkpoint or self.resumed_from,
-                               eval_metrics=result.final_metrics or None, eval_history=result.eval_history)
+                               eval_metrics=result.final_metrics or None, eval_history=result.eval_history,
+                               train_seconds=result.train_seconds)
 
     # ---------------------------------------------------------------- evaluate
     @torch.no_grad()

@@ -70,6 +70,7 @@ import math
 import os
 import random
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Mapping, Optional, Sequence, Union
@@ -121,84 +122,76 @@ class TrainingConfig(BaseConfig):
         (0.5, False)
     """
 
-    output_dir: Optional[str] = Field(None, description="Folder of checkpoints and the JSONL log (None: none).")
-    """Folder for ``checkpoint-*`` subfolders and the JSONL log; ``None`` writes nothing
-    (and resuming is impossible)."""
-    overwrite_output_dir: bool = Field(False, description="Fresh start: delete existing checkpoints first.")
-    """A fresh start (``resume_from=None``) in an ``output_dir`` that already holds checkpoints
-    is an error unless this is set, in which case those checkpoints and the log are deleted."""
-    learning_rate: float = Field(1e-4, gt=0.0, description="Initial (peak) AdamW learning rate.")
-    """Initial (peak) learning rate of AdamW."""
-    final_lr_fraction: float = Field(0.5, ge=0.0, le=1.0, description="LR at the final step / initial LR.")
-    """The learning rate decays linearly to this fraction of its initial value at the final
-    step; see :func:`~personakit.training.schedules.linear_decay_schedule`."""
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps before the decay.")
-    """Optimizer steps of linear warm-up before the decay
-    (:func:`~personakit.training.schedules.warmup_factor`)."""
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay (biases and norms excluded).")
-    """Decoupled weight decay of AdamW, applied to weight matrices only (not to biases,
-    norm weights or other 1-d parameters)."""
-    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
-    """AdamW $(\\beta_1, \\beta_2)$."""
-    adam_epsilon: float = Field(1e-8, gt=0.0, description="AdamW epsilon.")
-    """AdamW $\\epsilon$."""
-    epochs: int = Field(20, ge=1, description="Passes over the training items.")
-    """Passes over the training items; ignored when ``max_steps`` is set."""
-    max_steps: Optional[int] = Field(None, ge=1, description="Total optimizer steps (None: from epochs).")
-    """Total optimizer steps; ``None`` derives it from ``epochs`` and the data size."""
-    batch_size: int = Field(8, ge=1, description="Items per micro-batch and process.")
-    """Items per forward pass, per process."""
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step and process.")
-    """Micro-batches accumulated per optimizer step on each process."""
-    max_grad_norm: Optional[float] = Field(1.0, gt=0.0, description="Gradient clipping norm (None: off).")
-    """Clip the global gradient norm to this value; ``None`` disables clipping (the norm is still logged)."""
-    seed: int = Field(0, ge=0, description="Seed of the data order and of the RNG streams.")
-    """Seeds the data order (per epoch), the global generators on a fresh start and, for
-    trainers that re-seed every step, the torch generator per step and rank."""
-    logging_steps: int = Field(10, ge=1, description="Record the mean logged terms every N steps.")
-    """Every this many steps (and at the last step) one record with the mean of every logged
-    term over the steps since the previous record is added to the history and the log."""
-    eval_steps: Optional[int] = Field(None, ge=1, description="Evaluate every N steps (None: off).")
-    """Evaluate on the dev items every this many steps (``None``: only at epoch ends, if enabled)."""
-    eval_at_epoch_end: bool = Field(True, description="Evaluate at the end of every epoch.")
-    """Evaluate on the dev items after each epoch's last step."""
-    save_steps: Optional[int] = Field(None, ge=1, description="Checkpoint every N steps (None: every epoch).")
-    """Checkpoint every this many steps; ``None``: at the end of every epoch.  The final step
-    (and a ``stop_after_step`` stop) is always saved."""
-    keep_last: Optional[int] = Field(2, ge=1, description="Checkpoints kept (None: all).")
-    """How many checkpoints to keep (newest first); ``None`` keeps all."""
+    output_dir: Optional[str] = Field(None, description=(
+        "Folder for ``checkpoint-*`` subfolders and the JSONL log; ``None`` writes nothing (and resuming is "
+        "impossible)."))
+    overwrite_output_dir: bool = Field(False, description=(
+        "A fresh start (``resume_from=None``) in an ``output_dir`` that already holds checkpoints is an "
+        "error unless this is set, in which case those checkpoints and the log are deleted."))
+    learning_rate: float = Field(1e-4, gt=0.0, description="Initial (peak) learning rate of AdamW.")
+    final_lr_fraction: float = Field(0.5, ge=0.0, le=1.0, description=(
+        "The learning rate decays linearly to this fraction of its initial value at the final step; see "
+        ":func:`~personakit.training.schedules.linear_decay_schedule`."))
+    warmup_steps: int = Field(0, ge=0, description=(
+        "Optimizer steps of linear warm-up before the decay "
+        "(:func:`~personakit.training.schedules.warmup_factor`)."))
+    weight_decay: float = Field(0.0, ge=0.0, description=(
+        "Decoupled weight decay of AdamW, applied to weight matrices only (not to biases, norm weights or "
+        "other 1-d parameters)."))
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW $(\\beta_1, \\beta_2)$.")
+    adam_epsilon: float = Field(1e-8, gt=0.0, description="AdamW $\\epsilon$.")
+    epochs: int = Field(20, ge=1, description="Passes over the training items; ignored when ``max_steps`` is set.")
+    max_steps: Optional[int] = Field(None, ge=1, description=(
+        "Total optimizer steps; ``None`` derives it from ``epochs`` and the data size."))
+    batch_size: int = Field(8, ge=1, description="Items per forward pass, per process.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description=(
+        "Micro-batches accumulated per optimizer step on each process."))
+    max_grad_norm: Optional[float] = Field(1.0, gt=0.0, description=(
+        "Clip the global gradient norm to this value; ``None`` disables clipping (the norm is still logged)."))
+    seed: int = Field(0, ge=0, description=(
+        "Seeds the data order (per epoch), the global generators on a fresh start and, for trainers that "
+        "re-seed every step, the torch generator per step and rank."))
+    logging_steps: int = Field(10, ge=1, description=(
+        "Every this many steps (and at the last step) one record with the mean of every logged term over the "
+        "steps since the previous record is added to the history and the log."))
+    eval_steps: Optional[int] = Field(None, ge=1, description=(
+        "Evaluate on the dev items every this many steps (``None``: only at epoch ends, if enabled)."))
+    eval_at_epoch_end: bool = Field(True, description="Evaluate on the dev items after each epoch's last step.")
+    save_steps: Optional[int] = Field(None, ge=1, description=(
+        "Checkpoint every this many steps; ``None``: at the end of every epoch. The final step (and a "
+        "``stop_after_step`` stop) is always saved."))
+    keep_last: Optional[int] = Field(2, ge=1, description=(
+        "How many checkpoints to keep (newest first); ``None`` keeps all."))
     checkpoint_weights: Literal["trainable", "all"] = Field(
-        "trainable", description="Save the trainable parameters only, or the whole state dict.")
-    """``"trainable"``: only parameters with ``requires_grad`` (LoRA: adapters; the frozen
-    weights come from the model you rebuild before resuming); ``"all"``: the model's whole
-    state dict (buffers included)."""
+        "trainable", description=(
+        "``\"trainable\"``: only parameters with ``requires_grad`` (LoRA: adapters; the frozen weights come "
+        "from the model you rebuild before resuming); ``\"all\"``: the model's whole state dict (buffers "
+        "included)."))
     early_stopping_patience: Optional[int] = Field(
-        None, ge=1, description="Stop after this many evaluations without improvement (None: off).")
-    """Training to a plateau: stop once ``metric_for_best_model`` on the dev items has not
-    improved on its best value by more than ``early_stopping_threshold`` (relative) for this many
-    consecutive evaluations (``None``: run every step).  The learning-rate schedule stays that of
-    the full run (``max_steps`` / ``epochs`` is the budget)."""
+        None, ge=1, description=(
+        "Training to a plateau: stop once ``metric_for_best_model`` on the dev items has not improved on its "
+        "best value by more than ``early_stopping_threshold`` (relative) for this many consecutive "
+        "evaluations (``None``: run every step). The learning-rate schedule stays that of the full run "
+        "(``max_steps`` / ``epochs`` is the budget)."))
     early_stopping_threshold: float = Field(
-        0.01, ge=0.0, description="Relative improvement that counts (0.01: 1%).")
-    """An evaluation improves on the best value when it is better by more than this fraction of it."""
-    metric_for_best_model: str = Field("loss", description="Eval metric that decides the best step.")
-    """The evaluation metric that early stopping and ``load_best_model_at_end`` watch."""
-    greater_is_better: Optional[bool] = Field(None, description="Direction of the metric (None: from its name).")
-    """Whether a larger ``metric_for_best_model`` is better; ``None``: ``False`` for losses
-    (names starting with ``"loss"``) and ``"bpc"``, ``True`` otherwise."""
-    load_best_model_at_end: bool = Field(False, description="Restore the best evaluated weights at the end.")
-    """At the end of training, put back the trainable weights of the best evaluation (kept in
-    memory and, with ``output_dir``, in ``output_dir/best``, so a resumed run still has them)."""
-    mixed_precision: Literal["no", "bf16"] = Field("no", description="Accelerate mixed precision.")
-    """``"bf16"`` runs the loss computation under bfloat16 autocast (no loss scaling needed)."""
-    use_cpu: bool = Field(False, description="Force the CPU even when a GPU is present.")
-    """Train on the CPU even when an accelerator is available."""
+        0.01, ge=0.0, description=(
+        "An evaluation improves on the best value when it is better by more than this fraction of it."))
+    metric_for_best_model: str = Field("loss", description=(
+        "The evaluation metric that early stopping and ``load_best_model_at_end`` watch."))
+    greater_is_better: Optional[bool] = Field(None, description=(
+        "Whether a larger ``metric_for_best_model`` is better; ``None``: ``False`` for losses (names "
+        "starting with ``\"loss\"``) and ``\"bpc\"``, ``True`` otherwise."))
+    load_best_model_at_end: bool = Field(False, description=(
+        "At the end of training, put back the trainable weights of the best evaluation (kept in memory and, "
+        "with ``output_dir``, in ``output_dir/best``, so a resumed run still has them)."))
+    mixed_precision: Literal["no", "bf16"] = Field("no", description=(
+        "``\"bf16\"`` runs the loss computation under bfloat16 autocast (no loss scaling needed)."))
+    use_cpu: bool = Field(False, description="Train on the CPU even when an accelerator is available.")
     ddp_find_unused_parameters: bool = Field(
-        True, description="DDP: tolerate parameters without gradient.")
-    """Passed to DDP: needed when some parameters get no gradient in a step; set ``False`` for
-    a little speed when every parameter is used."""
-    progress: bool = Field(True, description="Show a tqdm progress bar (main process).")
-    """Show a tqdm progress bar on the main process."""
+        True, description=(
+        "Passed to DDP: needed when some parameters get no gradient in a step; set ``False`` for a little "
+        "speed when every parameter is used."))
+    progress: bool = Field(True, description="Show a tqdm progress bar on the main process.")
 
     @property
     def watches_loss(self) -> bool:
@@ -232,6 +225,8 @@ class TrainResult:
         best_step: the step of the evaluation with the best ``metric_for_best_model``
             (``None`` without evaluations).
         best_metric: its value.
+        train_seconds: wall time of the training loop over the whole run, earlier runs that
+            this one resumed included (evaluations and checkpoints count; model loading does not).
     """
 
     history: list[dict[str, Any]]
@@ -243,6 +238,7 @@ class TrainResult:
     stopped_early: bool = False
     best_step: Optional[int] = None
     best_metric: Optional[float] = None
+    train_seconds: float = 0.0
 
     @property
     def completed(self) -> bool:
@@ -627,7 +623,12 @@ class Trainer:
             "world_size": plan.world_size, self.count_key: plan.n_examples, self.digest_key: self._data_digest(),
             "total_steps": plan.total_steps, "data_position": {"epoch": epoch, "step_in_epoch": pos},
             "history": self.history, "eval_history": self.eval_history, "pending_log": self._pending,
+            "train_seconds": self._seconds_so_far(),
         }
+
+    def _seconds_so_far(self) -> float:
+        start = getattr(self, "_loop_start", None)
+        return float(getattr(self, "_seconds_before", 0.0)) + (time.perf_counter() - start if start is not None else 0.0)
 
     def _data_digest(self) -> str:
         if self._digest is None:
@@ -736,6 +737,7 @@ class Trainer:
         self.scheduler = self.build_scheduler(self.optimizer, plan)
         self.history, self.eval_history, self._pending, self.global_step = [], [], {}, 0
         self._best_state = None
+        self._seconds_before, self._loop_start = 0.0, None
         ckpt = self._resolve_resume(resume_from)
         self.resumed_from = ckpt
         if ckpt is not None:
@@ -747,6 +749,7 @@ class Trainer:
             self.history = list(extra.get("history", []))
             self.eval_history = list(extra.get("eval_history", []))
             self._pending = dict(extra.get("pending_log", {}))
+            self._seconds_before = float(extra.get("train_seconds", 0.0))
             if self._log is not None and self.is_main_process:
                 self._log.truncate_after(self.global_step)  # drop records written after the checkpoint
             self.accelerator.wait_for_everyone()
@@ -761,6 +764,7 @@ class Trainer:
         was_training = self.model.training
         for cb in self.callbacks:
             cb.on_train_begin(self)
+        self._loop_start = time.perf_counter()
         bar = tqdm(total=plan.total_steps, initial=self.global_step,
                    disable=not (args.progress and self.is_main_process),
                    desc=f"{type(self.model).__name__} training", dynamic_ncols=True)
@@ -804,7 +808,9 @@ class Trainer:
         result = TrainResult(history=list(self.history), eval_history=list(self.eval_history), final_metrics=final,
                              global_step=self.global_step, total_steps=plan.total_steps, checkpoint=last_ckpt,
                              stopped_early=stopped_early, best_step=None if best is None else int(best["step"]),
-                             best_metric=None if best is None else float(best[key]))
+                             best_metric=None if best is None else float(best[key]),
+                             train_seconds=self._seconds_so_far())
+        self._loop_start = None
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result

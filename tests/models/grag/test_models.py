@@ -6,7 +6,7 @@ import pytest
 import torch
 from grag_testkit import BACKBONES, build_backbone, make_examples, tokenizer_for
 
-from personakit.backbones.compat import cache_argument
+from personakit.backbones.compat import cache_argument, output_cache
 from personakit.functional.losses import last_token_pool
 from personakit.losses import CJEPALoss
 from personakit.models.grag import GRAGConfig, GRAGModel, PostGRAG, PreGRAG, PreSFT, build_grag_model
@@ -126,7 +126,7 @@ def _continued_loss(model, style, prefix_mask, ids, labels):
     for i in range(ids.size(0)):
         n_prefix, n_all = int(prefix_mask[i].sum()), int((labels[i] != -100).nonzero().max()) + 1
         row, lab = ids[i:i + 1, :n_all], labels[i, :n_all]
-        cache = model.backbone(input_ids=row[:, : n_prefix - 1], use_cache=True).past_key_values
+        cache = output_cache(model.backbone(input_ids=row[:, : n_prefix - 1], use_cache=True))
         with model.style_decoder.use_style(style[i:i + 1]):
             logits = model.backbone(input_ids=row[:, n_prefix - 1:], **{cache_argument(model.backbone): cache}).logits[0]  # (T', V)
         target = lab[n_prefix:]  # position j of the tail predicts token n_prefix + j

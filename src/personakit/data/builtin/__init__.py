@@ -49,6 +49,7 @@ __all__ = [
     "BUILTIN_CORPUS_LICENSE",
     "BUILTIN_SPLITS",
     "builtin_corpus_path",
+    "builtin_pfg_dialogues",
     "load_builtin_corpus",
 ]
 
@@ -152,3 +153,29 @@ def load_builtin_corpus(split: str = "all") -> list[Dialogue]:
     if split == "all":
         return dialogues
     return [d for d in dialogues if d.metadata["split"] == split]
+
+
+def builtin_pfg_dialogues() -> list[Dialogue]:
+    """The built-in corpus as Persuasion-for-Good-style dialogues (agent → persuader, one day apart).
+
+    The agents who talk in several dialogues (three of them) become users with profiles;
+    the ROPG, CoPersona and questioner recipes run their ``tiny`` configs on it.
+
+    Example:
+        >>> dialogues = builtin_pfg_dialogues()
+        >>> sorted(dialogues[0].participants), dialogues[1].metadata["date"][:10]
+        (['persuadee', 'persuader'], '2024-01-02')
+    """
+    from datetime import datetime, timedelta
+
+    rename = {"agent": "persuader", "user": "persuadee"}
+    start = datetime(2024, 1, 1)
+    out = []
+    for i, d in enumerate(load_builtin_corpus()):
+        out.append(d.model_copy(update={
+            "turns": [t.model_copy(update={"speaker": rename.get(t.speaker, t.speaker)}) for t in d.turns],
+            "participants": {rename.get(k, k): v for k, v in d.participants.items()},
+            "personas": {rename.get(k, k): v for k, v in d.personas.items()},
+            "metadata": {**d.metadata, "date": (start + timedelta(days=i)).isoformat()},
+        }))
+    return out

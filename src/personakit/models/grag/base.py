@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from personakit.backbones.compat import output_cache
 from personakit.functional.losses import token_cross_entropy
 from personakit.models.base import CONFIG_NAME, WEIGHTS_NAME, PersonaModel
 from personakit.models.grag.config import GRAGConfig
@@ -159,7 +160,7 @@ class GRAGModel(PersonaModel):
         stack = self.base_model.base_model
         inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
         out = stack(attention_mask=attention_mask, use_cache=True, **inputs)
-        return out.last_hidden_state, [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return out.last_hidden_state, [(layer.keys, layer.values) for layer in output_cache(out).layers]
 
     def encode_segments_with_cache(self, segments: Sequence[Segment], cache_for: Sequence[int]
                                    ) -> tuple[list[Segment], dict[int, KeyValues]]:
@@ -325,6 +326,25 @@ def _class_for(method: str) -> type[GRAGModel]:
     return GRAG_MODELS[method]
 
 
+# Weights that a BERT2BERT warm start creates (the decoder's cross-attention and LM head) or leaves unused
+# (the encoder checkpoint's pooler, in the decoder): transformers reports them in a load-report table.
+_WARM_START_NEW = (r"crossattention", r"^(cls|lm_head|generator_lm_head|generator_predictions)\.")
+_WARM_START_UNUSED = (r"^pooler\.", r"^(roberta|bert|electra|mpnet)\.pooler\.")
+
+
+def _warm_start_encoder_decoder(encoder_decoder_cls: Any, ref: str, label: str) -> nn.Module:
+    """``EncoderDecoderModel.from_encoder_decoder_pretrained(ref, ref)`` with transformers' expected load report
+    (new cross-attention and LM head, unused pooler) summarised in one line; an unexpected one is shown as is."""
+    from personakit.backbones.quiet import (capture_load_reports, loading_progress_enabled,
+                                            summarise_load_reports, transformers_progress)
+
+    with capture_load_reports() as reports, transformers_progress(loading_progress_enabled()):
+        model = encoder_decoder_cls.from_encoder_decoder_pretrained(ref, ref)
+    summarise_load_reports(reports, f"{label} warm-started as a BERT2BERT encoder-decoder",
+                           expected_missing=_WARM_START_NEW, expected_unexpected=_WARM_START_UNUSED)
+    return model
+
+
 def load_backbone(name_or_path: Union[str, os.PathLike]) -> tuple[nn.Module, Any]:
     """Load a backbone by embedded name / folder / hub id; encoder-only checkpoints become BERT2BERT."""
     from transformers import AutoConfig, AutoTokenizer, EncoderDecoderModel
@@ -336,7 +356,7 @@ def load_backbone(name_or_path: Union[str, os.PathLike]) -> tuple[nn.Module, Any
     if getattr(bconf, "is_encoder_decoder", False) or bconf.model_type == "encoder-decoder":
         return load_seq2seq_lm(ref)
     if bconf.model_type in ("bert", "roberta", "electra", "xlm-roberta", "mpnet"):
-        model = EncoderDecoderModel.from_encoder_decoder_pretrained(ref, ref)
+        model = _warm_start_encoder_decoder(EncoderDecoderModel, ref, f"{name_or_path} ({bconf.model_type})")
         tokenizer = AutoTokenizer.from_pretrained(ref)
         start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         model.config.decoder_start_token_id = start
