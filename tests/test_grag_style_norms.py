@@ -1,0 +1,42 @@
+"""``benchmarks/grag_style_norms.py`` reads the style-extractor weights of finished GRAG units' best checkpoints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+
+def _unit(root: Path, name: str, step: int, tensors: dict) -> None:
+    folder = root / "SPC" / "checkpoints" / name / "best" / f"checkpoint-{step:08d}" / "modules"
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+def test_style_norms_report_each_extractor_against_a_fresh_initialisation(tmp_path):
+    import grag_style_norms
+
+    d = 16
+    w = {f"params.style_extractor/{p}/weight": torch.full((d, d), 0.5) for p in ("q_proj", "k_proj", "v_proj")}
+    w["params.style_extractor/out_proj/weight"] = torch.zeros(d, d)
+    w["params.style_extractor/out_proj/weight"][0, 0] = 3.0
+    w["params.backbone/lora_A/weight"] = torch.ones(2, d)  # not a style projection: ignored
+    _unit(tmp_path / "work", "postgrag-s0-abc", 250, w)
+    _unit(tmp_path / "work", "presft-hist-s0-def", 400, {"params.backbone/lora_A/weight": torch.ones(2, d)})
+
+    assert grag_style_norms.main(["--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "grag_style_norms.json").read_text())
+    assert report["d_model"] == d and len(report["units"]) == 1  # PreSFT has no style path
+    row = report["units"][0]
+    assert (row["unit"], row["best_step"], row["extractor"]) == ("postgrag-s0-abc", 250, "style_extractor")
+    assert row["q_proj"] == torch.full((d, d), 0.5).norm().item() and row["out_proj"] == 3.0
+    fresh = grag_style_norms.fresh_norms(d)
+    assert abs(report["fresh"]["out_proj"] - fresh["out_proj"]) < 1e-6 and fresh["out_proj"] > 0
+    assert "out_proj / fresh" in (tmp_path / "out" / "grag_style_norms.md").read_text()
+    assert grag_style_norms.main(["--work-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
