@@ -52,6 +52,13 @@ def machine_info(packages: Iterable[str] = ("torch", "transformers"), device: st
         "versions": {p: _version(p) for p in packages},
     }
     try:
+        from personakit.backbones.precision import cpu_bf16_support
+
+        support = cpu_bf16_support()
+        info["amx_bf16"], info["avx512_bf16"] = bool(support.get("amx_bf16")), bool(support.get("avx512_bf16"))
+    except ImportError:
+        pass
+    try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
@@ -67,7 +74,8 @@ def machine_line(info: dict[str, Any]) -> str:
     load = info.get("load_average") or [float("nan")]
     gpu = f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
     versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items() if v)
-    return (f"Machine: {info['cpu']} ({info['cpu_count']} cores{gpu}), {info['platform']}, Python {info['python']}, "
+    flags = f", AMX {'yes' if info['amx_bf16'] else 'no'}" if "amx_bf16" in info else ""
+    return (f"Machine: {info['cpu']} ({info['cpu_count']} cores{flags}{gpu}), {info['platform']}, Python {info['python']}, "
             f"{versions}; 1-minute load average {load[0]:.2f} when the results were written.")
 
 

@@ -137,3 +137,89 @@ def test_indexed_profile_belongs_to_its_retriever():
     idx = BM25Retriever().index(["a b"])
     with pytest.raises(ValueError, match="another retriever"):
         BM25Retriever().score("a", idx)
+
+
+# ---------------------------------------------------------------- index layout (BM25State)
+def _layouts(**kw):
+    """Retrievers storing every term as postings, every term as a dense row, and a mix."""
+    sparse, dense, mixed = (BM25Retriever(**kw) for _ in range(3))
+    sparse.dense_min_entries, sparse.dense_min_fraction = 10**9, 1.0
+    dense.dense_min_entries, dense.dense_min_fraction = 1, 0.0
+    mixed.dense_min_entries, mixed.dense_min_fraction = 1, 0.3
+    return sparse, dense, mixed
+
+
+def _random_corpus(rng, n_docs, vocab=12, max_len=9):
+    # Zipf-like: low ids are frequent (many negative-idf terms), high ids rare
+    p = 1.0 / np.arange(1, vocab + 1)
+    p /= p.sum()
+    return [" ".join(f"t{i}" for i in rng.choice(vocab, size=rng.integers(0, max_len + 1), p=p)) for _ in range(n_docs)]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_every_layout_equals_rank_bm25_on_random_corpora(seed):
+    rng = np.random.default_rng(seed)
+    texts = _random_corpus(rng, n_docs=int(rng.integers(1, 40)))
+    if not any(default_tokenize(t) for t in texts):
+        texts[0] = "t0"
+    queries = [
+        " ".join(f"t{i}" for i in rng.integers(0, 15, size=rng.integers(1, 12))),  # t12..t14 unknown
+        "t0 t0 t0 t1 t0",  # repeated (and usually negative-idf) terms count once per occurrence
+        "t13 t1 t13 t9 t0 t9 t1",  # interleaved frequent, rare and unknown terms
+        "",
+        "zzz",
+    ]
+    layouts = _layouts()
+    for q in queries:
+        expected = _reference(texts, q, default_tokenize)
+        got = [r.score(q, texts) for r in layouts]
+        np.testing.assert_allclose(got[0], expected, rtol=1e-6, atol=1e-12)
+        for g in got[1:]:  # the layout changes the speed, never a bit of the scores
+            np.testing.assert_array_equal(g, got[0])
+    for r in layouts:  # many queries against one profile: the same bits as one by one
+        for q, s in zip(queries, r.score_batch(queries, r.index(texts))):
+            np.testing.assert_array_equal(s, layouts[0].score(q, texts))
+
+
+def test_negative_idf_single_entry_and_unknown_terms():
+    # "a" is in every entry (idf < 0, floored to epsilon * mean idf), "c" only in one
+    texts = ["a b", "a c", "a b", "a"]
+    for r in _layouts():
+        np.testing.assert_allclose(r.score("a c a zzz", texts), _reference(texts, "a c a zzz", default_tokenize),
+                                   rtol=1e-6, atol=1e-12)
+        assert r.score("zzz qqq", texts).tolist() == [0.0] * 4
+        assert r.score("", texts).tolist() == [0.0] * 4
+    # one entry: every term has idf ln(0.5 / 1.5) < 0 and the mean idf equals it
+    for r in _layouts(epsilon=0.5):
+        np.testing.assert_allclose(r.score("x y x", ["x y z"]),
+                                   _reference(["x y z"], "x y x", default_tokenize, epsilon=0.5), rtol=1e-6)
+    assert BM25Retriever().score("x", ["x"])[0] < 0
+
+
+def test_state_layout_weights_and_pickle():
+    import pickle
+
+    from personakit.functional.retrieval import bm25_weights, term_frequency_matrix
+    from personakit.retrieval.bm25 import BM25State
+
+    texts = ["a b a", "b c", "a d", "a b c d e"]
+    sparse, dense, mixed = _layouts()
+    states = [r.index(texts).state for r in (sparse, dense, mixed)]
+    assert all(isinstance(s, BM25State) for s in states)
+    assert states[0].dense.shape == (0, 4) and states[0].n_sparse == 5
+    assert states[1].n_sparse == 0 and states[1].dense.shape == (5, 4) and states[1].values.size == 0
+    assert states[2].n_sparse == 1 and states[2].dense.shape == (4, 4)  # df >= ceil(0.3 * 4) = 2: only "e" sparse
+    # the weights are rank-bm25's contributions whatever the layout
+    docs = [default_tokenize(t) for t in texts]
+    first = {t: i for i, t in enumerate(dict.fromkeys(tok for d in docs for tok in d))}
+    ref = bm25_weights(term_frequency_matrix([[first[t] for t in d] for d in docs], n_terms=5)).toarray()
+    for s in states:
+        w = s.weights.toarray()  # (N, V) in the state's id order
+        for term, i in first.items():
+            np.testing.assert_array_equal(w[:, s.vocab[term]], ref[:, i])
+        assert s.nbytes > 0
+    for r in (sparse, dense, mixed):
+        idx = r.index(texts)
+        clone = pickle.loads(pickle.dumps(idx.state))
+        for q in ["a", "b a c e", "e e a", ""]:
+            np.testing.assert_array_equal(clone.scores(clone.term_ids(default_tokenize(q))), r.score(q, idx))

@@ -130,3 +130,48 @@ def test_bf16_runs_the_loss_under_autocast():
 
     proc = subprocess.run([sys.executable, "-c", _BF16_SCRIPT], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+class _Regression(Trainer):
+    def compute_loss(self, batch):
+        x = torch.tensor(batch)
+        loss = ((self.model(x[:, None]).squeeze(1) - 2 * x) ** 2).mean()
+        return loss, {"loss": float(loss)}
+
+
+def test_learning_rate_multipliers_set_each_groups_rate():
+    model = torch.nn.Sequential(torch.nn.Linear(1, 3), torch.nn.Linear(3, 1))
+    args = TrainingConfig(max_steps=1, batch_size=2, use_cpu=True, progress=False, learning_rate=1e-3,
+                          weight_decay=0.1, learning_rate_multipliers={"1.*": 10.0, "0.bias": 0.5})
+    groups = trainer_mod.parameter_groups(model, weight_decay=0.1, learning_rate=1e-3,
+                                          multipliers=args.learning_rate_multipliers)
+    by_param = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    assert by_param[id(model[0].weight)] == (1e-3, 0.1)
+    assert by_param[id(model[0].bias)] == (5e-4, 0.0)
+    assert by_param[id(model[1].weight)] == (pytest.approx(1e-2), 0.1)
+    assert by_param[id(model[1].bias)] == (pytest.approx(1e-2), 0.0)
+    # the optimizer the trainer builds carries them, and the schedule scales each group from its own rate
+    trainer = _Regression(model, args, train_data=[1.0, 2.0])
+    trainer.train()
+    lrs = sorted(g["initial_lr"] for g in trainer.optimizer.param_groups)
+    assert lrs == pytest.approx([5e-4, 1e-3, 1e-2, 1e-2])
+
+
+def test_learning_rate_multipliers_the_first_match_wins_and_a_typo_is_an_error():
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1))
+    groups = trainer_mod.parameter_groups(model, weight_decay=0.0, learning_rate=1.0,
+                                          multipliers={"0.*": 3.0, "*": 7.0})
+    assert {g["lr"] for g in groups} == {3.0}
+    with pytest.raises(ValueError, match=r"style_extractor.*match no trainable parameter"):
+        trainer_mod.parameter_groups(model, weight_decay=0.0, learning_rate=1.0,
+                                     multipliers={"*style_extractor.*": 10})
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        trainer_mod.parameter_groups(model, weight_decay=0.0, learning_rate=1.0)
+
+
+def test_without_multipliers_the_groups_keep_their_order():
+    """Checkpoints store the optimizer state by group order: decayed matrices first, then the rest."""
+    model = torch.nn.Linear(2, 2)
+    groups = trainer_mod.parameter_groups(model, weight_decay=0.1, learning_rate=1.0)
+    assert [(g["weight_decay"], [p.ndim for p in g["params"]]) for g in groups] == [(0.1, [2]), (0.0, [1])]

@@ -32,6 +32,7 @@ from personakit.training.trainer import (
     TrainResult,
     data_digest,
     epoch_permutation,
+    parameter_groups,
     seed_everything,
 )
 from personakit.training.ropg import (
@@ -60,6 +61,7 @@ __all__ = [
     "data_digest",
     "epoch_permutation",
     "seed_everything",
+    "parameter_groups",
     # schedules.py
     "warmup_factor",
     "warmup_steps_from_ratio",

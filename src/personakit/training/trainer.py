@@ -104,6 +104,7 @@ __all__ = [
     "step_seed",
     "epoch_permutation",
     "data_digest",
+    "parameter_groups",
 ]
 
 
@@ -138,6 +139,12 @@ class TrainingConfig(BaseConfig):
     weight_decay: float = Field(0.0, ge=0.0, description=(
         "Decoupled weight decay of AdamW, applied to weight matrices only (not to biases, norm weights or "
         "other 1-d parameters)."))
+    learning_rate_multipliers: dict[str, float] = Field(default_factory=dict, description=(
+        "Per-parameter learning rates: ``{pattern: factor}``, where ``pattern`` is an ``fnmatch`` pattern "
+        "over parameter names (``model.named_parameters()``) and the parameter's learning rate is "
+        "``factor * learning_rate`` (the schedule scales it like the rest). The first matching pattern "
+        "wins; a pattern that matches no trainable parameter is an error. Example: "
+        "``{\"*style_extractor.*\": 10}`` trains PostGRAG's style path 10x faster than the LoRA adapters."))
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW $(\\beta_1, \\beta_2)$.")
     adam_epsilon: float = Field(1e-8, gt=0.0, description="AdamW $\\epsilon$.")
     epochs: int = Field(20, ge=1, description="Passes over the training items; ignored when ``max_steps`` is set.")
@@ -204,6 +211,48 @@ class TrainingConfig(BaseConfig):
         if self.greater_is_better is not None:
             return self.greater_is_better
         return not (self.watches_loss or self.metric_for_best_model == "bpc")
+
+
+def parameter_groups(model: nn.Module, *, weight_decay: float, learning_rate: float,
+                     multipliers: Optional[Mapping[str, float]] = None, owner: str = "Trainer"
+                     ) -> list[dict[str, Any]]:
+    """Optimizer parameter groups of ``model``'s trainable parameters.
+
+    Weight decay applies to matrices only (``ndim >= 2``); each parameter's learning rate is
+    ``learning_rate`` times the factor of the first ``fnmatch`` pattern in ``multipliers``
+    that its name matches (1 when none does). Empty groups are dropped.
+
+    Raises:
+        ValueError: no trainable parameter, or a pattern that matches none (a typo would
+            otherwise silently train at the base rate).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+        >>> groups = parameter_groups(m, weight_decay=0.1, learning_rate=1e-3, multipliers={"1.*": 10})
+        >>> sorted((g["lr"], g["weight_decay"], len(g["params"])) for g in groups)
+        [(0.001, 0.0, 1), (0.001, 0.1, 1), (0.01, 0.0, 1), (0.01, 0.1, 1)]
+    """
+    import fnmatch
+
+    patterns = dict(multipliers or {})
+    used = {pattern: False for pattern in patterns}
+    grouped: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        matching = [pattern for pattern in patterns if fnmatch.fnmatchcase(name, pattern)]
+        used.update(dict.fromkeys(matching, True))
+        factor = float(patterns[matching[0]]) if matching else 1.0
+        grouped.setdefault((factor, p.ndim >= 2), []).append(p)
+    if not grouped:
+        raise ValueError(f"{owner}: {type(model).__name__} has no trainable parameters")
+    unused = [pattern for pattern, hit in used.items() if not hit]
+    if unused:
+        names = [n for n, p in model.named_parameters() if p.requires_grad][:5]
+        raise ValueError(f"{owner}: learning_rate_multipliers pattern(s) {unused} match no trainable parameter "
+                         f"of {type(model).__name__} (trainable names look like {names})")
+    return [{"params": params, "lr": learning_rate * factor, "weight_decay": weight_decay if decays else 0.0}
+            for (factor, decays), params in sorted(grouped.items(), key=lambda kv: (kv[0][0], not kv[0][1]))]
 
 
 # ---------------------------------------------------------------------------- result
@@ -371,7 +420,7 @@ class Trainer:
     """Checkpoint field holding :meth:`data_digest` of the training items."""
     resume_fields: ClassVar[tuple[str, ...]] = (
         "learning_rate", "final_lr_fraction", "warmup_steps", "weight_decay", "epochs", "max_steps", "batch_size",
-        "gradient_accumulation_steps", "seed", "checkpoint_weights")
+        "gradient_accumulation_steps", "seed", "checkpoint_weights", "learning_rate_multipliers")
     """Fields of :attr:`config` that must equal the checkpoint's to resume."""
     reseed_every_step: ClassVar[bool] = True
     """Re-seed torch at every step from ``(seed, step, rank)`` (else continue the RNG streams)."""
@@ -475,18 +524,12 @@ class Trainer:
         return loss, terms
 
     def build_optimizer(self, plan: TrainingPlan) -> torch.optim.Optimizer:
-        """AdamW over the trainable parameters; weight decay on matrices only."""
+        """AdamW over the trainable parameters; weight decay on matrices only; see :func:`parameter_groups`."""
         args = self.args
-        decay, no_decay = [], []
-        for _, p in self.model.named_parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        if not decay and not no_decay:
-            raise ValueError(f"{type(self).__name__}: {type(self.model).__name__} has no trainable parameters")
-        groups = [{"params": decay, "weight_decay": args.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.learning_rate,
-                                 betas=tuple(args.adam_betas), eps=args.adam_epsilon)
+        groups = parameter_groups(self.model, weight_decay=args.weight_decay, learning_rate=args.learning_rate,
+                                  multipliers=args.learning_rate_multipliers, owner=type(self).__name__)
+        return torch.optim.AdamW(groups, lr=args.learning_rate, betas=tuple(args.adam_betas),
+                                 eps=args.adam_epsilon)
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, plan: TrainingPlan
                         ) -> torch.optim.lr_scheduler.LambdaLR:
