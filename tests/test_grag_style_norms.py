@@ -40,3 +40,28 @@ def test_style_norms_report_each_extractor_against_a_fresh_initialisation(tmp_pa
     assert abs(report["fresh"]["out_proj"] - fresh["out_proj"]) < 1e-6 and fresh["out_proj"] > 0
     assert "out_proj / fresh" in (tmp_path / "out" / "grag_style_norms.md").read_text()
     assert grag_style_norms.main(["--work-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
+
+
+def test_style_lr_pilot_measures_the_output_projections_and_reports_every_point():
+    """``benchmarks/grag_style_lr.py``: the norm share it tracks and the table it writes (no training here)."""
+    from types import SimpleNamespace
+
+    import grag_style_lr
+
+    d = 4
+    extractor = lambda value: SimpleNamespace(out_proj=SimpleNamespace(weight=torch.full((d, d), value)))  # noqa: E731
+    model = SimpleNamespace(style_extractor=extractor(1.0), generic_style_extractor=extractor(3.0))
+    # Frobenius norms 4 and 12, mean 8, over a fresh norm of 16
+    assert grag_style_lr.out_proj_share(model, fresh=16.0) == 0.5
+
+    point = lambda step, loss: {"step": step, "loss_p": loss, "persona_gap": 0.01, "generic_gap": -0.02,  # noqa: E731
+                                "out_proj_share": 0.1}
+    result = {"command": "python benchmarks/grag_style_lr.py", "date": "2026-01-01", "n_train": 10, "n_dev": 4,
+              "batch": 8, "lr": 2e-4, "machine_line": "Machine: test.",
+              "runs": [{"multiplier": 1.0, "dtype": "bfloat16", "seconds": 60.0, "resumed_at_step": 0,
+                        "points": [point(0, 2.0), point(20, 1.5)]},
+                       {"multiplier": 10.0, "dtype": "bfloat16", "seconds": 120.0, "resumed_at_step": 20,
+                        "points": [point(0, 2.0), point(20, 6.0)]}]}
+    md = grag_style_lr.to_markdown(result)
+    assert "| 10 | 20 | 6.0000 | +0.0100 | -0.0200 | 0.100 |" in md
+    assert "m=1 1.0 min, m=10 2.0 min (resumed at step 20)" in md

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from personakit.functional.selector import selection_target, selector_kl
-from personakit.losses.selector import SelectorKLLoss, SelectorKLLossConfig
+from personakit.losses.selector import SelectorKLLoss, SelectorKLLossConfig, normalize_evals
 from personakit.testing import assert_config_matches
 
 
@@ -90,7 +90,31 @@ def test_config_and_repr():
     assert_config_matches(SelectorKLLossConfig)
     loss = SelectorKLLossConfig(temperature=0.2, reduction="sum").build()
     assert isinstance(loss, SelectorKLLoss) and loss.temperature == 0.2 and loss.reduction == "sum"
-    assert "temperature=0.2" in repr(loss)
+    assert loss.normalization == "none"  # the paper's target by default
+    assert "temperature=0.2" in repr(loss) and "normalization='none'" in repr(loss)
+    assert SelectorKLLossConfig(normalization="range").build().normalization == "range"
+    with pytest.raises(ValueError, match="normalization"):
+        SelectorKLLoss(normalization="zscore")  # type: ignore[arg-type]
+
+
+def test_range_normalization_hand_values():
+    evals = torch.tensor([[0.10, 0.12, 0.11, 0.10],   # ROUGE-sized differences
+                          [0.30, 0.30, 0.30, 0.30],   # every retriever ties
+                          [1.00, 0.00, 0.50, 0.25]], dtype=torch.float64)
+    expected = torch.tensor([[-1.0, 0.0, -0.5, -1.0], [0.0, 0.0, 0.0, 0.0], [0.0, -1.0, -0.5, -0.75]],
+                            dtype=torch.float64)
+    torch.testing.assert_close(normalize_evals(evals, "range"), expected)
+    assert normalize_evals(evals, "none") is evals
+    # the loss is the paper's KL with the rescaled EVALs as the target's logits
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    got = SelectorKLLoss(temperature=0.1, normalization="range", reduction="none")(scores, evals)
+    assert got.tolist() == pytest.approx(loop_kl(scores.tolist(), expected.tolist(), 0.1), rel=1e-10)
+    # ROUGE 0.10 vs 0.12 at tau 0.1: near-uniform target without it, a sharp one with it
+    soft = selection_target(evals[:1], 0.1)[0]
+    sharp = selection_target(expected[:1], 0.1)[0]
+    assert soft.max() < 0.3 and sharp.max() > 0.99
+    assert selection_target(expected[1:2], 0.1)[0].tolist() == pytest.approx([0.25] * 4)  # ties stay uniform
 
 
 @settings(max_examples=40, deadline=None)

@@ -20,6 +20,7 @@ from personakit.retrieval.recency import RecencyConfig, RecencyRetriever
 from personakit.retrieval.registry import RETRIEVERS, get_retriever, register_retriever, retriever_names
 from personakit.retrieval.rrf import RRFConfig, RRFRetriever
 from personakit.retrieval.selector import RetrieverSelector, RetrieverSelectorConfig, SelectionResult
+from personakit.retrieval.selector_diagnostics import SelectorDiagnostics, selector_diagnostics
 from personakit.retrieval.tokenize import default_tokenize, get_tokenizer, whitespace_tokenize
 
 from personakit.retrieval.lamp_prompts import (
@@ -45,6 +46,8 @@ __all__ = [
     "RetrieverSelector",
     "RetrieverSelectorConfig",
     "SelectionResult",
+    "SelectorDiagnostics",
+    "selector_diagnostics",
     "Retriever",
     "IndexedProfile",
     "RetrievedItem",
