@@ -100,6 +100,37 @@ def test_global_split_is_a_date_cut():
     assert max(dates["train"]) <= min(dates["dev"]) <= max(dates["dev"]) <= min(dates["test"])
 
 
+def _many_users() -> list[Dialogue]:
+    # ten users, u0..u9, with three dialogues each on days 1..3 (two target dialogues each)
+    return [_dialogue(f"u{u}", day, 10 * u + day) for u in range(10) for day in (1, 2, 3)]
+
+
+def test_user_split_holds_out_users():
+    corpus = _many_users()
+    s = build_pfg_lamp_task(corpus, split_by="user", split_fractions=(0.5, 0.2, 0.3))
+    users = {k: {ex.profile.user_id for ex in v} for k, v in s.items()}
+    assert [len(u) for u in users.values()] == [5, 2, 3]  # floor(0.5 * 10), floor(0.2 * 10), the rest
+    assert not users["train"] & users["dev"] and not users["train"] & users["test"] and not users["dev"] & users["test"]
+    # every target dialogue of a user is in that user's split: 2 target dialogues x 2 examples each
+    assert [len(v) for v in s.values()] == [20, 8, 12]
+    # profiles still hold only the user's strictly earlier dialogues
+    for v in s.values():
+        for ex in v:
+            day = parse_pfg_date(ex.id)
+            assert all(item.timestamp < datetime.fromisoformat(day) for item in ex.profile.items)
+            assert all(item.id.split("_")[1] != ex.id.split("_")[1] for item in ex.profile.items)
+    # deterministic for a seed, another assignment for another seed (the user shuffle is seeded)
+    assert s == build_pfg_lamp_task(corpus, split_by="user", split_fractions=(0.5, 0.2, 0.3))
+    others = [{ex.profile.user_id for ex in build_pfg_lamp_task(corpus, split_by="user", seed=seed,
+                                                                 split_fractions=(0.5, 0.2, 0.3))["test"]}
+              for seed in (1, 2, 3)]
+    assert any(o != users["test"] for o in others)
+    # min_prior_dialogues=2 keeps only the day-3 dialogues; the users are the same
+    s2 = build_pfg_lamp_task(corpus, split_by="user", split_fractions=(0.5, 0.2, 0.3), min_prior_dialogues=2)
+    assert [len(v) for v in s2.values()] == [10, 4, 6]
+    assert {k: {ex.profile.user_id for ex in v} for k, v in s2.items()} == users
+
+
 def test_same_second_is_not_earlier():
     a = _dialogue("u1", 1, 0)
     b = _dialogue("u1", 1, 1)  # same date and time as a
@@ -122,6 +153,8 @@ def test_flagged_and_errors():
         build_pfg_lamp_task(_corpus(), split_by="random")
     with pytest.raises(ValueError, match="split_fractions"):
         build_pfg_lamp_task(_corpus(), split_by="global", split_fractions=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="split_fractions"):
+        build_pfg_lamp_task(_corpus(), split_by="user", split_fractions=(0.5, 0.5))
     with pytest.raises(TypeError, match=r"dialogues\[0\] is a str"):
         build_pfg_lamp_task(["not a dialogue"])
 
@@ -172,3 +205,17 @@ def test_config_matches_function():
     assert_config_matches(PFGLaMPConfig, exclude=["dialogues_or_folder"])
     cfg = PFGLaMPConfig.from_dict({"history_turns": 1, "max_examples_per_user": 1})
     assert cfg.build(dialogues_or_folder=_corpus()) == build_pfg_lamp_task(_corpus(), history_turns=1, max_examples_per_user=1)
+
+
+@pytest.mark.real_data
+def test_real_user_split_counts():
+    folder = shared_data_path("persuasionforgood", "FullData")
+    expected = {2: {"train": (29, 76, 703), "dev": (11, 55, 501), "test": (19, 59, 542)},
+                1: {"train": (63, 141, 1302), "dev": (25, 60, 560), "test": (38, 115, 1054)}}
+    for m, counts in expected.items():
+        splits = build_pfg_lamp_task(folder, min_prior_dialogues=m, split_by="user", split_fractions=(0.5, 0.2, 0.3))
+        got = {k: (len({ex.profile.user_id for ex in v}), len({ex.id.rsplit(":", 1)[0] for ex in v}), len(v))
+               for k, v in splits.items()}
+        assert got == counts
+        users = [{ex.profile.user_id for ex in v} for v in splits.values()]
+        assert not (users[0] & users[1]) and not (users[0] & users[2]) and not (users[1] & users[2])

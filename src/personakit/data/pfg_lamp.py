@@ -51,6 +51,12 @@ earlier messages form a profile for their later replies.  The construction, exac
      ``split_fractions`` (train, dev, test; default 0.8/0.1/0.1, rounded down for train
      and dev): every train dialogue is no later than every dev dialogue, which is no
      later than every test dialogue.
+   * ``"user"`` (held-out users): the users with a target dialogue, sorted by id, are
+     shuffled by ``random.Random(seed + 2)`` and cut by ``split_fractions`` (rounded
+     down for train and dev, the rest to test); all target dialogues of a user go to
+     that user's split.  No user appears in two splits, so a test profile belongs to a
+     persuader that training never saw (profiles still hold only that user's strictly
+     earlier dialogues).
 
 7. **Subsampling** (for CPU-scale runs), applied after the split: ``max_users`` keeps a
    seeded random sample of the users with a target dialogue; ``max_examples_per_user``
@@ -160,7 +166,7 @@ def build_pfg_lamp_task(
     min_prior_dialogues: int = 1,
     history_turns: int = 3,
     max_profile_items: Optional[int] = None,
-    split_by: Literal["time", "global"] = "time",
+    split_by: Literal["time", "global", "user"] = "time",
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     max_users: Optional[int] = None,
     max_examples_per_user: Optional[int] = None,
@@ -179,12 +185,14 @@ def build_pfg_lamp_task(
             persuadee's last turn.
         max_profile_items: keep only the most recent entries of each profile.
         split_by: ``"time"`` (per user: last target dialogue → test, the one before
-            → dev, the rest → train) or ``"global"`` (one date cut over all target
-            dialogues, by ``split_fractions``).
-        split_fractions: train/dev/test fractions for ``split_by="global"``.
+            → dev, the rest → train), ``"global"`` (one date cut over all target
+            dialogues, by ``split_fractions``) or ``"user"`` (users shuffled and cut by
+            ``split_fractions``: disjoint train / dev / test users).
+        split_fractions: train/dev/test fractions for ``split_by="global"`` (of the
+            target dialogues) and ``"user"`` (of the users).
         max_users: keep a random sample of this many users.
         max_examples_per_user: keep at most this many examples per user and split.
-        seed: seed of the subsampling.
+        seed: seed of the subsampling and of the user shuffle (``split_by="user"``).
         drop_flagged: skip the dialogues whose id starts with ``BAD_``.
 
     Returns:
@@ -201,8 +209,8 @@ def build_pfg_lamp_task(
         raise ValueError(f"history_turns must be >= 1, got {history_turns}")
     if max_profile_items is not None and max_profile_items < 1:
         raise ValueError(f"max_profile_items must be >= 1 or None, got {max_profile_items}")
-    if split_by not in ("time", "global"):
-        raise ValueError(f"split_by must be 'time' or 'global', got {split_by!r}")
+    if split_by not in ("time", "global", "user"):
+        raise ValueError(f"split_by must be 'time', 'global' or 'user', got {split_by!r}")
     fractions = tuple(float(f) for f in split_fractions)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise ValueError(f"split_fractions must be three non-negative numbers summing to 1, got {split_fractions!r}")
@@ -249,6 +257,15 @@ def build_pfg_lamp_task(
             ds.sort()
             for rank_from_end, (_, did) in enumerate(reversed(ds)):
                 split_of[did] = "test" if rank_from_end == 0 else "dev" if rank_from_end == 1 else "train"
+    elif split_by == "user":
+        shuffled = sorted({user for user, *_ in targets})
+        random.Random(seed + 2).shuffle(shuffled)
+        n_train = int(math.floor(fractions[0] * len(shuffled)))
+        n_dev = int(math.floor(fractions[1] * len(shuffled)))
+        split_of_user = {user: "train" if i < n_train else "dev" if i < n_train + n_dev else "test"
+                         for i, user in enumerate(shuffled)}
+        for user, _, d, _ in targets:
+            split_of[d.id] = split_of_user[user]
     else:
         ordered = sorted((date, d.id) for _, date, d, _ in targets)
         n_train = int(math.floor(fractions[0] * len(ordered)))
@@ -298,9 +315,11 @@ class PFGLaMPConfig(BaseConfig):
     min_prior_dialogues: int = Field(1, ge=1, description="Earlier dialogues a target dialogue's persuader needs.")
     history_turns: int = Field(3, ge=1, description="Merged turns of history in each input.")
     max_profile_items: Optional[int] = Field(None, ge=1, description="Keep only the most recent profile entries.")
-    split_by: Literal["time", "global"] = Field("time", description="Per-user time split or one global date cut.")
-    split_fractions: tuple[Fraction, Fraction, Fraction] = Field((0.8, 0.1, 0.1), description="Train/dev/test fractions (global).")
+    split_by: Literal["time", "global", "user"] = Field("time", description=(
+        "Per-user time split, one global date cut, or disjoint users per split."))
+    split_fractions: tuple[Fraction, Fraction, Fraction] = Field((0.8, 0.1, 0.1), description=(
+        "Train/dev/test fractions (global: of the dialogues; user: of the users)."))
     max_users: Optional[int] = Field(None, ge=1, description="Keep a seeded random sample of this many users.")
     max_examples_per_user: Optional[int] = Field(None, ge=1, description="At most this many examples per user and split.")
-    seed: int = Field(0, description="Seed of the subsampling.")
+    seed: int = Field(0, description="Seed of the subsampling and of the user shuffle.")
     drop_flagged: bool = Field(False, description="Skip the BAD_ dialogues.")

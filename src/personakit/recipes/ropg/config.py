@@ -69,11 +69,14 @@ class ROPGDataConfig(BaseConfig):
     history_turns: int = Field(3, ge=1, description="PFG-LaMP: merged turns of conversation in each input.")
     max_profile_items: Optional[int] = Field(None, ge=1, description=(
         "PFG-LaMP: keep only the most recent entries of each profile."))
-    split_by: Literal["time", "global"] = Field("time", description=(
-        "PFG-LaMP: 'time' (per user: last target dialogue -> test, the one before -> dev, the rest -> train) "
-        "or 'global' (one date cut over all target dialogues by split_fractions)."))
+    split_by: Literal["time", "global", "user"] = Field("time", description=(
+        "PFG-LaMP: 'time' (per user: last target dialogue -> test, the one before -> dev, the rest -> train), "
+        "'global' (one date cut over all target dialogues by split_fractions) or 'user' (held-out users: the "
+        "users shuffled by the seed and cut by split_fractions, so no user is in two splits)."))
     split_fractions: tuple[Fraction, Fraction, Fraction] = Field((0.8, 0.1, 0.1), description=(
-        "Train / dev / test fractions of the target dialogues for split_by='global'."))
+        "Train / dev / test fractions: of the target dialogues for split_by='global', of the users for 'user'."))
+    min_prior_dialogues: int = Field(1, ge=1, description=(
+        "PFG-LaMP: earlier dialogues a persuader needs before a dialogue becomes a target (an example)."))
     max_users: Optional[int] = Field(None, ge=1, description="PFG-LaMP: a seeded sample of this many persuaders.")
     max_examples_per_user: Optional[int] = Field(None, ge=1, description=(
         "PFG-LaMP: at most this many examples per user and split."))

@@ -84,7 +84,8 @@ def load_recipe_splits(data: ROPGDataConfig, seed: int = 0) -> tuple[str, dict[s
         splits = build_pfg_lamp_task(source, history_turns=data.history_turns,
                                      max_profile_items=data.max_profile_items, max_users=data.max_users,
                                      max_examples_per_user=data.max_examples_per_user, seed=seed,
-                                     split_by=data.split_by, split_fractions=data.split_fractions)
+                                     split_by=data.split_by, split_fractions=data.split_fractions,
+                                     min_prior_dialogues=data.min_prior_dialogues)
         task = PFG_LAMP_TASK
     limits = {"train": data.max_train, "dev": data.max_dev, "test": data.max_test}
     return task, {s: subsample(_usable(rows, s), limits[s], seed + _SPLIT_SEED[s]) for s, rows in splits.items()}
