@@ -1,4 +1,4 @@
-"""bf16 against fp32 on SmolLM2-135M + LoRA: GRAG training step time, generation speed and loss curves.
+"""bf16 against fp32 on SmolLM2-135M + LoRA: GRAG and questioner training step time, generation speed, loss curves.
 
 Both precisions run side by side in one process, on the same batches:
 
@@ -15,6 +15,21 @@ the fp32 one) and take turns step by step (fp32, bf16, fp32, ...) on the same ba
 reseeded alike before each step (LoRA dropout), so that a change in machine load hits
 both alike.  A step is forward + backward + AdamW step; the median over the steps after
 ``--warmup`` is reported.
+The questioner family's two trained systems (``--systems questioner-lora
+questioner-dual-tower``) are built as ``personakit run questioner --config tiny`` builds
+them (:func:`~personakit.recipes.questioner.run_questioner_recipe`):
+:class:`~personakit.models.questioner.DualTowerResponder` from the backbone, without the
+specific stream (``kind: lora``, a plain LoRA fine-tune) or with it and the ``tiny``
+settings (``kind: dual-tower``: rank 16, 2 views, contrastive weight 0.5, temperature
+0.01), its collator with the config's prompt budgets, the training examples of the
+built-in corpus (the recipe's ``builtin`` source) assigned to the config's question
+clusters (MiniLM k-means), and the batches of
+:class:`~personakit.training.QuestionerTrainer`'s cluster-grouped order (its
+``step_indices``; the short last batch of an epoch is skipped).  The loss is the model's
+own (:math:`L_{LM} + 0.5 L_{QC}` for the dual tower); its terms are compared too.  A run
+of only these systems writes ``questioner_bf16_speed.{json,md,png}`` (and
+``_speedup.png``), so the GRAG results are not overwritten, and skips (b) unless
+``--generation``.
 (b) **Generation** with :class:`~personakit.llm.HFGenerator` (greedy, batch
 ``--gen-batch-size``) on fixed prompts (the generic-response prompts of the corpus' test
 examples), the model loaded with ``dtype=torch.float32`` and ``dtype=torch.bfloat16``;
@@ -32,11 +47,15 @@ mismatch in a module fed bf16 states) is reported with its error; the others sti
     python benchmarks/bf16_speed.py            # default: batch 8, 30 steps, 32 prompts (~30 min on 2 cores)
     python benchmarks/bf16_speed.py --quick    # smoke setting: batch 4, 6 steps, 8 prompts (~4 min on 2 cores)
     python benchmarks/bf16_speed.py --plot-only   # redraw both plots from the committed JSON (no run)
+    python benchmarks/bf16_speed.py --systems questioner-lora questioner-dual-tower   # questioner_bf16_speed.*
 
 Plots: ``bf16_speed.png`` (the loss curves) and ``bf16_speed_speedup.png`` (the fp32 / bf16
 time ratios of the training steps and of generation).
 
-The first run also writes the generic responses of ``--examples`` training examples with
+``--name`` sets the base name of the result files (default: ``bf16_speed`` when a GRAG
+system runs, else ``questioner_bf16_speed``).
+
+The first run with a GRAG system also writes the generic responses of ``--examples`` training examples with
 SmolLM2 (a few minutes; cached in ``results/tmp/grag_step_time_llm_cache.jsonl``).
 ``$PERSONAKIT_DTYPE`` changes nothing here: both precisions are explicit.
 """
@@ -60,10 +79,17 @@ from _common import (RESULTS, command_line, machine_info, machine_line, now, pro
 from grag_step_time import LENGTHS, MODELS, load_examples  # noqa: E402
 
 NAME = "bf16_speed"
+QUESTIONER_NAME = "questioner_bf16_speed"
 LORA = {"r": 16, "lora_alpha": 32}
-SYSTEMS = ("PreSFT(Hist)", "PostGRAG")
+GRAG_SYSTEMS = ("PreSFT(Hist)", "PostGRAG")
+QUESTIONER_SYSTEMS = {"questioner-lora": "lora", "questioner-dual-tower": "dual-tower"}
+"""``--systems`` name -> ``kind`` of a system of the questioner recipe's ``tiny`` config."""
+SYSTEMS = GRAG_SYSTEMS + tuple(QUESTIONER_SYSTEMS)
+QUESTIONER_CONFIG = "tiny"
 PRECISIONS = ("fp32", "bf16")
 TOLERANCE = 0.02  # relative gap of the final mean losses
+GRAG_LR = 1e-4
+NEAR_ZERO = 1e-4  # a loss term whose fp32 final mean is below this is not judged by its relative gap
 SMOOTH = 5
 SETTINGS = {
     "default": dict(batch_size=8, steps=30, warmup=2, examples=96, gen_prompts=32, gen_batch_size=8,
@@ -97,25 +123,122 @@ def _error(err: BaseException) -> str:
     return text if len(text) <= 400 else text[:400] + " ..."
 
 
-def train_side_by_side(label: str, base: Any, tokenizer: Any, batches: list[list], args: argparse.Namespace
-                       ) -> dict[str, Any]:
-    """(a) and (c) for one system: both precisions, interleaved step by step on the same batches."""
+def result_name(systems: list[str], name: str | None = None) -> str:
+    """Base name of the result files: ``name`` if given, :data:`NAME` when a GRAG system runs, else
+    :data:`QUESTIONER_NAME` (so a questioner-only run leaves the committed GRAG results alone)."""
+    if name:
+        return name
+    return NAME if any(s in GRAG_SYSTEMS for s in systems) else QUESTIONER_NAME
+
+
+def full_batches(indices_of_step: Any, batch_size: int, count: int, max_steps: int = 10_000) -> list[list[int]]:
+    """The index lists of the first ``count`` steps of ``indices_of_step(step)`` that hold ``batch_size`` items.
+
+    ``indices_of_step`` is a trainer's ``step_indices`` (the short last step of an epoch is skipped,
+    so every timed step has the same batch size).
+    """
+    out: list[list[int]] = []
+    for step in range(max_steps):
+        if len(out) == count:
+            break
+        idx = [int(i) for i in indices_of_step(step)]
+        if len(idx) == batch_size:
+            out.append(idx)
+    if len(out) < count:
+        raise ValueError(f"full_batches: only {len(out)} steps of {batch_size} items in {max_steps} steps")
+    return out
+
+
+def _term_curves(terms32: list[dict[str, float]], terms16: list[dict[str, float]]) -> dict[str, Any]:
+    """:func:`compare_curves` of every loss term (``loss_*``) logged at every step of both precisions."""
+    n = min(len(terms32), len(terms16))
+    if n == 0:
+        return {}
+    names = {k for k in set.intersection(*(set(t) for t in terms32[:n] + terms16[:n])) if k.startswith("loss_")}
+    return {k: compare_curves([t[k] for t in terms32[:n]], [t[k] for t in terms16[:n]]) for k in sorted(names)}
+
+
+def load_questioner_data(config_name: str = QUESTIONER_CONFIG) -> tuple[Any, list]:
+    """The questioner recipe config and its training examples, assigned to the config's question clusters."""
+    from personakit.modules.question_clusterer import QuestionClusterer
+    from personakit.recipes.base import load_recipe_config
+    from personakit.recipes.questioner import load_questioner_splits
+
+    config = load_recipe_config("questioner", config_name)
+    train, _ = load_questioner_splits(config.data, config.seed)
+    train = QuestionClusterer(**config.clusterer.to_dict()).assign(train, fit=True)
+    return config, train
+
+
+def build_questioner(label: str, base: Any, tokenizer: Any, config: Any, train: list, args: argparse.Namespace
+                     ) -> tuple[Any, list[dict], dict[str, Any]]:
+    """The fp32 reference model, the collated batches and the description of a questioner system.
+
+    As :func:`~personakit.recipes.questioner.run_questioner_recipe` builds it: the ``tiny``
+    system of that kind, ``DualTowerResponder.from_backbone`` on a copy of the backbone,
+    ``make_collator`` with the config's prompt budgets, and the batches of a
+    :class:`~personakit.training.QuestionerTrainer` with the config's training settings
+    (``--batch-size`` instead of the config's).
+    """
     import torch
 
-    from personakit.backbones import cast_frozen
+    from personakit.models.questioner import DualTowerResponder
+    from personakit.training.questioner import QuestionerTrainer, QuestionerTrainingConfig
+
+    kind = QUESTIONER_SYSTEMS[label]
+    spec = next(s for s in config.systems if s.kind == kind)
+    questioners = sorted({ex.questioner_id for ex in train})
+    torch.manual_seed(args.seed)
+    reference = DualTowerResponder.from_backbone(copy.deepcopy(base), tokenizer, questioners=questioners,
+                                                 use_specific=kind == "dual-tower", **dict(spec.settings))
+    collator = reference.make_collator(**config.inputs.to_dict())
+    tcfg = QuestionerTrainingConfig.from_dict(
+        {**config.training.to_dict(), "batch_size": args.batch_size, "progress": False, "eval_at_epoch_end": False,
+         "eval_steps": None, "output_dir": None, "use_cpu": True}, source="training")
+    trainer = QuestionerTrainer(reference, tcfg, train_examples=train, collator=collator)
+    plan = trainer.plan()
+    batches = full_batches(lambda step: trainer.step_indices(step, plan), args.batch_size, args.steps)
+    collated = [collator([train[i] for i in idx]) for idx in batches]
+    cfg = reference.config
+    info = {"kind": kind, "settings": dict(spec.settings), "recipe_config": QUESTIONER_CONFIG,
+            "lr": getattr(args, "system_lr", config.training.learning_rate),
+            "lora": cfg.lora_settings.to_dict(),
+            "added_parameters_per_layer": reference.added_parameters_per_layer(),
+            "clusters_per_batch": [len({int(train[i].metadata.get("question_cluster", 0)) for i in idx})
+                                   for idx in batches]}
+    del trainer
+    return reference, collated, info
+
+
+def train_side_by_side(label: str, base: Any, tokenizer: Any, batches: list[list], args: argparse.Namespace
+                       ) -> dict[str, Any]:
+    """(a) and (c) for one GRAG system: both precisions, interleaved step by step on the same batches."""
+    import torch
+
     from personakit.models import build_grag_model
 
     kind, settings = next((k, s) for lbl, k, s in MODELS if lbl == label)
     torch.manual_seed(args.seed)
     reference = build_grag_model(kind, copy.deepcopy(base), tokenizer, **settings, lora=LORA)
     collated = [reference.make_collator(tokenizer, **LENGTHS)(b) for b in batches]
+    return interleave(label, reference, collated, args, {"kind": kind, "settings": settings,
+                                                         "lr": getattr(args, "system_lr", GRAG_LR)})
+
+
+def interleave(label: str, reference: Any, collated: list[dict], args: argparse.Namespace,
+               info: dict[str, Any]) -> dict[str, Any]:
+    """Train ``reference`` (fp32) and its ``cast_frozen`` bf16 copy step by step in turn on ``collated``."""
+    import torch
+
+    from personakit.backbones import cast_frozen
+
     runs = {}
     for precision in PRECISIONS:
-        run: dict[str, Any] = {"precision": precision, "losses": [], "step_s": [], "error": None}
+        run: dict[str, Any] = {"precision": precision, "losses": [], "terms": [], "step_s": [], "error": None}
         try:
             model = reference if precision == "fp32" else cast_frozen(copy.deepcopy(reference), torch.bfloat16)
             params = [p for p in model.parameters() if p.requires_grad]
-            run.update(model=model, optimizer=torch.optim.AdamW(params, lr=args.lr),
+            run.update(model=model, optimizer=torch.optim.AdamW(params, lr=info.get("lr", args.lr)),
                        trainable=sum(p.numel() for p in params),
                        dtypes=sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()}))
         except Exception as err:  # noqa: BLE001 - reported per system and precision
@@ -131,7 +254,8 @@ def train_side_by_side(label: str, base: Any, tokenizer: Any, batches: list[list
             run["model"].train()
             start = time.perf_counter()
             try:
-                loss = run["model"](**batch).loss
+                output = run["model"](**batch)
+                loss = output.loss
                 loss.backward()
                 run["optimizer"].step()
             except Exception as err:  # noqa: BLE001
@@ -142,12 +266,14 @@ def train_side_by_side(label: str, base: Any, tokenizer: Any, batches: list[list
                 run["optimizer"].zero_grad(set_to_none=True)
             run["step_s"].append(time.perf_counter() - start)
             run["losses"].append(float(loss.detach()))
+            terms = getattr(output, "losses", None)
+            run["terms"].append(terms() if callable(terms) else {})
         if step == 0 or (step + 1) % 5 == 0:
             shown = ", ".join(f"{p} {r['losses'][-1]:.3f} ({r['step_s'][-1]:.2f} s)" for p, r in runs.items()
                               if r["losses"] and not r["error"])
             print(f"  {label} step {step + 1}/{args.steps}: {shown}", flush=True)
 
-    out: dict[str, Any] = {"system": label, "kind": kind, "settings": settings, "precisions": {}}
+    out: dict[str, Any] = {"system": label, **info, "precisions": {}}
     for precision, run in runs.items():
         timed = run["step_s"][args.warmup:]
         out["precisions"][precision] = {
@@ -155,11 +281,12 @@ def train_side_by_side(label: str, base: Any, tokenizer: Any, batches: list[list
             "median_step_s": statistics.median(timed) if timed else None,
             "mean_step_s": statistics.fmean(timed) if timed else None,
             "timed_steps": len(timed), "train_s": sum(run["step_s"]), "losses": run["losses"],
-            "step_times_s": run["step_s"]}
+            "loss_terms": run["terms"], "step_times_s": run["step_s"]}
     p32, p16 = out["precisions"]["fp32"], out["precisions"]["bf16"]
     if p32["median_step_s"] and p16["median_step_s"]:
         out["step_ratio_bf16_fp32"] = p16["median_step_s"] / p32["median_step_s"]
     out["curves"] = compare_curves(p32["losses"], p16["losses"])
+    out["term_curves"] = _term_curves(p32["loss_terms"], p16["loss_terms"])
     return out
 
 
@@ -278,21 +405,84 @@ def _cell(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _system_kinds(report: dict) -> tuple[bool, bool]:
+    """Whether ``report`` holds a GRAG system and a questioner system."""
+    names = [system["system"] for system in report["systems"]]
+    return any(n in GRAG_SYSTEMS for n in names), any(n in QUESTIONER_SYSTEMS for n in names)
+
+
+def summary_rows(report: dict) -> list[dict[str, Any]]:
+    """Per system: median step time of each precision, their ratio (bf16 / fp32) and whether the curves agree."""
+    rows = []
+    for system in report["systems"]:
+        p = system["precisions"]
+        curves = system.get("curves") or {}
+        rows.append({"system": system["system"], "fp32_median_step_s": p["fp32"]["median_step_s"],
+                     "bf16_median_step_s": p["bf16"]["median_step_s"],
+                     "ratio_bf16_fp32": system.get("step_ratio_bf16_fp32"),
+                     "final_rel_diff": curves.get("final_rel_diff"),
+                     "within_tolerance": curves.get("within_tolerance"),
+                     "errors": {k: v["error"] for k, v in p.items() if v.get("error")}})
+    return rows
+
+
+def _setup_lines(report: dict) -> list[str]:
+    s = report["setting"]
+    grag, questioner = _system_kinds(report)
+    lora = report.get("lora") or LORA
+    alpha = lora.get("lora_alpha", lora.get("alpha"))  # the committed JSON predates the key's rename
+    def common(lr: Any) -> str:
+        return (f"Training: batch {s['batch_size']}, {s['steps']} steps per precision ({s['warmup']} untimed), AdamW "
+                f"lr {lr}, the two precisions interleaved step by step on the same batches from the same weights")
+
+    lines = []
+    if grag:
+        lines += [f"fp32: everything in float32. bf16: frozen backbone in bfloat16, LoRA adapters (r {lora['r']}, alpha "
+                  f"{alpha}) and GRAG's extra modules in float32 (`cast_frozen`). {common(report['lr'])}; "
+                  f"{report['train_examples']} training examples of the built-in corpus, input limits "
+                  f"{report.get('lengths', LENGTHS)}.", ""]
+    q = report.get("questioner")
+    if questioner and q:
+        settings = next((system.get("settings") for system in report["systems"]
+                         if system["system"] == "questioner-dual-tower"), None)
+        lr = next((system.get("lr") for system in report["systems"] if system["system"] in QUESTIONER_SYSTEMS),
+                  q.get("learning_rate"))
+        lines += [f"Questioner systems (`DualTowerResponder`, built as `personakit run questioner --config "
+                  f"{q['config']}` builds them): `questioner-lora` is `kind: lora` (no specific stream), "
+                  f"`questioner-dual-tower` is `kind: dual-tower`"
+                  + (f" with settings {settings}" if settings else "")
+                  + f". fp32: everything in float32; bf16: frozen backbone in bfloat16, LoRA adapters "
+                  f"(r {q['lora']['r']}, alpha {q['lora']['lora_alpha']}) and the specific stream, views and "
+                  f"questioner embeddings in float32 (`cast_frozen`). {common(lr)}; {q['train_examples']} training "
+                  f"examples of the built-in corpus (the recipe's `builtin` source, {q['questioners']} questioners) "
+                  f"in {q['clusters']} question clusters, batches in `QuestionerTrainer`'s cluster-grouped order, "
+                  f"prompt budgets {q['inputs']}.", ""]
+    return lines
+
+
 def to_markdown(report: dict) -> str:
     prec = report["precision"]
-    s = report["setting"]
     lines = [
         "# bf16 vs fp32 on CPU: SmolLM2-135M + LoRA", "",
         f"CPU **{prec['cpu']}**: `amx_bf16` {'yes' if prec['amx_bf16'] else 'no'}, "
         f"`avx512_bf16` {'yes' if prec['avx512_bf16'] else 'no'} (so `dtype=\"auto\"` picks {prec['auto_dtype']}"
         f"{'; $PERSONAKIT_DTYPE=' + prec['env_override'] if prec['env_override'] else ''}); "
         f"{report['threads']} torch threads; 1-minute load average {report['load_at_start'][0]:.2f} at the start.", "",
-        f"fp32: everything in float32. bf16: frozen backbone in bfloat16, LoRA adapters (r {LORA['r']}, alpha "
-        f"{LORA['alpha']}) and GRAG's extra modules in float32 (`cast_frozen`). Training: batch {s['batch_size']}, "
-        f"{s['steps']} steps per precision ({s['warmup']} untimed), AdamW lr {report['lr']}, the two precisions "
-        f"interleaved step by step on the same batches from the same weights; {report['train_examples']} training "
-        f"examples of the built-in corpus, input limits {LENGTHS}.", "",
-        "## (a) Training step time", "",
+        *_setup_lines(report),
+        "## Summary", "",
+        f"Median training step (forward + backward + AdamW) of each precision and whether the loss curves agree "
+        f"(final mean loss of bf16 within {100 * TOLERANCE:.0f} % of fp32's).", "",
+        "| system | fp32 median step (s) | bf16 median step (s) | bf16 / fp32 | loss curves agree |",
+        "|---|---:|---:|---:|---|"]
+    for row in summary_rows(report):
+        ratio, gap = row["ratio_bf16_fp32"], row["final_rel_diff"]
+        agree = ("failed: " + ", ".join(row["errors"]) if row["errors"] else "no curve" if gap is None
+                 else f"{'yes' if row['within_tolerance'] else '**no**'} (final gap {100 * gap:.2f} %)")
+        lines.append(f"| {row['system']} | {_cell(row['fp32_median_step_s'], '.3f')} | "
+                     f"{_cell(row['bf16_median_step_s'], '.3f')} | {_cell(ratio, '.2f')}{'x' if ratio else ''} | "
+                     f"{agree} |")
+    lines += [
+        "", "## (a) Training step time", "",
         "| system | fp32 median step (s) | bf16 median step (s) | bf16 / fp32 | fp32 / bf16 wall, all steps (s) | "
         "trainable params | note |",
         "|---|---:|---:|---:|---:|---:|---|"]
@@ -304,12 +494,21 @@ def to_markdown(report: dict) -> str:
                      f"| {_cell(ratio, '.2f')}{'x' if ratio else ''} | {p32['train_s']:.0f} / {p16['train_s']:.0f} "
                      f"| {_cell(p32['trainable_parameters'], ',')} "
                      f"| {note.replace('|', '/')} |")
-    gen = report["generation"]
-    lines += ["", "## (b) Generation", "",
-              f"`HFGenerator`, greedy, batch {gen['batch_size']}, {gen['prompts']} generic-response prompts of the "
-              f"built-in test split, at most {gen['max_new_tokens']} new tokens; model loaded in each dtype.", "",
-              "| precision | total (s) | prompt passes (s) | decoding (s) | new tokens | tokens/s | decoding tokens/s |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += _generation_lines(report.get("generation"))
+    lines += _curve_lines(report)
+    lines += ["", machine_line(report["machine"]), f"Date: {report['date']}; wall time {report['wall_time_s']:.0f} s.", "",
+              f"Reproduce: `{report['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _generation_lines(gen: dict | None) -> list[str]:
+    if not gen:
+        return ["", "## (b) Generation", "", "Not run (`--no-generation`, the default without a GRAG system)."]
+    lines = ["", "## (b) Generation", "",
+             f"`HFGenerator`, greedy, batch {gen['batch_size']}, {gen['prompts']} generic-response prompts of the "
+             f"built-in test split, at most {gen['max_new_tokens']} new tokens; model loaded in each dtype.", "",
+             "| precision | total (s) | prompt passes (s) | decoding (s) | new tokens | tokens/s | decoding tokens/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     rows = gen["precisions"]
     for precision in PRECISIONS:
         r = rows.get(precision, {})
@@ -327,12 +526,16 @@ def to_markdown(report: dict) -> str:
                   "token where two logits are close).", ""]
         for sample in gen["samples"]:
             lines += [f"* fp32: {sample['fp32']!r}", f"  bf16: {sample['bf16']!r}"]
-    lines += ["", "## (c) Loss curves", "",
-              f"Tolerance: the mean loss of the last steps (`min(10, steps // 3)`) of bf16 within "
-              f"{100 * TOLERANCE:.0f} % of fp32's. Plot: `{report['plot'] or 'not written'}`.", "",
-              "| system | final steps | fp32 final mean | bf16 final mean | relative gap | within tolerance | "
-              "max gap, smoothed | max gap, per step |",
-              "|---|---:|---:|---:|---:|---|---:|---:|"]
+    return lines
+
+
+def _curve_lines(report: dict) -> list[str]:
+    lines = ["", "## (c) Loss curves", "",
+             f"Tolerance: the mean loss of the last steps (`min(10, steps // 3)`) of bf16 within "
+             f"{100 * TOLERANCE:.0f} % of fp32's. Plot: `{report['plot'] or 'not written'}`.", "",
+             "| system | final steps | fp32 final mean | bf16 final mean | relative gap | within tolerance | "
+             "max gap, smoothed | max gap, per step |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
     for system in report["systems"]:
         c = system["curves"]
         if not c:
@@ -342,9 +545,19 @@ def to_markdown(report: dict) -> str:
                      f"{c['final_mean_bf16']:.4f} | {100 * c['final_rel_diff']:.2f} % | "
                      f"{'yes' if c['within_tolerance'] else '**no**'} | {100 * c['max_rel_diff_smoothed']:.2f} % | "
                      f"{100 * c['max_rel_diff_raw']:.2f} % |")
-    lines += ["", machine_line(report["machine"]), f"Date: {report['date']}; wall time {report['wall_time_s']:.0f} s.", "",
-              f"Reproduce: `{report['command']}`."]
-    return "\n".join(lines) + "\n"
+    terms = [(system["system"], name, c) for system in report["systems"]
+             for name, c in (system.get("term_curves") or {}).items()]
+    if terms:
+        lines += ["", f"The loss terms (same tolerance; not judged where fp32's final mean is below {NEAR_ZERO:g}, "
+                  "where relative gaps mean little):", "",
+                  "| system | term | fp32 final mean | bf16 final mean | relative gap | within tolerance |",
+                  "|---|---|---:|---:|---:|---|"]
+        for name, term, c in terms:
+            verdict = ("– (near zero)" if abs(c["final_mean_fp32"]) < NEAR_ZERO
+                       else "yes" if c["within_tolerance"] else "**no**")
+            lines.append(f"| {name} | `{term}` | {c['final_mean_fp32']:.4g} | {c['final_mean_bf16']:.4g} | "
+                         f"{100 * c['final_rel_diff']:.2f} % | {verdict} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -353,17 +566,27 @@ def main(argv: list[str] | None = None) -> dict:
         f"{k} {v}" for k, v in SETTINGS["quick"].items()) + ")")
     for key, value in SETTINGS["default"].items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None, help=f"default {value}")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--systems", nargs="+", default=list(GRAG_SYSTEMS), choices=SYSTEMS,
+                        help=f"default: the GRAG systems; the questioner ones: {' '.join(QUESTIONER_SYSTEMS)}")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"default {GRAG_LR} for GRAG, the {QUESTIONER_CONFIG} config's learning rate for the "
+                             "questioner systems")
+    parser.add_argument("--generation", action=argparse.BooleanOptionalAction, default=None,
+                        help="time generation (b) (default: only when a GRAG system runs)")
+    parser.add_argument("--name", default=None,
+                        help=f"base name of the result files (default: {NAME} when a GRAG system runs, else "
+                             f"{QUESTIONER_NAME})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--plot-only", action="store_true",
-                        help=f"redraw {NAME}.png and {NAME}_speedup.png from {NAME}.json in --out-dir; runs nothing")
+                        help="redraw NAME.png and NAME_speedup.png from NAME.json in --out-dir (NAME: see --name); "
+                             "runs nothing")
     args = parser.parse_args(argv)
+    name = result_name(args.systems, args.name)
     if args.plot_only:
-        report = json.loads((args.out_dir / f"{NAME}.json").read_text(encoding="utf-8"))
-        curves, bars = args.out_dir / f"{NAME}.png", args.out_dir / f"{NAME}_speedup.png"
+        report = json.loads((args.out_dir / f"{name}.json").read_text(encoding="utf-8"))
+        curves, bars = args.out_dir / f"{name}.png", args.out_dir / f"{name}_speedup.png"
         for path, ok in ((curves, plot_curves(report["systems"], curves)), (bars, plot_speedups(report, bars))):
             print(f"wrote {path}" if ok else f"no plot written: {path.name}")
         return report
@@ -387,39 +610,61 @@ def main(argv: list[str] | None = None) -> dict:
     precision = describe_precision()
     print(f"precision: {precision}; threads {torch.get_num_threads()}; load {load_at_start[0]:.2f}", flush=True)
     start = time.perf_counter()
-    examples = load_examples(args.examples, RESULTS / "tmp" / "grag_step_time_llm_cache.jsonl", progress=True)
-    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
-    batches = [b for b in batches if len(b) == args.batch_size]
-    if not batches:
-        parser.error(f"fewer than --batch-size {args.batch_size} usable examples ({len(examples)})")
+    grag = [label for label in args.systems if label in GRAG_SYSTEMS]
+    examples: list = []
+    batches: list[list] = []
+    if grag:
+        examples = load_examples(args.examples, RESULTS / "tmp" / "grag_step_time_llm_cache.jsonl", progress=True)
+        batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
+        batches = [b for b in batches if len(b) == args.batch_size]
+        if not batches:
+            parser.error(f"fewer than --batch-size {args.batch_size} usable examples ({len(examples)})")
+    questioner: dict[str, Any] | None = None
+    if len(grag) < len(args.systems):
+        print(f"questioner data: the {QUESTIONER_CONFIG} config's builtin source and question clusters ...", flush=True)
+        q_config, q_train = load_questioner_data()
+        clusters = sorted({int(ex.metadata.get("question_cluster", 0)) for ex in q_train})
+        questioner = {"config": QUESTIONER_CONFIG, "train_examples": len(q_train),
+                      "questioners": len({ex.questioner_id for ex in q_train}), "clusters": len(clusters),
+                      "inputs": q_config.inputs.to_dict(), "learning_rate": q_config.training.learning_rate}
 
     base, tokenizer = load_causal_lm("smollm2")
     systems = []
     for label in args.systems:
         print(f"training {label}: fp32 and bf16 side by side ...", flush=True)
-        systems.append(train_side_by_side(label, base, tokenizer, batches, args))
+        if label in GRAG_SYSTEMS:
+            args.system_lr = args.lr if args.lr is not None else GRAG_LR
+            systems.append(train_side_by_side(label, base, tokenizer, batches, args))
+        else:
+            args.system_lr = args.lr if args.lr is not None else questioner["learning_rate"]  # type: ignore[index]
+            reference, collated, info = build_questioner(label, base, tokenizer, q_config, q_train, args)
+            questioner["lora"] = info["lora"]  # type: ignore[index]
+            systems.append(interleave(label, reference, collated, args, info))
+            del reference, collated
         gc.collect()
     del base
     gc.collect()
 
-    print("generation ...", flush=True)
-    # the augmenter only renders the prompts here (its generator is never called)
-    builder = GenericResponseAugmenter(CallableGenerator(str), template=DEMO_TEMPLATE)
-    test = dialogues_to_examples(load_builtin_corpus("test"), agent="agent")[:args.gen_prompts]
-    generation = time_generation([builder.build_prompt(ex) for ex in test], args)
+    generation = None
+    if args.generation if args.generation is not None else bool(grag):
+        print("generation ...", flush=True)
+        # the augmenter only renders the prompts here (its generator is never called)
+        builder = GenericResponseAugmenter(CallableGenerator(str), template=DEMO_TEMPLATE)
+        test = dialogues_to_examples(load_builtin_corpus("test"), agent="agent")[:args.gen_prompts]
+        generation = time_generation([builder.build_prompt(ex) for ex in test], args)
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    plot = args.out_dir / f"{NAME}.png"
+    plot = args.out_dir / f"{name}.png"
     plotted = plot_curves(systems, plot)
-    report = {"benchmark": NAME, "date": now(), "command": command_line(argv), "setting": setting,
-              "lr": args.lr, "seed": args.seed, "lora": LORA, "lengths": LENGTHS, "tolerance": TOLERANCE,
-              "precision": precision, "threads": torch.get_num_threads(), "load_at_start": load_at_start,
-              "train_examples": len(examples), "systems": systems, "generation": generation,
-              "plot": plot.name if plotted else None, "wall_time_s": time.perf_counter() - start,
-              "machine": machine_info(("torch", "transformers", "peft"))}
+    report = {"benchmark": name, "date": now(), "command": command_line(argv), "setting": setting,
+              "lr": args.lr if args.lr is not None else GRAG_LR, "seed": args.seed, "lora": LORA, "lengths": LENGTHS,
+              "tolerance": TOLERANCE, "precision": precision, "threads": torch.get_num_threads(),
+              "load_at_start": load_at_start, "train_examples": len(examples), "questioner": questioner,
+              "systems": systems, "generation": generation, "plot": plot.name if plotted else None,
+              "wall_time_s": time.perf_counter() - start, "machine": machine_info(("torch", "transformers", "peft"))}
     md = to_markdown(report)
-    write_results(NAME, report, md, args.out_dir)
-    plot_speedups(report, args.out_dir / f"{NAME}_speedup.png")
+    write_results(name, report, md, args.out_dir)
+    plot_speedups(report, args.out_dir / f"{name}_speedup.png")
     print(md)
     return report
 

@@ -94,8 +94,16 @@ def test_recipe_runs_and_writes_results(tmp_path, capsys):
     assert set(rows) == {f"{t} / {s}" for t in ("test", "extra", "fit") for s in systems}
     from personakit.models.questioner import DualTowerResponder
 
-    saved = DualTowerResponder.from_pretrained(tmp_path / "out" / "models" / "dual-tower" / "final")
+    saved = DualTowerResponder.from_pretrained(tmp_path / "out" / "models" / "dual-tower" / "final").eval()
     assert saved.questioners == ["ann", "bob", "cat", "dan"]
+    # the tutorial's step 5: the saved model answers one test input as different questioners, an unknown one too
+    example = make_examples(8)[0]
+    for who in saved.questioners[:3] + ["someone new"]:
+        reply = saved.respond([example], questioner_id=who, max_new_tokens=3, do_sample=False)
+        assert len(reply) == 1 and isinstance(reply[0], str)
+    # the folders are the systems' labels in lower case with hyphens ("Dual-tower" -> dual-tower)
+    assert (tmp_path / "out" / "models" / "lora" / "final").is_dir()
+    assert (tmp_path / "out" / "models" / "no-contrastive" / "final").is_dir()
     assert not (tmp_path / "out" / "models" / "persona-in-prompt").exists()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["recipe"] == "questioner" and str(tmp_path / "train.jsonl") in manifest["data_files"]
