@@ -54,10 +54,13 @@ def test_recipe_runs_and_writes_results(tmp_path, capsys):
         "training": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "max_new_tokens": 3,
                      "eval_metrics": ["loss"], "progress": False},
         "eval": {"diversity_inputs": 3, "diversity_questioners": 3},
-        "output_dir": str(tmp_path / "out"), "device": "cpu", "save_models": True,
+        "output_dir": str(tmp_path / "out"), "device": "cpu", "save_models": True, "dtype": "bfloat16",
     })
     results = run_questioner_recipe(cfg, backbone=lambda: (build_lm(), build_tokenizer()), clusterer_encoder=_encoder,
                                     progress=False)
+    # the frozen base trains in bf16 under fp32 adapters (the specific encoders too)
+    assert {c["frozen_dtype"] for c in results.costs.values()} == {"bfloat16"}
+    assert "| LoRA | bfloat16 |" in results.cost_table()
     systems = {"LoRA", "Dual-tower", "no contrastive", "Persona-in-prompt"}
     assert set(results.rows) == systems
     for row in results.rows.values():
@@ -122,7 +125,7 @@ def _results(tmp_path) -> QuestionerRecipeResults:
         details={"costs": {"LoRA": {"added_params_per_layer": 0, "trainable_params": 10, "step_s": 0.5,
                                     "step_time_vs_lora": 1.0},
                            "Dual-tower": {"added_params_per_layer": 80, "trainable_params": 90, "step_s": 0.75,
-                                          "step_time_vs_lora": 1.5}},
+                                          "step_time_vs_lora": 1.5, "frozen_dtype": "bfloat16"}},
                  "clusters": {"num_clusters": 2, "train_sizes": {"0": 5, "1": 4}, "test_sizes": {"0": 3},
                               "examples": {"0": ["how are you"], "1": ["will you | donate"]}}})
 
@@ -135,7 +138,8 @@ def test_results_save_and_evaluate(tmp_path, capsys):
         assert (out / name).is_file()
     assert results.save() == tmp_path / "cfg-out"  # default: the config's output_dir
     md = (out / "results.md").read_text()
-    assert "| Dual-tower | 80 | 90 | 0.750 | 1.50 |" in md
+    assert "| Dual-tower | bfloat16 | 80 | 90 | 0.750 | 1.50 |" in md
+    assert "| LoRA | float32 | 0 | 10 |" in md  # results written before the dtype was recorded
     assert "will you \\| donate" in md and "diversity" in md
     rows = _evaluate_rows(out / "predictions.jsonl", capsys)
     assert set(rows) == {"LoRA", "Dual-tower"}

@@ -214,6 +214,11 @@ class QuestionerRecipeConfig(RecipeConfig):
     data: QuestionerDataConfig = Field(default_factory=lambda: QuestionerDataConfig(source="builtin"),
                                        description="Data source and extra test sets.")
     backbone: str = Field("smollm2", description="Causal LM of every system (embedded name or folder).")
+    dtype: str = Field(
+        "auto", description="Dtype of the frozen backbone weights (LoRA adapters and the dual tower's specific "
+                            "encoders stay fp32; persona-in-prompt runs the whole model in it): 'auto': bf16 on a CPU "
+                            "with AMX or AVX512-BF16 and on a GPU with bf16, fp32 elsewhere "
+                            "(personakit.backbones.resolve_dtype).")
     clusterer: QuestionClustererConfig = Field(default_factory=QuestionClustererConfig,
                                                description="Question clustering.")
     systems: list[QuestionerSystemSpec] = Field(default_factory=_default_systems, min_length=1,

@@ -87,7 +87,8 @@ class QuestionerRecipeResults(RecipeResults):
     rows carry ``diversity`` beside the text metrics.  The questioner-specific parts are in
     ``details`` (saved in ``results.json``) and shown by :meth:`sections`:
 
-    * ``costs``: ``{system: {"added_params_per_layer", "trainable_params", "step_s", "step_time_vs_lora"}}``;
+    * ``costs``: ``{system: {"frozen_dtype", "added_params_per_layer", "trainable_params", "step_s",
+      "step_time_vs_lora"}}``;
     * ``diversity``: ``{system: {"mean_pairwise_1_minus_rougeL", "inputs", "questioners", "examples"}}``;
     * ``training``: ``{system: {"steps", "seconds", "history"}}``;
     * ``clusters``: ``{"num_clusters", "train_sizes", "test_sizes", "examples"}`` (question clusters).
@@ -112,13 +113,13 @@ class QuestionerRecipeResults(RecipeResults):
         return self.details.get("clusters", {})
 
     def cost_table(self) -> str:
-        """``| system | params added per layer | trainable params | step time (s) | step time vs LoRA |``."""
-        lines = ["| system | params added per layer | trainable params | step time (s) | step time vs LoRA |",
-                 "| --- | ---: | ---: | ---: | ---: |"]
+        """``| system | frozen weights | params added per layer | trainable params | step time (s) | vs LoRA |``."""
+        lines = ["| system | frozen weights | params added per layer | trainable params | step time (s) | "
+                 "step time vs LoRA |", "| --- | --- | ---: | ---: | ---: | ---: |"]
         for system, c in self.costs.items():
             vs = c.get("step_time_vs_lora")
-            lines.append(f"| {system} | {c['added_params_per_layer']:,} | {c['trainable_params']:,} | "
-                         f"{c['step_s']:.3f} | {'-' if vs is None else f'{vs:.2f}'} |")
+            lines.append(f"| {system} | {c.get('frozen_dtype', 'float32')} | {c['added_params_per_layer']:,} | "
+                         f"{c['trainable_params']:,} | {c['step_s']:.3f} | {'-' if vs is None else f'{vs:.2f}'} |")
         return "\n".join(lines)
 
     def cluster_table(self) -> str:
@@ -346,6 +347,10 @@ def run_questioner_recipe(config: QuestionerRecipeConfig, *, backbone: Any = Non
         model0, tok0 = loaded
         make_backbone = lambda: (copy.deepcopy(model0), tok0)  # noqa: E731
 
+    from personakit.backbones.precision import cast_frozen, resolve_dtype
+
+    frozen_dtype = resolve_dtype(config.dtype, config.device)
+    stages.log(f"frozen backbone weights in {str(frozen_dtype).removeprefix('torch.')} (dtype: {config.dtype})")
     test_sets = {"test": test, **extra}
     rng = random.Random(config.seed)
     n_div = min(config.eval.diversity_inputs, len(test))
@@ -372,6 +377,8 @@ def run_questioner_recipe(config: QuestionerRecipeConfig, *, backbone: Any = Non
             if spec.kind == "persona-prompt":
                 from personakit.llm import GenerationSettings, HFGenerator
 
+                if frozen_dtype != torch.float32:
+                    cast_frozen(bb.requires_grad_(False), frozen_dtype)
                 gen = HFGenerator(bb.eval(), tok, batch_size=config.eval.prompt_batch_size)
                 settings = GenerationSettings(max_new_tokens=config.training.max_new_tokens, stop=["\n"])
                 stages.log(f"{label}: generating {n_predict} responses")
@@ -390,6 +397,8 @@ def run_questioner_recipe(config: QuestionerRecipeConfig, *, backbone: Any = Non
             else:
                 model = DualTowerResponder.from_backbone(bb, tok, questioners=questioners,
                                                          use_specific=spec.kind == "dual-tower", **dict(spec.settings))
+                if frozen_dtype != torch.float32:
+                    cast_frozen(model, frozen_dtype)  # the frozen base in bf16; adapters and specific encoders fp32
                 collator = model.make_collator(**config.inputs.to_dict())
                 update: dict[str, Any] = {"progress": progress and config.training.progress,
                                           "eval_at_epoch_end": False, "eval_steps": None, "output_dir": None}
@@ -405,7 +414,8 @@ def run_questioner_recipe(config: QuestionerRecipeConfig, *, backbone: Any = Non
                 stages.add(f"train_{slug}", result.train_seconds)
                 training[label] = {"steps": result.global_step, "seconds": result.train_seconds,
                                    "history": result.history}
-                costs[label] = {"added_params_per_layer": model.added_parameters_per_layer(),
+                costs[label] = {"frozen_dtype": str(frozen_dtype).removeprefix("torch."),
+                                "added_params_per_layer": model.added_parameters_per_layer(),
                                 "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                                 "step_s": result.train_seconds / max(1, result.global_step)}
                 stages.log(f"{label}: trained in {result.train_seconds:.0f} s; generating {n_predict} responses")
