@@ -292,7 +292,8 @@ def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argpa
     trainer = GRAGTrainer(model, cfg, train_examples=d["train"], eval_examples=d["dev"], collator=collator)
     t = time.perf_counter()
     result = trainer.train(resume_from="latest")
-    train_s = time.perf_counter() - t
+    # the training loop's time over every session (a resumed run adds the earlier sessions' time)
+    train_s = result.train_seconds or (time.perf_counter() - t)
     last_eval = result.eval_history[-1] if result.eval_history else {}
     converged = result.stopped_early
     t = time.perf_counter()
@@ -310,6 +311,7 @@ def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argpa
         scored[cond] = score(predictions, d["test"], bpc)
     eval_s = time.perf_counter() - t
     return {"system": SYSTEMS[kind], "kind": kind, "dtype": dtype, "train_s": train_s, "eval_s": eval_s,
+            "wall_s": train_s + eval_s,
             "steps": result.global_step, "max_steps": s["max_steps"], "stopped_early": result.stopped_early,
             "converged": converged, "best_step": result.best_step, "best_dev_loss": result.best_metric,
             "last_dev_loss": last_eval.get("loss_p"), "history": result.history,
@@ -392,7 +394,8 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
                 continue
         else:
             unit = train_unit(dataset, kind, seed, d, s, args, work, key)
-        unit.update({"dataset": dataset, "seed": seed, "key": key, "wall_s": time.perf_counter() - t,
+        unit.setdefault("wall_s", time.perf_counter() - t)  # trained units: training (all sessions) + scoring
+        unit.update({"dataset": dataset, "seed": seed, "key": key,
                      "finished": now(), "commit": git_commit_id(), "setting": args.setting_name,
                      "machine": machine_info(("torch", "transformers", "peft")), "precision": describe_precision(),
                      "data": {"digest": d["digest"], **d["meta"]}})
@@ -491,7 +494,8 @@ def plot_curves(by_dataset: dict[str, list[dict]], path: Path) -> bool:
                 continue
             steps = [r["step"] for r in hist]
             ax.plot(steps, [r["loss_p"] for r in hist], marker=".",
-                    label=f"{u['system']} s{u['seed']} ({u['train_s'] / 60:.0f} min)")
+                    label=f"{u['system']} s{u['seed']}"
+                          + (f" ({u['train_s'] / 60:.0f} min)" if u.get("train_s") is not None else ""))
         ax.set_title(f"{dataset}: dev loss $L_P$")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("dev loss")
@@ -518,9 +522,13 @@ def to_markdown(report_: dict) -> str:
             steps = ", ".join(f"{u.get('steps', 0)} ({u.get('best_step')})" for u in us) if us[0]["kind"] != "icl" else "–"
             conv = ", ".join("yes" if u.get("stopped_early") else "**not converged**" for u in us) \
                 if us[0]["kind"] != "icl" else "–"
-            wall = _cell([u["wall_s"] / 60 for u in us], 0)
+            wall = _cell([u["wall_s"] / 60 if u.get("wall_s") is not None else None for u in us], 0)
             lines.append(f"| {system} | {row['seeds']} | " + " | ".join(_cell(row[k]) for k in METRIC_KEYS)
                          + f" | {steps} | {conv} | {wall} |")
+        notes = [f"{u['system']} seed {u['seed']}: {u['time_note']}" for us in info["units"].values() for u in us
+                 if u.get("time_note")]
+        if notes:
+            lines += [""] + [f"Wall time: {note}." for note in notes]
         if s["controls"]:
             lines += ["", "Controls (seed 0, same test turns; the upper-bound scaffold sees the reference: a control, "
                       "not a result):", "", "| system | condition | " + " | ".join(HEADERS) + " |",
@@ -604,7 +612,7 @@ def report(args: argparse.Namespace) -> dict:
     slim = json.loads(json.dumps(out, default=str))
     for info in slim["datasets"].values():  # the unit files hold the predictions and curves
         info["units"] = {s: [{k: u.get(k) for k in ("seed", "key", "commit", "steps", "best_step", "stopped_early",
-                                                    "train_s", "eval_s", "wall_s", "dtype")} for u in us]
+                                                    "train_s", "eval_s", "wall_s", "time_note", "dtype")} for u in us]
                          for s, us in info["units"].items()}
     write_results(NAME, slim, to_markdown(out), args.out)
     plot_curves(by_dataset, args.out / f"{NAME}_curves.png")
