@@ -294,3 +294,18 @@ def test_no_prefill_reuse_for_a_sliding_window_cache(tiny_lm):
     assert all(reused == 0 for _, reused in gen.branch_points(encoded))  # its cache keeps only 8 positions
     out = gen.generate(DIALOGUE, GenerationSettings(max_new_tokens=3))
     assert len(out) == len(DIALOGUE) and all(isinstance(t, str) for t in out)
+
+
+def test_plain_text_prompts_of_a_chat_model_get_their_own_cache_keys(tiny_lm, plain_tokenizer):
+    """The same prompt rendered with and without the chat template is a different model input."""
+    from personakit.llm import GenerationSettings
+    from personakit.llm.cache import cache_key
+
+    model, tok = tiny_lm
+    chat, plain = HFGenerator(model, tok, model_id="m"), HFGenerator(model, tok, model_id="m", use_chat_template=False)
+    assert chat.model_id == "m" and plain.model_id == "m:plain-text"
+    assert HFGenerator(model, tok, model_id="m:plain-text", use_chat_template=False).model_id == "m:plain-text"
+    s = GenerationSettings(max_new_tokens=4)
+    assert cache_key("hi", chat.model_id, s) != cache_key("hi", plain.model_id, s)
+    # a tokenizer without a template renders plain text anyway: its id is left alone
+    assert HFGenerator(model, plain_tokenizer, model_id="m", use_chat_template=False).model_id == "m"

@@ -16,6 +16,7 @@ from personakit.retrieval.lamp_prompts import (
     LAMP_TEMPLATES,
     LaMPPromptBuilder,
     LaMPTemplate,
+    clean_pfg_reply,
     count_tokens,
     get_lamp_template,
     lamp_query,
@@ -252,6 +253,47 @@ def test_pfg_template():
     prompt = builder.build(ex, [ProfileItem(id="1", text="Save the Children helps kids.")])
     assert prompt.startswith('"Save the Children helps kids." are messages this persuader wrote in earlier conversations.')
     assert prompt.endswith(f"{convo}\nPersuader:")
+
+
+@pytest.mark.parametrize("raw, drop, keep", [
+    ("Persuader: I completely understand your", "I completely understand your", "I completely understand your"),
+    ("Persuader: Persuader: hi", "hi", "hi"),
+    ("**Persuader:** Thanks!", "Thanks!", "Thanks!"),
+    ("Persuadee: The point is", "", "The point is"),
+    ("  persuadee : no thanks", "", "no thanks"),
+    ("I'm glad to hear that you're", "I'm glad to hear that you're", "I'm glad to hear that you're"),
+    ("Sure, it helps kids. Persuadee: ok", "Sure, it helps kids.", "Sure, it helps kids."),
+    ("Persuadee: ok. Persuader: great", "", "ok."),
+    ("It helps.\nPersuader: And more", "It helps.", "It helps."),
+    ("I am the persuader: it matters", "I am the persuader: it matters", "I am the persuader: it matters"),
+    ("Persuader:", "", ""),
+    ("", "", ""),
+])
+def test_clean_pfg_reply(raw, drop, keep):
+    assert clean_pfg_reply(raw, wrong_role="drop") == drop
+    assert clean_pfg_reply(raw) == clean_pfg_reply(raw, wrong_role="keep") == keep
+
+
+def test_clean_pfg_reply_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="wrong_role"):
+        clean_pfg_reply("x", wrong_role="cut")
+
+
+@given(st.text(max_size=60))
+def test_clean_pfg_reply_is_idempotent_and_label_free(text):
+    for mode in ("drop", "keep"):
+        once = clean_pfg_reply(text, wrong_role=mode)
+        assert clean_pfg_reply(once, wrong_role=mode) == once
+        assert "Persuadee:" not in once and "Persuader:" not in once
+
+
+def test_postprocess_only_for_pfg():
+    for task in ("LaMP-1", "LaMP-2", "LaMP-3", "LaMP-4", "LaMP-5", "LaMP-6", "LaMP-7"):
+        assert get_lamp_template(task).postprocess is None
+        assert LaMPPromptBuilder(task).postprocess("Persuader: x\ny") == "Persuader: x\ny"
+    builder = LaMPPromptBuilder("PFG-LaMP")
+    assert builder.postprocess("Persuader: Hi there.  Persuadee: no") == "Hi there."
+    assert builder.postprocess("Persuadee: I'm not sure.") == "I'm not sure."  # wrong label stripped, text kept
 
 
 def test_register_custom_template():

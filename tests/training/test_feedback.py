@@ -225,3 +225,44 @@ def test_real_smollm2_pfg_prompts(smollm2, tmp_path):
     assert scorer.generated == 2
     assert LLMFeedbackScorer(gen, "PFG-LaMP", cache=tmp_path / "c.jsonl", settings=scorer.settings).score_candidates(
         [ex], [docs])[0].tolist() == scores.tolist()
+
+
+def _pfg_example() -> ProfileExample:
+    convo = "Persuadee: Hi.\nPersuader: Would you donate?\nPersuadee: To whom?"
+    return ProfileExample(id="d:3", task="PFG-LaMP", input=convo, profile=UserProfile(user_id="u"),
+                          target="Save the Children helps kids.")
+
+
+def test_pfg_outputs_are_post_processed_before_eval(tmp_path):
+    ex = _pfg_example()
+    docs = [ProfileItem(id="a", text="kids"), ProfileItem(id="b", text="wrong")]
+    answers = {"kids": "Persuader: Save the Children helps kids. Persuadee: ok", "wrong": "Persuadee: Who are they?"}
+    llm = CallableGenerator(lambda p: next(v for k, v in answers.items() if f'"{k}"' in p), model_id="fixed")
+    scorer = LLMFeedbackScorer(llm, "PFG-LaMP", cache=tmp_path / "c.jsonl")
+    scored = scorer.score_item_lists([ex], [[docs[:1], docs[1:]]])
+    assert scored.outputs[0] == [scorer.prompt_builder.postprocess(answers["kids"]), scorer.prompt_builder.postprocess(
+        answers["wrong"])]
+    assert scored.outputs[0][0] == "Save the Children helps kids."
+    assert scored.scores[0][0] == 1.0
+    # the response cache keeps the completions as generated
+    cache = ResponseCache(tmp_path / "c.jsonl")
+    assert sorted(cache.get(k) for k in cache.keys()) == sorted(answers.values())
+    raw = LLMFeedbackScorer(llm, "PFG-LaMP", postprocess=None).score_item_lists([ex], [[docs[:1], docs[1:]]])
+    assert raw.outputs[0] == [answers["kids"], answers["wrong"]]
+    assert raw.scores[0][0] < 1.0
+    upper = LLMFeedbackScorer(llm, "PFG-LaMP", postprocess=str.upper).score_item_lists([ex], [[docs[:1]]])
+    assert upper.outputs[0] == [answers["kids"].upper()]
+
+
+def test_lamp_outputs_are_not_post_processed():
+    examples = _examples(1)
+    llm = CallableGenerator(lambda p: "Persuader: title 0 words", model_id="labelled")
+    scorer = LLMFeedbackScorer(llm, "LaMP-4")
+    assert scorer.score_item_lists(examples, [[examples[0].profile.items[:1]]]).outputs == [["Persuader: title 0 words"]]
+
+
+def test_postprocess_errors():
+    with pytest.raises(ValueError, match="postprocess"):
+        LLMFeedbackScorer(_title_copier(), "LaMP-4", postprocess="strip")
+    with pytest.raises(TypeError, match="postprocess"):
+        LLMFeedbackScorer(_title_copier(), "LaMP-4", postprocess=3)

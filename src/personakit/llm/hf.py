@@ -23,6 +23,10 @@ def _engine_setting(name: str, cast: Any, doc: str) -> Any:
                     lambda self, value: setattr(self.prefix_engine, name, cast(value)), doc=doc)
 
 
+PLAIN_TEXT_SUFFIX = ":plain-text"
+"""Appended to an :class:`HFGenerator`'s ``model_id`` when a chat model is prompted with plain text."""
+
+
 class HFGenerator(TextGenerator):
     """A local Hugging Face causal LM (GPT-2, Llama, Qwen, SmolLM, ...) behind :class:`TextGenerator`.
 
@@ -71,7 +75,10 @@ class HFGenerator(TextGenerator):
         model: a causal LM (``AutoModelForCausalLM``), in eval mode.
         tokenizer: its tokenizer.
         batch_size: prompts per forward pass.
-        model_id: name used in cache keys; defaults to the model's ``name_or_path``.
+        model_id: name used in cache keys; defaults to the model's ``name_or_path``.  When
+            the tokenizer has a chat template but ``use_chat_template=False``, ``":plain-text"``
+            is appended, so a response cache never serves a chat-template completion for the
+            same prompt sent as plain text (or the other way round).
         use_chat_template: ``True`` forces the chat template (error if there is none),
             ``False`` forces plain text, ``None`` uses the template when there is one.
         max_input_tokens: keep at most this many prompt tokens (the *end* of the prompt,
@@ -110,8 +117,11 @@ class HFGenerator(TextGenerator):
                 or getattr(getattr(model, "config", None), "_name_or_path", None)
                 or type(model).__name__
             )
-        super().__init__(model_id=str(model_id), batch_size=batch_size)
         has_template = bool(getattr(tokenizer, "chat_template", None))
+        model_id = str(model_id)
+        if has_template and use_chat_template is False and not model_id.endswith(PLAIN_TEXT_SUFFIX):
+            model_id += PLAIN_TEXT_SUFFIX  # a different prompt format: never the same cache entries
+        super().__init__(model_id=model_id, batch_size=batch_size)
         if use_chat_template and not has_template:
             raise ValueError(f"use_chat_template=True but the tokenizer of {self.model_id!r} has no chat template")
         if max_input_tokens is not None and max_input_tokens < 1:

@@ -18,7 +18,7 @@ to the list and the input (Table 2, following LaMP, Salemi et al. 2023):
 | LaMP-5 scholarly title | ``"{title}" is the title for "{abstract}"`` | ``{entries}. Following the given patterns {x}`` |
 | LaMP-6 email subject | ``"{title}" is the title for "{text}"`` | ``{entries}. {x}`` |
 | LaMP-7 tweet | ``"{text}"`` | ``{entries} are written by a person. Following the given patterns {x}`` |
-| PFG-LaMP (personakit) | ``"{text}"`` | ``{entries} are messages this persuader wrote in earlier conversations. Following the given patterns, write the persuader's next reply in this conversation:`` ``\n{x}\nPersuader:`` |
+| PFG-LaMP (personakit) | ``"{text}"`` | ``{entries} are messages this persuader wrote in earlier conversations. Following the given patterns, write the persuader's next reply in this conversation:`` ``\n{x}\nPersuader:`` (output: :func:`clean_pfg_reply`) |
 
 ``{entries}`` is ``concat([PPEP(P_1), …, PPEP(P_k)], ", and ")``.  The queries
 $\phi_q(x)$ (LaMP's official code): LaMP-1 the two candidate reference titles (the
@@ -36,6 +36,19 @@ otherwise (a later, shorter entry may still fit).  When the input alone exceeds 
 budget the prompt is the no-profile prompt.  With no entry the prompt is the input
 itself for LaMP (the paper's "No Personalization" baseline) and the instruction plus
 the conversation for PFG-LaMP.
+
+**PFG-LaMP output post-processing** (personakit; LaMP-1 … LaMP-7 have none, their outputs
+reach EVAL as generated): the template's ``postprocess`` is :func:`clean_pfg_reply`, which
+strips a leading ``Persuader:`` / ``Persuadee:`` label and cuts the output where a new
+speaker label begins; :meth:`LaMPPromptBuilder.postprocess` applies it and
+:class:`~personakit.training.feedback.LLMFeedbackScorer` calls it before EVAL.  Why: the
+prompt reaches an instruct model through its chat template as one user message ending with
+``Persuader:``, and the model continues the transcript rather than answering as the
+persuader; on 60 test inputs SmolLM2-135M-Instruct began 70% of its outputs with
+``Persuadee:`` (``benchmarks/pfg_lamp_prompts.py``).  A system message that makes the
+assistant the persuader (no trailing label) cut that to 13% and raised ROUGE-1 from 0.119 to
+0.147 (p = 0.04, one sample of 60), but did not make the retrieved entries help (profile
+effect -0.018, not significant), so the template is unchanged.
 
 LaMP-1's ``add_to_paper_title``: the official code inserts ``", and " + entries``
 right after the *word* ``title``; here the entries go after the paper's quoted title
@@ -80,6 +93,7 @@ __all__ = [
     "count_tokens",
     "TokenCounter",
     "LaMPPromptConfig",
+    "clean_pfg_reply",
 ]
 
 EntryFormat = Union[str, Callable[[ProfileItem], str]]
@@ -102,6 +116,8 @@ class LaMPTemplate:
         query: ``input -> query`` (the non-template part of the input).
         separator: placed between the PPEPs (``", and "`` in the paper).
         empty: the prompt when no entry is used, a format string with ``{input}``.
+        postprocess: ``output -> output`` applied to the LLM's completion before EVAL
+            (``None``: the output as generated; LaMP-1 … LaMP-7 have none).
     """
 
     task: str
@@ -110,6 +126,7 @@ class LaMPTemplate:
     query: Callable[[str], str]
     separator: str = ", and "
     empty: str = "{input}"
+    postprocess: Optional[Callable[[str], str]] = None
 
     def format_entry(self, item: ProfileItem) -> str:
         """PPEP of one entry.
@@ -183,6 +200,56 @@ def _conversation_query(text: str) -> str:
     return " ".join(line for line in lines if line)
 
 
+_OWN_LABEL = re.compile(r"^\s*\**\s*persuader\s*\**\s*:\s*\**\s*", re.IGNORECASE)
+_OTHER_LABEL = re.compile(r"^\s*\**\s*persuadee\s*\**\s*:\s*\**", re.IGNORECASE)
+_NEW_TURN = re.compile(r"\**\s*Persuade[er]\s*\**\s*:")  # capitalised, as the prompt writes the labels
+
+
+def clean_pfg_reply(text: str, wrong_role: str = "keep") -> str:
+    """PFG-LaMP output post-processing: the persuader's reply without the transcript format.
+
+    A small chat model asked for the persuader's next reply often writes the transcript
+    format back: a leading speaker label (``"Persuader: ..."``, or the wrong role,
+    ``"Persuadee: ..."``: 70% of SmolLM2-135M's outputs with the PFG-LaMP prompt, see
+    ``benchmarks/results/pfg_lamp_prompts.md``) or a new turn (``"... Persuadee: ..."``).
+    This strips the leading ``Persuader:`` label (repeatedly) and a leading ``Persuadee:``
+    label, and cuts the text where a ``Persuadee:`` or ``Persuader:`` label begins later
+    (capitalised, as the prompt writes it, so that "I am the persuader: ..." is kept).
+    Whitespace is collapsed.
+
+    Args:
+        text: the LLM's output (after its stop sequences).
+        wrong_role: what to do with an output that *starts* with the persuadee's label:
+            ``"keep"`` (default: strip the label, keep the text up to the next label) or
+            ``"drop"`` (the wrong role: ``""``).  Measured on 60 PFG-LaMP test inputs,
+            ``"keep"`` raises ROUGE-1 slightly over the raw output (+0.003, 95% interval
+            [+0.002, +0.004]) while ``"drop"`` lowers it (0.119 -> 0.040): the text after a
+            wrong label is mostly still a persuader-like reply.
+
+    Example:
+        >>> clean_pfg_reply("Persuader: I completely understand your concern.")
+        'I completely understand your concern.'
+        >>> clean_pfg_reply("Sure, it helps kids. Persuadee: ok"), clean_pfg_reply("Persuadee: The point is")
+        ('Sure, it helps kids.', 'The point is')
+        >>> clean_pfg_reply("Persuadee: The point is", wrong_role="drop")
+        ''
+    """
+    if wrong_role not in ("drop", "keep"):
+        raise ValueError(f"wrong_role must be 'drop' or 'keep', got {wrong_role!r}")
+    prev = None
+    while prev != text:
+        prev, text = text, _OWN_LABEL.sub("", text, count=1)
+    other = _OTHER_LABEL.match(text)
+    if other is not None:
+        if wrong_role == "drop":
+            return ""
+        text = text[other.end():]
+    m = _NEW_TURN.search(text)
+    if m is not None:
+        text = text[:m.start()]
+    return " ".join(text.split())
+
+
 # ------------------------------------------------------------------ aggregation
 def _add_to_paper_title(entries: str, text: str) -> str:
     """LaMP-1 ``add_to_paper_title``: ``", and " + entries`` after the paper's (quoted) title."""
@@ -223,6 +290,7 @@ LAMP_TEMPLATES: dict[str, LaMPTemplate] = {
         "write the persuader's next reply in this conversation:\n{input}\nPersuader:",
         _conversation_query,
         empty="Write the persuader's next reply in this conversation:\n{input}\nPersuader:",
+        postprocess=clean_pfg_reply,
     ),
 }
 """Templates of LaMP-1 … LaMP-7 (paper Table 2) and of ``PFG-LaMP``.  LaMP-5's abstract is
@@ -344,6 +412,10 @@ class LaMPPromptBuilder:
             same = False
         if not same:
             raise ValueError(f"example {example.id!r} is a {example.task!r} example, but this builder is for {self.task!r}")
+
+    def postprocess(self, output: str) -> str:
+        """The LLM's completion as EVAL should read it (the template's ``postprocess``; unchanged without one)."""
+        return output if self.template.postprocess is None else self.template.postprocess(output)
 
     def query(self, example: ProfileExample) -> str:
         r"""$\phi_q(x)$: the retrieval query of the example's input."""

@@ -108,6 +108,12 @@ class LLMFeedbackScorer:
         settings: decoding settings; default :func:`feedback_settings` of the task (greedy).
         batch_size: prompts per generation batch; default the generator's.
         progress: show a progress bar (``None``: when there are more than 4 batches).
+        postprocess: ``output -> output`` applied to every completion before EVAL (and in
+            the returned ``outputs``); ``"builder"`` (default): the prompt builder's
+            ``postprocess`` when it has one (PFG-LaMP:
+            :func:`~personakit.retrieval.lamp_prompts.clean_pfg_reply`), else none;
+            ``None``: the completions as generated.  The response cache always holds the
+            completions as generated.
 
     Example:
         >>> scorer = LLMFeedbackScorer(prompt_builder="PFG-LaMP", cache="feedback.jsonl")  # doctest: +SKIP
@@ -124,6 +130,7 @@ class LLMFeedbackScorer:
         *,
         batch_size: Optional[int] = None,
         progress: Optional[bool] = None,
+        postprocess: Union[str, Callable[[str], str], None] = "builder",
     ):
         if prompt_builder is None:
             raise ValueError("prompt_builder is required: a LaMPPromptBuilder, a task name or an object with build()")
@@ -149,6 +156,13 @@ class LLMFeedbackScorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.progress = progress
+        if isinstance(postprocess, str):
+            if postprocess != "builder":
+                raise ValueError(f"postprocess must be 'builder', a callable or None, got {postprocess!r}")
+            postprocess = getattr(prompt_builder, "postprocess", None)
+        if postprocess is not None and not callable(postprocess):
+            raise TypeError(f"postprocess must be callable or None, got {type(postprocess).__name__}")
+        self.postprocess: Optional[Callable[[str], str]] = postprocess
         if isinstance(cache, (str, os.PathLike)):
             cache = ResponseCache(cache)
         if cache is not None and not isinstance(cache, ResponseCache):
@@ -237,10 +251,13 @@ class LLMFeedbackScorer:
         For RSPG, ``prompts[i][r]`` is the prompt built from retriever $r$'s result list;
         the returned ``outputs`` are what RSPG-Post reads and ``scores[i]`` (shape
         ``(len(prompts[i]),)``) the EVAL that its target distribution (eq. 5) softmaxes.
+        ``outputs`` are post-processed (``postprocess``) before EVAL.
         """
         self._check(examples, prompts, "prompt")
         flat = [p for ps in prompts for p in ps]
         out_flat = self.generate(flat)
+        if self.postprocess is not None:
+            out_flat = [self.postprocess(o) for o in out_flat]
         outputs: list[list[str]] = []
         start = 0
         for ps in prompts:

@@ -155,6 +155,9 @@ class ROPGLLMConfig(BaseConfig):
     max_new_tokens: int = Field(32, ge=1, description="Maximum output length in tokens.")
     stop: list[str] = Field(default_factory=lambda: ["\n"], description=(
         "Stop sequences (the output is cut before the first one)."))
+    postprocess: bool = Field(True, description=(
+        "Apply the task's output post-processing before EVAL (PFG-LaMP: speaker labels stripped, "
+        "cut where a new turn begins; LaMP tasks have none)."))
     cache_path: Optional[str] = PathField(None, description=(
         "JSON-lines response cache shared by every stage (None: <output_dir>/llm_cache.jsonl)."))
     dtype: Optional[str] = Field(None, description="Weights dtype ('bfloat16' on a GPU; None: float32).")

@@ -286,7 +286,8 @@ def run_ropg_recipe(config: ROPGRecipeConfig, *, progress: bool = True, save: bo
         cache_path = Path(config.llm.cache_path) if config.llm.cache_path else out_dir / "llm_cache.jsonl"
         settings = GenerationSettings(max_new_tokens=config.llm.max_new_tokens, temperature=0.0, stop=config.llm.stop)
         scorer = LLMFeedbackScorer(generator, builder, cache=cache_path, settings=settings,
-                                   batch_size=config.llm.batch_size, progress=progress)
+                                   batch_size=config.llm.batch_size, progress=progress,
+                                   postprocess="builder" if config.llm.postprocess else None)
         base_encoder = as_text_encoder(encoder if encoder is not None else config.ropg.encoder, device=config.device)
         base_encoder.eval()
     needed = set(config.pool.retrievers) | (set(config.pool.rrf_members) if "rrf" in config.pool.retrievers else set())
