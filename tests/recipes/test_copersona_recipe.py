@@ -178,6 +178,16 @@ def test_shipped_configs_load():
     shrunk = load_recipe_config("copersona", "tiny", overrides=["variants=[rag, copersona]", "training.max_steps=1"],
                                 output_dir="somewhere")
     assert shrunk.variants == ["rag", "copersona"] and Path(shrunk.output_dir).is_absolute()
+    assert (tiny.facets.dtype, tiny.facets.batch_size) == (default.facets.dtype, default.facets.batch_size) == ("auto", 16)
+
+
+def test_facet_speed_fields():
+    fast = CoPersonaRecipeConfig()
+    assert (fast.facets.dtype, fast.facets.batch_size) == ("auto", 16)
+    old = load_recipe_config("copersona", "tiny", overrides=["facets.dtype=float32", "facets.batch_size=1"])
+    assert (old.facets.dtype, old.facets.batch_size) == ("float32", 1)
+    with pytest.raises(ValueError):
+        CoPersonaRecipeConfig(facets={"batch_size": 0})
 
 
 def test_config_errors():

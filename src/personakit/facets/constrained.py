@@ -98,6 +98,9 @@ class SchemaGuidedGenerator:
         tokenizer: its tokenizer.
         use_chat_template: render chats with the tokenizer's template (``None``: when it has one).
         max_input_tokens: keep at most this many tokens (the end) of prompt + partial reply.
+        batch_size: prompts filled together by :meth:`generate_json` (one batched forward per
+            decoding step, see :meth:`fill_batch`); ``1``: one prompt at a time (:meth:`fill`, the
+            unbatched reference path).
 
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM  # doctest: +SKIP
@@ -107,18 +110,21 @@ class SchemaGuidedGenerator:
     """
 
     def __init__(self, model: Any, tokenizer: Any, use_chat_template: Optional[bool] = None,
-                 max_input_tokens: Optional[int] = 2048):
+                 max_input_tokens: Optional[int] = 2048, batch_size: int = 16):
+        if batch_size < 1:
+            raise ValueError(f"SchemaGuidedGenerator: batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer = model, tokenizer
+        self.batch_size = batch_size
         has = bool(getattr(tokenizer, "chat_template", None))
         self.use_chat_template = has if use_chat_template is None else use_chat_template
         self.max_input_tokens = max_input_tokens
         self.model_id = str(getattr(model, "name_or_path", type(model).__name__))
 
     @classmethod
-    def from_hf(cls, generator: Any) -> "SchemaGuidedGenerator":
+    def from_hf(cls, generator: Any, batch_size: int = 16) -> "SchemaGuidedGenerator":
         """Share the model, tokenizer and rendering of a :class:`~personakit.llm.HFGenerator`."""
         return cls(generator.model, generator.tokenizer, use_chat_template=generator.use_chat_template,
-                   max_input_tokens=generator.max_input_tokens or 2048)
+                   max_input_tokens=generator.max_input_tokens or 2048, batch_size=batch_size)
 
     def render(self, prompt: Prompt) -> str:
         if self.use_chat_template:
@@ -153,6 +159,8 @@ class SchemaGuidedGenerator:
     def _choose(self, context: str, options: Sequence[str], cache: Optional["_PrefixCache"] = None) -> str:
         import torch
 
+        if len(options) == 1:  # nothing to compare: no forward pass
+            return options[0]
         cache = cache if cache is not None else _PrefixCache(self.model)
         base = self._ids(context)
         best, best_score = options[0], float("-inf")
@@ -190,9 +198,231 @@ class SchemaGuidedGenerator:
                 raise TypeError(f"skeleton part must be LiteralPiece, StringSlot or ChoiceSlot, got {type(part).__name__}")
         return reply
 
-    def generate_json(self, prompts: Sequence[Prompt], skeleton: Sequence[Part]) -> list[str]:
-        """:meth:`fill` for every prompt, in order."""
-        return [self.fill(p, skeleton) for p in prompts]
+    def fill_batch(self, prompts: Sequence[Prompt], skeleton: Sequence[Part]) -> list[str]:
+        """:meth:`fill` for several prompts at once: the same replies up to floating-point ties.
+
+        The prompts' common first tokens are encoded once; every greedy step of a string slot
+        is one forward pass over the rows still writing it (a row stops at its closing quote);
+        a choice slot scores each option for every row in one forward pass.  Rows share one
+        key/value cache in preallocated buffers (:class:`_BatchCache`).
+        """
+        heads = [self.render(p) for p in prompts]
+        if not heads:
+            return []
+        replies = [""] * len(heads)
+        seen: list[set[str]] = [set() for _ in heads]
+        state = _BatchCache(self.model, len(heads), _pad_id(self.tokenizer), reserve=_reserve(skeleton))
+        for part in skeleton:
+            contexts = [h + r for h, r in zip(heads, replies)]
+            if isinstance(part, LiteralPiece):
+                replies = [r + part.text for r in replies]
+            elif isinstance(part, StringSlot):
+                for i, value in enumerate(self._fill_strings(state, contexts, part.max_tokens)):
+                    if part.unique and value.lower() in seen[i]:
+                        value = ""
+                    value = value or part.fallback
+                    if part.unique:
+                        seen[i].add(value.lower())
+                    replies[i] += json.dumps(value, ensure_ascii=False)[1:-1]
+            elif isinstance(part, ChoiceSlot):
+                replies = [r + c for r, c in zip(replies, self._choose_batch(state, contexts, part.options))]
+            else:
+                raise TypeError(f"skeleton part must be LiteralPiece, StringSlot or ChoiceSlot, got {type(part).__name__}")
+        return replies
+
+    def _fill_strings(self, state: "_BatchCache", contexts: Sequence[str], max_tokens: int) -> list[str]:
+        """:meth:`_fill_string` for every row of ``state`` (one forward pass per step)."""
+        ids = [self._ids(c) for c in contexts]
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        out_ids: list[list[int]] = [[] for _ in ids]
+        texts = [""] * len(ids)
+        active = list(range(len(ids)))
+        logits = state.feed({i: ids[i] for i in active}, {i: len(ids[i]) - 1 for i in active}) if max_tokens > 0 else {}
+        for step in range(max_tokens):
+            still = []
+            for i in active:
+                nxt = int(logits[i][-1].argmax())
+                if nxt == eos:
+                    continue
+                out_ids[i].append(nxt)
+                texts[i] = self.tokenizer.decode(out_ids[i], skip_special_tokens=True)
+                if '"' in texts[i] or "\n" in texts[i]:
+                    continue
+                ids[i] = ids[i] + [nxt]
+                still.append(i)
+            active = still
+            if not active or step == max_tokens - 1:
+                break
+            logits = state.feed({i: ids[i] for i in active}, {i: len(ids[i]) - 1 for i in active})
+        values = []
+        for text in texts:
+            cut = min([p for p in (text.find('"'), text.find("\n")) if p != -1], default=len(text))
+            values.append(" ".join(text[:cut].replace("\\", " ").split()))
+        return values
+
+    def _choose_batch(self, state: "_BatchCache", contexts: Sequence[str], options: Sequence[str]) -> list[str]:
+        """:meth:`_choose` for every row of ``state`` (one forward pass per option)."""
+        import torch
+
+        if len(options) == 1:
+            return [options[0]] * len(contexts)
+        bases = [len(self._ids(c)) for c in contexts]
+        best, best_score = [options[0]] * len(contexts), [float("-inf")] * len(contexts)
+        for opt in options:
+            fulls = [self._ids(c + opt + '"') for c in contexts]
+            n_new = [max(1, min(len(f) - b, len(f) - 1)) for f, b in zip(fulls, bases)]
+            logits = state.feed(dict(enumerate(fulls)), {i: len(f) - n_new[i] - 1 for i, f in enumerate(fulls)})
+            for i, full in enumerate(fulls):
+                logp = torch.log_softmax(logits[i][:n_new[i]].float(), dim=-1)
+                tgt = torch.tensor(full[-n_new[i]:], dtype=torch.long, device=logp.device)
+                score = float(logp.gather(-1, tgt[:, None]).sum())
+                if score > best_score[i]:
+                    best[i], best_score[i] = opt, score
+        return best
+
+    def generate_json(self, prompts: Sequence[Prompt], skeleton: Sequence[Part],
+                      batch_size: Optional[int] = None) -> list[str]:
+        """The filled skeleton for every prompt, in order.
+
+        Prompts of similar length are filled together, ``batch_size`` (default: the
+        generator's) at a time with :meth:`fill_batch`; ``1``: one by one with :meth:`fill`.
+        """
+        size = self.batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {size}")
+        if size == 1:
+            return [self.fill(p, skeleton) for p in prompts]
+        lengths = [len(self._ids(self.render(p))) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+        out: list[str] = [""] * len(prompts)
+        for k in range(0, len(order), size):
+            rows = order[k:k + size]
+            for i, reply in zip(rows, self.fill_batch([prompts[i] for i in rows], skeleton)):
+                out[i] = reply
+        return out
+
+
+class _BatchCache:
+    """One key/value cache for ``rows`` token sequences that grow (and get rewritten at the end) independently.
+
+    Columns only ever get appended: row ``i``'s tokens sit in the columns ``cols[i]``; when a
+    row's new token ids agree with what it holds only up to ``keep`` tokens, its later columns
+    are masked out (not cropped, as the other rows still use them) and its new tokens are
+    appended.  A forward pass takes, per row, the tokens after its kept prefix, padded on the
+    right and masked; positions are passed explicitly (``keep + j``), so every token keeps the
+    position it has when its row runs alone.  The first call encodes the rows' common prefix
+    once and repeats its cache.  Keys and values live in buffers with ``reserve`` free
+    columns, so a decoding step writes in place instead of copying the cache.
+    """
+
+    def __init__(self, model: Any, rows: int, pad_id: int, reserve: int = 256):
+        self.model, self.rows, self.pad_id, self.reserve = model, rows, pad_id, reserve
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.cols: list[list[int]] = [[] for _ in range(rows)]
+        self.mask: Any = None  # [rows, width] (long, CPU): 1 where a column holds a live token of the row
+        self.cache: Any = None
+        self.reserved = False
+        self.takes_keep = _accepts(model, "logits_to_keep")
+
+    @property
+    def width(self) -> int:
+        return 0 if self.mask is None else int(self.mask.shape[1])
+
+    def _run(self, input_ids: Any, mask: Any, positions: Any, keep: Optional[Any] = None) -> Any:
+        import torch
+
+        device = _device(self.model)
+        extra = {"logits_to_keep": keep.to(device)} if keep is not None and self.takes_keep else {}
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                             position_ids=positions.to(device), **{cache_argument(self.model): self.cache},
+                             use_cache=True, **extra)
+        return out.logits if extra or keep is None else out.logits[:, keep.to(out.logits.device)]
+
+    def _start(self, ids: dict[int, list[int]], starts: dict[int, int]) -> None:
+        """An empty cache, or the rows' common prefix encoded once and repeated over the rows."""
+        import torch
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        self.mask = torch.zeros((self.rows, 0), dtype=torch.long)
+        if len(ids) != self.rows or self.rows < 2:
+            return
+        first = ids[0]
+        shared = min([starts[i] for i in ids] + [len(first)])
+        for x in ids.values():
+            shared = min(shared, _common_length(first, x))
+        if shared < 8:
+            return
+        prefix = torch.tensor([first[:shared]], dtype=torch.long)
+        self._run(prefix, torch.ones_like(prefix), torch.arange(shared)[None], keep=torch.tensor([shared - 1]))
+        self.cache.batch_repeat_interleave(self.rows)
+        self.mask = torch.ones((self.rows, shared), dtype=torch.long)
+        for i in range(self.rows):
+            self.ids[i], self.cols[i] = list(first[:shared]), list(range(shared))
+
+    def feed(self, ids: dict[int, list[int]], starts: dict[int, int]) -> dict[int, Any]:
+        """Run the rows of ``ids`` (``{row: token ids}``; other rows wait) after their kept prefixes.
+
+        Returns ``{row: logits [len(ids) - start, V]}`` for the positions ``start..len(ids) - 1``
+        of each row; the cache then holds ``ids[row]`` for every row given.
+        """
+        import torch
+
+        if not ids:
+            return {}
+        for i, x in ids.items():
+            if not 0 <= starts[i] < len(x):
+                raise ValueError(f"start must be in [0, {len(x)}), got {starts[i]}")
+        if self.cache is None:
+            self._start(ids, starts)
+        keep = {i: min(_common_length(self.ids[i], x), starts[i]) for i, x in ids.items()}
+        width, chunk = self.width, max(len(x) - keep[i] for i, x in ids.items())
+        input_ids = torch.full((self.rows, chunk), self.pad_id, dtype=torch.long)
+        new_mask = torch.zeros((self.rows, chunk), dtype=torch.long)
+        positions = torch.zeros((self.rows, chunk), dtype=torch.long)
+        wanted: dict[int, list[int]] = {}
+        for i, x in ids.items():
+            k, n = keep[i], len(x) - keep[i]
+            stale = self.cols[i][k:]
+            if stale:
+                self.mask[i, stale] = 0
+            input_ids[i, :n] = torch.tensor(x[k:], dtype=torch.long)
+            new_mask[i, :n] = 1
+            positions[i, :n] = torch.arange(k, k + n)
+            positions[i, n:] = k + n - 1
+            self.cols[i] = self.cols[i][:k] + list(range(width, width + n))
+            self.ids[i] = list(x)
+            wanted[i] = list(range(starts[i] - k, n))
+        self.mask = torch.cat([self.mask, new_mask], dim=1)
+        columns = sorted({j for js in wanted.values() for j in js})
+        where = {j: c for c, j in enumerate(columns)}
+        logits = self._run(input_ids, self.mask, positions, keep=torch.tensor(columns, dtype=torch.long))
+        if not self.reserved:
+            self._reserve_buffers()
+        return {i: logits[i, [where[j] for j in js]] for i, js in wanted.items()}
+
+    def _reserve_buffers(self) -> None:
+        """Move every layer's keys and values into buffers with ``reserve`` free columns."""
+        import torch
+
+        from personakit.llm.prefix_cache import _reserved_layer
+
+        self.reserved = True
+        layers = getattr(self.cache, "layers", None)
+        if not layers:
+            return
+        for index, layer in enumerate(layers):
+            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+            if keys is None or values is None or keys.dim() != 4:
+                return
+            length = keys.shape[-2]
+            shape = (*keys.shape[:2], length + self.reserve, keys.shape[-1])
+            kbuf = torch.empty(shape, dtype=keys.dtype, device=keys.device)
+            vbuf = torch.empty((*values.shape[:2], length + self.reserve, values.shape[-1]), dtype=values.dtype,
+                               device=values.device)
+            kbuf[..., :length, :], vbuf[..., :length, :] = keys, values
+            layers[index] = _reserved_layer(layer, kbuf, vbuf, length)
 
 
 class _PrefixCache:
@@ -230,6 +460,47 @@ class _PrefixCache:
             out = self.model(input_ids=new, **{cache_argument(self.model): self.past}, use_cache=True)
         self.past, self.ids = output_cache(out), list(ids)
         return out.logits[0, start - keep:]
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    for k in range(n):
+        if a[k] != b[k]:
+            return k
+    return n
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _reserve(skeleton: Sequence[Part]) -> int:
+    """Generous bound on the cache columns filling ``skeleton`` appends after the prompt."""
+    total = 16
+    for part in skeleton:
+        if isinstance(part, StringSlot):
+            total += 2 * part.max_tokens + 8
+        elif isinstance(part, LiteralPiece):
+            total += len(part.text) + 4
+        elif isinstance(part, ChoiceSlot):
+            total += sum(len(o) + 8 for o in part.options)
+    return total
+
+
+def _accepts(model: Any, argument: str) -> bool:
+    import inspect
+
+    try:
+        return argument in inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _device(model: Any) -> Any:

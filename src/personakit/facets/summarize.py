@@ -276,7 +276,8 @@ class FacetSummarizer:
             raw reply) or ``"placeholder"`` (the facet becomes ``none``).
         constrained: a :class:`~personakit.facets.constrained.SchemaGuidedGenerator`
             used instead of free generation (ungrounded quotes are then dropped).
-        batch_size: prompts per generator call.
+        batch_size: prompts per generator call; with ``constrained``, the prompts of
+            ``batch_size // num_facets`` users are filled as one batch (``1``: one prompt at a time).
         reliability: ``"llm"`` (the model's label, as in the paper) or ``"evidence"``
             (graded from the user's messages by :func:`evidence_reliability`; needs ``encoder``).
         encoder: texts → ``[n, d]`` embeddings, for ``reliability="evidence"``.
@@ -333,8 +334,18 @@ class FacetSummarizer:
         payload = json.dumps({"u": profile.user_id, "h": profile_hash(self.user_texts(profile)),
                               "s": self.schema.fingerprint(), "g": self.settings.cache_fields(),
                               "m": getattr(self.generator, "model_id", None) or getattr(self.constrained, "model_id", ""),
-                              "c": self.constrained is not None, "r": self.reliability}, sort_keys=True)
+                              "c": self.constrained is not None, "r": self.reliability, **self._dtype_key()},
+                             sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def _dtype_key(self) -> dict[str, str]:
+        """``{"d": dtype}`` when the local model is not fp32 (bf16 replies can differ); fp32 keys stay as they were."""
+        model = getattr(self.constrained, "model", None) or getattr(self.generator, "model", None)
+        try:
+            dtype = str(next(model.parameters()).dtype) if model is not None else "torch.float32"
+        except (StopIteration, AttributeError, TypeError):
+            return {}
+        return {} if dtype == "torch.float32" else {"d": dtype}
 
     def _validator(self, texts: Sequence[str], dropped: list[int]):
         joined = "\n".join(texts)
@@ -356,27 +367,38 @@ class FacetSummarizer:
     # ------------------------------------------------------------------ main
     def _replies(self, profile: UserProfile, dropped: list[int]) -> list[Optional[SummaryReply]]:
         """One validated reply (or ``None`` after the last failed attempt) per facet of the schema."""
+        return self._replies_many([profile], dropped)[0]
+
+    def _replies_many(self, profiles: Sequence[UserProfile], dropped: list[int]) -> list[list[Optional[SummaryReply]]]:
+        """:meth:`_replies` of several users; with ``constrained``, their prompts are decoded as one batch."""
         from personakit.llm.structured import StructuredOutputError, extract_json, generate_structured
 
-        texts = self.user_texts(profile)
-        prompts: list[Prompt] = [build_summary_prompt(texts, spec) for spec in self.schema.facets]
-        check = self._validator(texts, dropped)
+        texts = [self.user_texts(p) for p in profiles]
+        prompts: list[list[Prompt]] = [[build_summary_prompt(t, spec) for spec in self.schema.facets] for t in texts]
+        checks = [self._validator(t, dropped) for t in texts]
         if self.constrained is None:
-            return generate_structured(self.generator, prompts, check, self.settings,  # type: ignore[arg-type]
-                                       max_attempts=self.max_attempts, progress=False, batch_size=self.batch_size,
-                                       on_failure="raise" if self.on_failure == "raise" else "none")
+            return [generate_structured(self.generator, ps, check, self.settings,  # type: ignore[arg-type]
+                                        max_attempts=self.max_attempts, progress=False, batch_size=self.batch_size,
+                                        on_failure="raise" if self.on_failure == "raise" else "none")
+                    for ps, check in zip(prompts, checks)]
         from personakit.facets.constrained import summary_skeleton
 
-        out: list[Optional[SummaryReply]] = []
         # graded from the messages afterwards: the label slot need not weigh four options
         skeleton = summary_skeleton(levels=("none",)) if self.reliability == "evidence" else summary_skeleton()
-        for i, raw in enumerate(self.constrained.generate_json(prompts, skeleton)):
-            try:
-                out.append(check(extract_json(raw)))
-            except Exception as err:  # noqa: BLE001 - shown with the raw reply
-                if self.on_failure == "raise":
-                    raise StructuredOutputError(i, raw, str(err), 1) from err
-                out.append(None)
+        flat = [p for ps in prompts for p in ps]
+        raws = iter(self.constrained.generate_json(flat, skeleton, batch_size=self.batch_size))
+        out: list[list[Optional[SummaryReply]]] = []
+        for ps, check in zip(prompts, checks):
+            replies: list[Optional[SummaryReply]] = []
+            for i in range(len(ps)):
+                raw = next(raws)
+                try:
+                    replies.append(check(extract_json(raw)))
+                except Exception as err:  # noqa: BLE001 - shown with the raw reply
+                    if self.on_failure == "raise":
+                        raise StructuredOutputError(i, raw, str(err), 1) from err
+                    replies.append(None)
+            out.append(replies)
         return out
 
     def summarize(self, profiles: Sequence[UserProfile], progress: bool = False) -> dict[str, UserFacets]:
@@ -401,35 +423,43 @@ class FacetSummarizer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="facet summaries", unit="user")
-        for p in todo:
-            replies = self._replies(p, dropped)
-            if self.reliability == "evidence":
-                if self._facet_vectors is None:
-                    self._facet_vectors = self.encoder([spec.describe() for spec in self.schema.facets])
-                levels = evidence_reliability(self.user_texts(p), self.schema.facets, self.encoder, self._facet_vectors)
-                replies = [None if r is None else r.model_copy(update={"reliability": RELIABILITY_LEVELS[lv]})
-                           for r, lv in zip(replies, levels)]
-            facets = []
-            for spec, r in zip(self.schema.facets, replies):
-                if r is None:
-                    failures += 1
-                    facets.append(FacetSummary(facet=spec.name, summary=PLACEHOLDER, reliability="none"))
-                    continue
-                placeholder = r.reliability in ("none", "weak")
-                facets.append(FacetSummary(facet=spec.name, summary=PLACEHOLDER if placeholder else r.summary,
-                                           quotes=r.quotes[:2], reliability=r.reliability, llm_summary=r.summary))
-            uf = UserFacets(user_id=p.user_id, content_hash=profile_hash(self.user_texts(p)), facets=facets)
-            out[p.user_id] = uf
-            if self.store is not None:
-                self.store.put(self.store_key(p), uf.model_dump_json())
-            if bar is not None:
-                bar.update(1)
+        # schema-guided decoding fills the prompts of several users as one batch (batch_size prompts)
+        group = max(1, self.batch_size // max(1, len(self.schema.facets))) if self.constrained is not None else 1
+        for start_user in range(0, len(todo), group):
+            chunk = todo[start_user:start_user + group]
+            for p, replies in zip(chunk, self._replies_many(chunk, dropped)):
+                self._finish(p, replies, out, bar)
+                failures += sum(r is None for r in replies)
         if bar is not None:
             bar.close()
         self.last_stats = SummarizeStats(users=len(profiles), reused=reused, summarized=len(todo),
                                          prompts=len(todo) * len(self.schema.facets), failures=failures,
                                          dropped_quotes=dropped[0], seconds=time.perf_counter() - start)
         return {p.user_id: out[p.user_id] for p in profiles}
+
+    def _finish(self, p: UserProfile, replies: list[Optional[SummaryReply]], out: dict[str, UserFacets],
+                bar: Any) -> None:
+        """Turn one user's replies into :class:`UserFacets`, store them, advance the bar."""
+        if self.reliability == "evidence":
+            if self._facet_vectors is None:
+                self._facet_vectors = self.encoder([spec.describe() for spec in self.schema.facets])
+            levels = evidence_reliability(self.user_texts(p), self.schema.facets, self.encoder, self._facet_vectors)
+            replies = [None if r is None else r.model_copy(update={"reliability": RELIABILITY_LEVELS[lv]})
+                       for r, lv in zip(replies, levels)]
+        facets = []
+        for spec, r in zip(self.schema.facets, replies):
+            if r is None:
+                facets.append(FacetSummary(facet=spec.name, summary=PLACEHOLDER, reliability="none"))
+                continue
+            placeholder = r.reliability in ("none", "weak")
+            facets.append(FacetSummary(facet=spec.name, summary=PLACEHOLDER if placeholder else r.summary,
+                                       quotes=r.quotes[:2], reliability=r.reliability, llm_summary=r.summary))
+        uf = UserFacets(user_id=p.user_id, content_hash=profile_hash(self.user_texts(p)), facets=facets)
+        out[p.user_id] = uf
+        if self.store is not None:
+            self.store.put(self.store_key(p), uf.model_dump_json())
+        if bar is not None:
+            bar.update(1)
 
 
 def facet_biased_fraction(users: Sequence[UserFacets]) -> float:

@@ -75,6 +75,11 @@ class CoPersonaFacetsConfig(BaseConfig):
 
     llm: str = Field("smollm2", description="LLM of schema induction and summaries (embedded name / folder).")
     constrained: bool = Field(True, description="Schema-guided decoding (local models): always parses.")
+    dtype: Optional[str] = Field("auto", description="Weights of the facet LLM: 'auto' (bf16 where the CPU has AMX "
+                                                     "or AVX512-BF16, or a GPU with bf16; fp32 elsewhere), "
+                                                     "'bfloat16', 'float32', or None (fp32).")
+    batch_size: int = Field(16, ge=1, description="Prompts filled together by schema-guided decoding (one batched "
+                                                  "forward per decoding step); 1: one prompt at a time.")
     cache: Optional[str] = PathField(None, description="LLM reply cache, JSON lines (None: "
                                                        "<output_dir>/llm_cache.jsonl); a rerun makes no LLM call "
                                                        "for a prompt already answered.")

@@ -225,11 +225,11 @@ def run_copersona_recipe(config: CoPersonaRecipeConfig, *, progress: bool = True
         if generator is None:
             from personakit.llm import HFGenerator
 
-            generator = HFGenerator.from_pretrained(fc.llm, batch_size=8, device=config.device)
+            generator = HFGenerator.from_pretrained(fc.llm, dtype=fc.dtype, batch_size=8, device=config.device)
             if fc.constrained:
                 from personakit.facets import SchemaGuidedGenerator
 
-                constrained = SchemaGuidedGenerator.from_hf(generator)
+                constrained = SchemaGuidedGenerator.from_hf(generator, batch_size=fc.batch_size)
         if encoder is None:
             from personakit.backbones import load_sentence_encoder
 
@@ -252,7 +252,7 @@ def run_copersona_recipe(config: CoPersonaRecipeConfig, *, progress: bool = True
             return FacetSummarizer(gen, s, max_items=fc.summary_items, store=out / "facet_store.jsonl",
                                    settings=GenerationSettings(max_new_tokens=fc.summary_tokens),
                                    on_failure=fc.on_failure, constrained=constrained, reliability=fc.reliability,
-                                   encoder=encoder)
+                                   encoder=encoder, batch_size=fc.batch_size)
 
         combined = fc.threshold / fc.num_facets if fc.combined_threshold is None else fc.combined_threshold
         pipe = CoPersonaPipeline(inducer, make_summarizer, FacetEmbedder(encoder), top_k=fc.top_k,
