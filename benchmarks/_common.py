@@ -233,3 +233,31 @@ class UnitStore:
         """Every stored result (any key), in path order."""
         folder = self.root / self.name
         return [json.loads(p.read_text()) for p in sorted(folder.glob("*/*.json"))] if folder.is_dir() else []
+
+
+def git_commit_id() -> str:
+    """The repository's short HEAD commit (``"unknown"`` outside a git checkout)."""
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def commit_path(path: Path, message: str, name: str) -> None:
+    """``git commit`` one results file (only that path), retried while another git command holds the index.
+
+    Long benchmarks commit each finished unit this way (``../shared/EXPERIMENTS.md`` §6).
+    """
+    import subprocess
+    import time
+
+    for attempt in range(10):
+        add = subprocess.run(["git", "add", "--", str(path)], cwd=HERE.parent, capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=HERE.parent, capture_output=True,
+            text=True).returncode == 0
+        if done:
+            print(f"[{name}] committed {path.name}", flush=True)
+            return
+        time.sleep(3 + attempt)
+    print(f"[{name}] WARNING: could not commit {path}", flush=True)

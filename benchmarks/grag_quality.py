@@ -62,15 +62,14 @@ import json
 import math
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, SHARED_DATA, UnitStore, command_line, machine_info, machine_line, now,  # noqa: E402
-                     pyplot, save_figure, write_results)
+from _common import (RESULTS, SHARED_DATA, UnitStore, command_line, commit_path, git_commit_id,  # noqa: E402
+                     machine_info, machine_line, now, pyplot, save_figure, write_results)
 
 NAME = "grag_quality"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -249,21 +248,6 @@ def unit_key(dataset: str, kind: str, seed: int, s: dict, digest: str, args: arg
     return UnitStore.key(payload)
 
 
-def commit(path: Path, message: str) -> None:
-    """``git commit`` one results file (only that path), retried while another git command holds the index."""
-    root = Path(__file__).resolve().parent.parent
-    for attempt in range(10):
-        add = subprocess.run(["git", "add", "--", str(path)], cwd=root, capture_output=True, text=True)
-        done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=root, capture_output=True,
-            text=True).returncode == 0
-        if done:
-            print(f"[{NAME}] committed {path.name}", flush=True)
-            return
-        time.sleep(3 + attempt)
-    print(f"[{NAME}] WARNING: could not commit {path}", flush=True)
-
-
 def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argparse.Namespace, work: Path,
                key: str) -> dict:
     """Train one system to a plateau of its dev loss, then score it (and its controls for seed 0)."""
@@ -354,12 +338,6 @@ def judge_unit(dataset: str, units: dict, d: dict, s: dict, work: Path) -> Optio
             "markdown": result.to_markdown()}
 
 
-def git_commit_id() -> str:
-    root = Path(__file__).resolve().parent.parent
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
-
-
 def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path, deadline: float) -> None:
     from personakit.backbones.precision import describe_precision
 
@@ -404,10 +382,10 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
         print(f"[{NAME}] {dataset} {kind} seed {seed}: finished in {unit['wall_s'] / 60:.1f} min", flush=True)
         report(args)
         if args.commit:
-            commit(path, f"grag_quality: {dataset} {SYSTEMS.get(kind, kind)} seed {seed} ({unit['wall_s'] / 60:.0f} min)")
+            commit_path(path, f"grag_quality: {dataset} {SYSTEMS.get(kind, kind)} seed {seed} ({unit['wall_s'] / 60:.0f} min)", NAME)
             for extra in (args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"):
                 if extra.exists():
-                    commit(extra, f"grag_quality: report after {dataset} {SYSTEMS.get(kind, kind)} seed {seed}")
+                    commit_path(extra, f"grag_quality: report after {dataset} {SYSTEMS.get(kind, kind)} seed {seed}", NAME)
 
 
 # --------------------------------------------------------------------------------------- report

@@ -85,15 +85,15 @@ import hashlib
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PFG_DATA, RESULTS, UnitStore, command_line, machine_info, machine_line, now,  # noqa: E402
-                     pyplot, save_figure, write_results)
+from _common import (PFG_DATA, RESULTS, UnitStore, add_setting_arguments, command_line, commit_path,  # noqa: E402
+                     git_commit_id, machine_info, machine_line, now, pyplot, save_figure, setting_name,
+                     write_results)
 
 NAME = "ropg_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -777,27 +777,6 @@ def run_unit(ctx: Context, unit: str) -> dict:
 
 
 # ------------------------------------------------------------------------------ git, report, main
-def git_commit_id() -> str:
-    root = Path(__file__).resolve().parent.parent
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
-
-
-def commit(path: Path, message: str) -> None:
-    """``git commit`` one results file (only that path), retried while another git command holds the index."""
-    root = Path(__file__).resolve().parent.parent
-    for attempt in range(10):
-        add = subprocess.run(["git", "add", "--", str(path)], cwd=root, capture_output=True, text=True)
-        done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=root, capture_output=True,
-            text=True).returncode == 0
-        if done:
-            print(f"[{NAME}] committed {path.name}", flush=True)
-            return
-        time.sleep(3 + attempt)
-    print(f"[{NAME}] WARNING: could not commit {path}", flush=True)
-
-
 def load_units(out: Path, setting: str) -> dict[str, dict]:
     """The newest stored unit of each name for ``setting``."""
     found: dict[str, dict] = {}
@@ -853,21 +832,14 @@ def report(args: argparse.Namespace) -> dict:
 def main(argv: Optional[list[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="smoke setting (10-20 minutes on a loaded CPU)")
-    group.add_argument("--scale", action="store_true", help="GPU setting (add --device cuda)")
-    parser.add_argument("--data", type=Path, default=PFG_DATA, help="Persuasion-for-Good FullData folder")
-    parser.add_argument("--device", default=None, help="cuda for a GPU (default: CPU)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help=f"response cache and weights (default: benchmarks/results/tmp/{NAME}-<setting>)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"folder of {NAME}.{{json,md}} and the unit files")
+    add_setting_arguments(parser, NAME, quick_help="smoke setting (10-20 minutes on a loaded CPU)",
+                          scale_help="GPU setting (add --device cuda)")
     parser.add_argument("--commit", action="store_true", help="git commit each finished unit and the report")
     parser.add_argument("--budget-hours", type=float, default=None, help="start no unit after this many hours")
     parser.add_argument("--report", action="store_true", help="only rebuild the report from the finished units")
     args = parser.parse_args(argv)
     args.argv = argv
-    args.setting_name = "quick" if args.quick else "scale" if args.scale else "default"
+    args.setting_name = setting_name(args)
     if args.report:
         return report(args)
     if not (Path(args.data) / "full_dialog.csv").is_file():
@@ -902,10 +874,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
         print(f"[{NAME}] {unit}: finished in {result['wall_s'] / 60:.1f} min", flush=True)
         report(args)
         if args.commit:
-            commit(path, f"{NAME}: {unit} ({args.setting_name}, {result['wall_s'] / 60:.0f} min)")
+            commit_path(path, f"{NAME}: {unit} ({args.setting_name}, {result['wall_s'] / 60:.0f} min)", NAME)
             for extra in (args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"):
                 if extra.exists():
-                    commit(extra, f"{NAME}: report after {unit}")
+                    commit_path(extra, f"{NAME}: report after {unit}", NAME)
     return report(args)
 
 
