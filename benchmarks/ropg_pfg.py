@@ -627,8 +627,8 @@ def train_ropg(ctx: Context, name: str) -> dict:
     before = {"train": trainer.evaluate(train), "dev": trainer.evaluate(dev)}
     t = time.perf_counter()
     trainer.train(train, resume_from="latest")
-    train_s = time.perf_counter() - t
     result = trainer.train_result
+    train_s = result.train_seconds or (time.perf_counter() - t)  # every session's training, resumes included
     after = {"train": trainer.evaluate(train), "dev": trainer.evaluate(dev)}
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(retriever.module.state_dict(), folder / "retriever.pt")
@@ -700,7 +700,7 @@ def rspg_unit(ctx: Context, mode: str) -> dict:
         load_best_model_at_end=True))
     t = time.perf_counter()
     out = trainer.train(train, eval_items=dev)
-    train_s = time.perf_counter() - t
+    train_s = out.train_seconds or (time.perf_counter() - t)  # every session's training, resumes included
     result = {"steps": out.global_step, "total_steps": trainer.plan(len(train)).total_steps,
               "stopped_early": trainer.plateau_reached(), "eval_history": out.eval_history,
               "history": [{k: r.get(k) for k in ("step", "loss", "lr")} for r in out.history], "train_s": train_s}
