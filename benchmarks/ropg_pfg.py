@@ -20,10 +20,8 @@ What it runs (Salemi et al., SIGIR 2024, Tables 3-5, in direction):
   over the dev inputs' candidates (``rouge1@expected`` of ``ROPGTrainer.evaluate``),
   evaluated every ``ropg_eval_steps``; training stops when it has not improved by 1%
   (relative) for ``patience`` evaluations (or at the epoch budget), and the best weights
-  are kept.  The ROPG trainer config has no early-stopping fields, so the benchmark sets
-  the shared loop's ``eval_data`` and ``args`` (``eval_steps``,
-  ``early_stopping_patience``, ``metric_for_best_model``, ``load_best_model_at_end``) on
-  the trainer object before ``train``; no training code is changed.
+  are kept (``ROPGTrainerConfig``'s ``eval_steps``, ``early_stopping_patience``,
+  ``early_stopping_threshold``, ``load_best_model_at_end``; ``train(..., eval_items=dev)``).
 * **Pool**: no retrieval, recency, BM25, dense (MiniLM), RRF (BM25 + recency + dense),
   ROPG-RL, ROPG-KD; ``k`` documents per prompt; the LLM's outputs and EVALs on the RSPG
   train, RSPG dev and test inputs (retrieved item ids are stored, so the prompts can be
@@ -615,18 +613,15 @@ def train_ropg(ctx: Context, name: str) -> dict:
     cfg = ROPGTrainerConfig(**{k: v for k, v in s["ropg"].items() if name == "ropg-kd" or k != "target_temperature"},
                             top_l=s["top_l"], warmup_ratio=0.05, gradient_accumulation_steps=1, seed=ctx.args.seed,
                             eval_metric="rouge1", output_dir=str(folder / "checkpoints"),
-                            save_steps=s["ropg_eval_steps"], progress=True)
+                            save_steps=s["ropg_eval_steps"], progress=True, eval_steps=s["ropg_eval_steps"],
+                            early_stopping_patience=s["patience"], early_stopping_threshold=s["threshold"],
+                            load_best_model_at_end=True)  # metric: rouge1@expected, the expected dev EVAL
     torch.manual_seed(ctx.args.seed)
     retriever = DenseRetriever(encoder=ctx.encoder())
     trainer = (ROPGRLTrainer if name == "ropg-rl" else ROPGKDTrainer)(retriever, cfg)
-    # the dev objective and the plateau stop of the shared loop (the ROPG config has no fields for them)
-    trainer.eval_data = dev
-    trainer.args = trainer.args.model_copy(update=dict(
-        eval_steps=s["ropg_eval_steps"], early_stopping_patience=s["patience"], early_stopping_threshold=s["threshold"],
-        metric_for_best_model="rouge1@expected", greater_is_better=True, load_best_model_at_end=True))
     before = {"train": trainer.evaluate(train), "dev": trainer.evaluate(dev)}
     t = time.perf_counter()
-    trainer.train(train, resume_from="latest")
+    trainer.train(train, eval_items=dev, resume_from="latest")
     result = trainer.train_result
     train_s = result.train_seconds or (time.perf_counter() - t)  # every session's training, resumes included
     after = {"train": trainer.evaluate(train), "dev": trainer.evaluate(dev)}
@@ -693,11 +688,10 @@ def rspg_unit(ctx: Context, mode: str) -> dict:
     if ctx.args.device:
         selector = selector.to(ctx.args.device)
     cfg = RSPGTrainerConfig(**s["rspg"], eval_steps=s["rspg_eval_steps"], seed=ctx.args.seed,
-                            output_dir=str(ctx.work / f"rspg-{mode}"), save_steps=s["rspg_eval_steps"], progress=True)
+                            output_dir=str(ctx.work / f"rspg-{mode}"), save_steps=s["rspg_eval_steps"], progress=True,
+                            early_stopping_patience=s["patience"], early_stopping_threshold=s["threshold"],
+                            load_best_model_at_end=True)  # metric: the dev KL loss
     trainer = RSPGTrainer(selector, cfg)
-    trainer.args = trainer.args.model_copy(update=dict(
-        early_stopping_patience=s["patience"], early_stopping_threshold=s["threshold"], metric_for_best_model="loss",
-        load_best_model_at_end=True))
     t = time.perf_counter()
     out = trainer.train(train, eval_items=dev)
     train_s = out.train_seconds or (time.perf_counter() - t)  # every session's training, resumes included
@@ -710,16 +704,12 @@ def rspg_unit(ctx: Context, mode: str) -> dict:
     choices = {split: trainer.predict(items).argmax(-1).tolist() for split, items in (("train", train), ("test", test))}
     result["train_choices"], result["test_choices"] = choices["train"], choices["test"]
     result["diagnostics"], result["diagnostics_md"] = {}, {}
-    try:
-        from personakit.retrieval.selector_diagnostics import selector_diagnostics
-    except ImportError:  # HOOK: selector_diagnostics not available in this checkout
-        selector_diagnostics = None
+    from personakit.retrieval.selector_diagnostics import selector_diagnostics
+
     for split, items in (("train", train), ("test", test)):
-        evals = [it.evals for it in items]
-        if selector_diagnostics is not None:
-            d = selector_diagnostics(choices[split], evals, labels)
-            result["diagnostics"][split] = d.to_dict()
-            result["diagnostics_md"][split] = d.to_markdown(f"{DISPLAY[f'rspg-{mode}']} on {split} ({len(items)} inputs)")
+        d = selector_diagnostics(choices[split], [it.evals for it in items], labels)
+        result["diagnostics"][split] = d.to_dict()
+        result["diagnostics_md"][split] = d.to_markdown(f"{DISPLAY[f'rspg-{mode}']} on {split} ({len(items)} inputs)")
     return result
 
 

@@ -26,6 +26,7 @@ from personakit.training.schedules import (
     warmup_steps_from_ratio,
 )
 from personakit.training.trainer import (
+    PlateauConfig,
     Trainer,
     TrainingConfig,
     TrainingPlan,
@@ -55,6 +56,7 @@ from personakit.training.questioner import QuestionerTrainer, QuestionerTraining
 __all__ = [
     # trainer.py
     "Trainer",
+    "PlateauConfig",
     "TrainingConfig",
     "TrainResult",
     "TrainingPlan",

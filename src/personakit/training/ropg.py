@@ -49,12 +49,11 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from personakit.config import BaseConfig
 from personakit.functional.ropg import policy_log_probs
 from personakit.losses.base import BaseLoss, LossOutput
 from personakit.losses.ropg import ROPGKDLoss, ROPGRLLoss
 from personakit.training.schedules import linear_warmup_decay_schedule, warmup_steps_from_ratio
-from personakit.training.trainer import Trainer, TrainingConfig, TrainingPlan, TrainResult
+from personakit.training.trainer import PlateauConfig, Trainer, TrainingConfig, TrainingPlan, TrainResult
 
 __all__ = [
     "ROPGItem",
@@ -190,8 +189,21 @@ def _items_digest(items: Sequence[ROPGItem]) -> str:
 
 
 # --------------------------------------------------------------------------- config
-class ROPGTrainerConfig(BaseConfig):
-    """Settings shared by :class:`ROPGRLTrainer` and :class:`ROPGKDTrainer` (paper §6.1 defaults)."""
+class ROPGTrainerConfig(PlateauConfig):
+    """Settings shared by :class:`ROPGRLTrainer` and :class:`ROPGKDTrainer` (paper §6.1 defaults).
+
+    Training to a plateau uses the shared fields of
+    :class:`~personakit.training.trainer.PlateauConfig` with dev items passed as
+    ``train(items, eval_items=dev)``: :meth:`ROPGTrainer.evaluate` runs every
+    ``eval_steps`` steps and ``metric_for_best_model`` defaults to the dev objective
+    ``f"{eval_metric}@expected"`` (the expected EVAL of a document drawn from the policy,
+    higher is better).  The paper trains a fixed 10 epochs; early stopping is off by default.
+
+    Example:
+        >>> cfg = ROPGTrainerConfig(eval_metric="rouge1", eval_steps=20, early_stopping_patience=3)
+        >>> cfg.metric_for_best_model, cfg.best_is_greater
+        ('rouge1@expected', True)
+    """
 
     _renamed_: ClassVar[dict[str, str]] = {"lr": "learning_rate", "checkpoint_dir": "output_dir",
                                             "save_every": "save_steps"}
@@ -231,10 +243,16 @@ class ROPGTrainerConfig(BaseConfig):
         "How many checkpoints to keep (newest first); ``None`` keeps all."))
     progress: bool = Field(True, description="Show a tqdm progress bar.")
 
+    metric_for_best_model: str = Field("", description=(
+        "The key of :meth:`ROPGTrainer.evaluate` that early stopping and ``load_best_model_at_end`` watch; "
+        "empty (the default): ``f\"{eval_metric}@expected\"``, the expected dev EVAL of the policy."))
+
     @model_validator(mode="after")
     def _check(self) -> "ROPGTrainerConfig":
         if self.save_steps is not None and self.output_dir is None:
             raise ValueError("save_steps is set but output_dir is None; set output_dir to save checkpoints")
+        if not self.metric_for_best_model:
+            self.__dict__["metric_for_best_model"] = f"{self.eval_metric}@expected"
         return self
 
     def training_config(self) -> TrainingConfig:
@@ -248,7 +266,7 @@ class ROPGTrainerConfig(BaseConfig):
             weight_decay=self.weight_decay, epochs=self.epochs, max_steps=self.max_steps, batch_size=self.batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps, max_grad_norm=self.max_grad_norm,
             seed=self.seed, logging_steps=1, eval_at_epoch_end=False, save_steps=self.save_steps,
-            keep_last=self.keep_last, checkpoint_weights="all", progress=self.progress)
+            keep_last=self.keep_last, checkpoint_weights="all", progress=self.progress, **self.plateau_settings())
 
 
 # -------------------------------------------------------------------------- scoring
@@ -422,12 +440,17 @@ class ROPGTrainer(Trainer):
 
     # ---------------------------------------------------------------------- train
     def train(self, items: Sequence[ROPGItem], *,  # type: ignore[override]
+              eval_items: Sequence[ROPGItem] | None = None,
               resume_from: str | os.PathLike[str] | None = None,
               stop_after_step: int | None = None) -> list[dict[str, Any]]:
         """Train the retriever on ``items``.
 
         Args:
             items: :class:`ROPGItem` list (from :meth:`prepare` or :func:`prepare_ropg_items`).
+            eval_items: Dev items (other inputs than ``items``), evaluated with
+                :meth:`evaluate` every ``config.eval_steps`` steps and at the end; needed
+                for ``early_stopping_patience`` and ``load_best_model_at_end``.  The
+                evaluations are in ``train_result.eval_history``.
             resume_from: ``None`` (fresh start), ``"latest"`` (the newest checkpoint in
                 ``config.output_dir``; a fresh start if there is none) or a
                 checkpoint folder.  Weights, optimizer, scheduler, RNG streams and the
@@ -444,9 +467,12 @@ class ROPGTrainer(Trainer):
         items = list(items)
         if not items:
             raise ValueError("train: no items")
-        for i, it in enumerate(items):
-            if not isinstance(it, ROPGItem):
-                raise TypeError(f"train: item {i} is a {type(it).__name__}, expected ROPGItem")
+        for name, rows in (("items", items), ("eval_items", list(eval_items or ()))):
+            for i, it in enumerate(rows):
+                if not isinstance(it, ROPGItem):
+                    raise TypeError(f"train: {name}[{i}] is a {type(it).__name__}, expected ROPGItem")
+        if eval_items is not None:
+            self.eval_data = list(eval_items) or None
         self.train_data = items
         try:
             self.train_result = super().train(resume_from=resume_from, stop_after_step=stop_after_step)

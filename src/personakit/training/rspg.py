@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from personakit.config import BaseConfig
 from personakit.functional.selector import (
     best_single_retriever,
     oracle_bounds,
@@ -42,7 +41,7 @@ from personakit.losses.selector import SelectorKLLoss
 from personakit.retrieval.selector import RetrieverSelector
 from personakit.training.callbacks import FunctionCallback
 from personakit.training.schedules import linear_warmup_decay_schedule, warmup_steps_from_ratio
-from personakit.training.trainer import Trainer, TrainingConfig, TrainingPlan
+from personakit.training.trainer import PlateauConfig, Trainer, TrainingConfig, TrainingPlan
 
 __all__ = ["RSPGItem", "RSPGTrainer", "RSPGTrainerConfig", "RSPGTrainOutput", "as_rspg_items"]
 
@@ -121,9 +120,21 @@ def as_rspg_items(items: Iterable[RSPGItem | Mapping[str, Any]], *, source: str 
     return out
 
 
-class RSPGTrainerConfig(BaseConfig):
+class RSPGTrainerConfig(PlateauConfig):
     """Config of :class:`RSPGTrainer` (defaults from the paper, §6.1: Adam, lr $10^{-5}$, 5% warm-up,
-    gradient clipping 1, 20 epochs, effective batch 64 = 8 × 8 accumulation)."""
+    gradient clipping 1, 20 epochs, effective batch 64 = 8 × 8 accumulation).
+
+    Training to a plateau uses the shared fields of
+    :class:`~personakit.training.trainer.PlateauConfig` with dev items passed as
+    ``train(items, eval_items=dev)``: :meth:`RSPGTrainer.evaluate` runs every ``eval_steps``
+    steps and ``metric_for_best_model`` defaults to the dev KL loss (``"loss"``).  The paper
+    trains a fixed 20 epochs; early stopping is off by default.
+
+    Example:
+        >>> cfg = RSPGTrainerConfig(eval_steps=25, early_stopping_patience=4, load_best_model_at_end=True)
+        >>> cfg.training_config().early_stopping_patience, cfg.best_is_greater
+        (4, False)
+    """
 
     _renamed_: ClassVar[dict[str, str]] = {"num_epochs": "epochs", "save_every": "save_steps",
                                             "log_every": "logging_steps", "eval_every": "eval_steps",
@@ -169,8 +180,6 @@ class RSPGTrainerConfig(BaseConfig):
     resume: bool = Field(True, description=(
         "Resume from the newest complete checkpoint in ``output_dir`` when there is one."))
     logging_steps: int = Field(1, ge=1, description="Write a log record every this many optimizer steps.")
-    eval_steps: Optional[int] = Field(None, ge=1, description=(
-        "Evaluate on ``eval_items`` every this many steps (and at the end, when eval items are given)."))
     eval_batch_size: int = Field(32, ge=1, description="Inputs per encoder pass in :meth:`RSPGTrainer.evaluate`.")
     progress: bool = Field(True, description="Show a tqdm progress bar.")
     device: Optional[str] = Field(None, description="Device to train on (``None``: wherever the selector is).")
@@ -192,7 +201,7 @@ class RSPGTrainerConfig(BaseConfig):
             weight_decay=self.weight_decay, epochs=self.epochs, max_steps=self.max_steps,
             batch_size=self.batch_size, gradient_accumulation_steps=self.gradient_accumulation_steps,
             max_grad_norm=self.max_grad_norm, seed=self.seed, logging_steps=self.logging_steps,
-            eval_steps=self.eval_steps, eval_at_epoch_end=False, save_steps=self.save_steps,
+            eval_at_epoch_end=False, save_steps=self.save_steps, **self.plateau_settings(),
             keep_last=self.keep_last, checkpoint_weights="all", progress=self.progress,
             learning_rate_multipliers=({} if self.head_learning_rate is None
                                        else {"head.*": self.head_learning_rate / self.learning_rate}))

@@ -96,6 +96,7 @@ from personakit.training.schedules import linear_decay_schedule
 
 __all__ = [
     "Trainer",
+    "PlateauConfig",
     "TrainingConfig",
     "TrainResult",
     "TrainingPlan",
@@ -109,7 +110,60 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- config
-class TrainingConfig(BaseConfig):
+class PlateauConfig(BaseConfig):
+    """Dev evaluation and training to a plateau: the fields every trainer config shares.
+
+    :class:`TrainingConfig` inherits them, and so do the configs that keep their own field
+    names (:class:`~personakit.training.ROPGTrainerConfig`,
+    :class:`~personakit.training.RSPGTrainerConfig`), so ``early_stopping_patience`` means
+    the same thing, with the same default, in every family.  :meth:`plateau_settings`
+    passes them on to the shared loop.
+
+    Example:
+        >>> cfg = PlateauConfig(eval_steps=50, early_stopping_patience=3)
+        >>> cfg.plateau_settings()["early_stopping_threshold"], cfg.best_is_greater
+        (0.01, False)
+    """
+
+    eval_steps: Optional[int] = Field(None, ge=1, description=(
+        "Evaluate on the dev items every this many steps (``None``: no evaluation between steps; "
+        ":class:`TrainingConfig` still evaluates at epoch ends when ``eval_at_epoch_end`` is set)."))
+    early_stopping_patience: Optional[int] = Field(
+        None, ge=1, description=(
+        "Training to a plateau: stop once ``metric_for_best_model`` on the dev items has not improved on its "
+        "best value by more than ``early_stopping_threshold`` (relative) for this many consecutive "
+        "evaluations (``None``: run every step). The learning-rate schedule stays that of the full run "
+        "(``max_steps`` / ``epochs`` is the budget)."))
+    early_stopping_threshold: float = Field(
+        0.01, ge=0.0, description=(
+        "An evaluation improves on the best value when it is better by more than this fraction of it."))
+    metric_for_best_model: str = Field("loss", description=(
+        "The evaluation metric that early stopping and ``load_best_model_at_end`` watch."))
+    greater_is_better: Optional[bool] = Field(None, description=(
+        "Whether a larger ``metric_for_best_model`` is better; ``None``: ``False`` for losses (names "
+        "starting with ``\"loss\"``) and ``\"bpc\"``, ``True`` otherwise."))
+    load_best_model_at_end: bool = Field(False, description=(
+        "At the end of training, put back the trainable weights of the best evaluation (kept in memory and, "
+        "with ``output_dir``, in ``output_dir/best``, so a resumed run still has them)."))
+
+    @property
+    def watches_loss(self) -> bool:
+        """Whether ``metric_for_best_model`` is a loss term (its name starts with ``"loss"``)."""
+        return self.metric_for_best_model.startswith("loss")
+
+    @property
+    def best_is_greater(self) -> bool:
+        """The direction of ``metric_for_best_model`` (``greater_is_better`` or from its name)."""
+        if self.greater_is_better is not None:
+            return self.greater_is_better
+        return not (self.watches_loss or self.metric_for_best_model == "bpc")
+
+    def plateau_settings(self) -> dict[str, Any]:
+        """These fields as keyword arguments of :class:`TrainingConfig`."""
+        return {name: getattr(self, name) for name in PlateauConfig.model_fields}
+
+
+class TrainingConfig(PlateauConfig):
     """Settings of the training loop shared by every trainer (:class:`Trainer`).
 
     Family configs (:class:`~personakit.training.GRAGTrainingConfig`, ...) add their own
@@ -161,8 +215,6 @@ class TrainingConfig(BaseConfig):
     logging_steps: int = Field(10, ge=1, description=(
         "Every this many steps (and at the last step) one record with the mean of every logged term over the "
         "steps since the previous record is added to the history and the log."))
-    eval_steps: Optional[int] = Field(None, ge=1, description=(
-        "Evaluate on the dev items every this many steps (``None``: only at epoch ends, if enabled)."))
     eval_at_epoch_end: bool = Field(True, description="Evaluate on the dev items after each epoch's last step.")
     save_steps: Optional[int] = Field(None, ge=1, description=(
         "Checkpoint every this many steps; ``None``: at the end of every epoch. The final step (and a "
@@ -174,23 +226,6 @@ class TrainingConfig(BaseConfig):
         "``\"trainable\"``: only parameters with ``requires_grad`` (LoRA: adapters; the frozen weights come "
         "from the model you rebuild before resuming); ``\"all\"``: the model's whole state dict (buffers "
         "included)."))
-    early_stopping_patience: Optional[int] = Field(
-        None, ge=1, description=(
-        "Training to a plateau: stop once ``metric_for_best_model`` on the dev items has not improved on its "
-        "best value by more than ``early_stopping_threshold`` (relative) for this many consecutive "
-        "evaluations (``None``: run every step). The learning-rate schedule stays that of the full run "
-        "(``max_steps`` / ``epochs`` is the budget)."))
-    early_stopping_threshold: float = Field(
-        0.01, ge=0.0, description=(
-        "An evaluation improves on the best value when it is better by more than this fraction of it."))
-    metric_for_best_model: str = Field("loss", description=(
-        "The evaluation metric that early stopping and ``load_best_model_at_end`` watch."))
-    greater_is_better: Optional[bool] = Field(None, description=(
-        "Whether a larger ``metric_for_best_model`` is better; ``None``: ``False`` for losses (names "
-        "starting with ``\"loss\"``) and ``\"bpc\"``, ``True`` otherwise."))
-    load_best_model_at_end: bool = Field(False, description=(
-        "At the end of training, put back the trainable weights of the best evaluation (kept in memory and, "
-        "with ``output_dir``, in ``output_dir/best``, so a resumed run still has them)."))
     mixed_precision: Literal["no", "bf16"] = Field("no", description=(
         "``\"bf16\"`` runs the loss computation under bfloat16 autocast (no loss scaling needed)."))
     use_cpu: bool = Field(False, description="Train on the CPU even when an accelerator is available.")
@@ -200,17 +235,6 @@ class TrainingConfig(BaseConfig):
         "speed when every parameter is used."))
     progress: bool = Field(True, description="Show a tqdm progress bar on the main process.")
 
-    @property
-    def watches_loss(self) -> bool:
-        """Whether ``metric_for_best_model`` is a loss term (its name starts with ``"loss"``)."""
-        return self.metric_for_best_model.startswith("loss")
-
-    @property
-    def best_is_greater(self) -> bool:
-        """The direction of ``metric_for_best_model`` (``greater_is_better`` or from its name)."""
-        if self.greater_is_better is not None:
-            return self.greater_is_better
-        return not (self.watches_loss or self.metric_for_best_model == "bpc")
 
 
 def parameter_groups(model: nn.Module, *, weight_decay: float, learning_rate: float,
@@ -774,6 +798,10 @@ class Trainer:
         if not self.train_data:
             raise ValueError(f"{type(self).__name__}.train: no training items")
         args = self.args
+        wanted = [name for name in ("early_stopping_patience", "load_best_model_at_end") if getattr(args, name)]
+        if wanted and not self.eval_data:
+            raise ValueError(f"{type(self).__name__}.train: {' and '.join(wanted)} set but no dev items to evaluate "
+                             "(give the trainer eval_data, or train(..., eval_items=...) where the trainer takes it)")
         plan = self.plan()
         self._digest = None
         self.optimizer = self.build_optimizer(plan)
