@@ -20,8 +20,16 @@ examples:
 
     python benchmarks/grag_style_lr.py [--multipliers 1 10 30] [--steps 80] [--eval-every 40]
 
+``--style-layers 0`` adds the style at those decoder layers only (``GRAGConfig.style_layers``;
+default: every layer, the paper's form) and ``--name`` names the results, so a second pilot
+does not overwrite the first; the report then shows the every-layer runs of
+``benchmarks/results/grag_style_lr.json`` (when present) beside its own, as committed rows:
+
+    python benchmarks/grag_style_lr.py --multipliers 1 10 --steps 60 --eval-every 20 --dev 48 \
+        --style-layers 0 --name grag_style_layer0
+
 It reads the prepared data of ``grag_quality.py`` (run that first, or it prepares it) and
-writes ``benchmarks/results/grag_style_lr.{json,md,png}``; checkpoints go to the work folder.
+writes ``benchmarks/results/<name>.{json,md,png}``; checkpoints go to the work folder.
 """
 
 from __future__ import annotations
@@ -64,13 +72,16 @@ def run_one(multiplier: float, args: argparse.Namespace, d: dict, s: dict, fresh
 
     torch.manual_seed(0)
     bb, tok = gq.backbone(s["backbone"])
-    model, dtype = build_recipe_model(GRAGModelSpec(kind="postgrag", name="PostGRAG"), bb, tok, dtype="auto")
+    layers = list(args.style_layers) if args.style_layers else None
+    spec = GRAGModelSpec(kind="postgrag", name="PostGRAG", settings={"style_layers": layers} if layers else {})
+    model, dtype = build_recipe_model(spec, bb, tok, dtype="auto")
     p, h, g, r = s["lengths"]
     collator = model.make_collator(max_persona_tokens=p, max_history_tokens=h, max_generic_tokens=g,
                                    max_response_tokens=r)
     multipliers = {} if multiplier == 1 else {PATTERN: float(multiplier)}
     cfg = GRAGTrainingConfig(
-        output_dir=str(work / f"m{multiplier:g}"), max_steps=s["max_steps"], batch_size=s["batch"],
+        output_dir=str(work / (f"m{multiplier:g}" + ("" if not layers else "-L" + "_".join(map(str, layers))))),
+        max_steps=s["max_steps"], batch_size=s["batch"],
         learning_rate=s["lr"], final_lr_fraction=0.5, seed=0, logging_steps=5, eval_at_epoch_end=False,
         save_steps=args.eval_every, keep_last=1, eval_metrics=["loss"], eval_batch_size=16,
         learning_rate_multipliers=multipliers, use_cpu=True, progress=True)
@@ -90,12 +101,19 @@ def run_one(multiplier: float, args: argparse.Namespace, d: dict, s: dict, fresh
         print(f"[{NAME}] x{multiplier:g} step {stop}: " + ", ".join(f"{k} {v:.4f}" for k, v in point.items()
                                                                     if k != "step"), flush=True)
         points.append(point)
-    return {"multiplier": multiplier, "dtype": dtype, "points": points, "seconds": time.perf_counter() - t0,
-            "resumed_at_step": resumed_at}
+    return {"multiplier": multiplier, "style_layers": layers, "dtype": dtype, "points": points,
+            "seconds": time.perf_counter() - t0, "resumed_at_step": resumed_at}
+
+
+def run_label(run: dict) -> str:
+    """``m = 10, every layer`` / ``m = 10, layer 0``."""
+    layers = run.get("style_layers")
+    where = "every layer" if not layers else ("layer " if len(layers) == 1 else "layers ") + ", ".join(map(str, layers))
+    return f"m = {run['multiplier']:g}, {where}"
 
 
 def to_markdown(result: dict) -> str:
-    lines = [f"# PostGRAG style-path learning rate: a pilot on SPC", "",
+    lines = ["# PostGRAG style path (learning rate, where the style is added): a pilot on SPC", "",
              f"`{result['command']}`, {result['date']}. {result['n_train']} training and {result['n_dev']} dev "
              f"examples of `grag_quality.py`'s SPC sample; PostGRAG (`style_init=\"zero\"`) on SmolLM2 + LoRA, "
              f"frozen weights in {result['runs'][0]['dtype']}, batch {result['batch']}, learning rate "
@@ -104,11 +122,20 @@ def to_markdown(result: dict) -> str:
              "Persona gap: dev $L_P$ with shuffled personas minus with the examples' own (how much the model "
              "uses the persona; 0 = not at all). Generic gap: the same with $R_G$ blanked. Out-proj share: "
              "the style extractors' output projection norm over a fresh Xavier initialisation's.", "",
-             "| m | step | dev L_P | persona gap | generic gap | out-proj share |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for run in result["runs"]:
+             "Style layers: where the style is added (`GRAGConfig.style_layers`; every layer is the paper's "
+             "form). Rows marked *earlier run* come from the committed results named below, not from this "
+             "invocation.", "",
+             "| m | style layers | step | dev L_P | persona gap | generic gap | out-proj share |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for run in result.get("baseline_runs", []) + result["runs"]:
+        layers = run.get("style_layers")
+        where = ("every" if not layers else ", ".join(map(str, layers))) + (" (*earlier run*)" if run.get("earlier") else "")
         for pt in run["points"]:
-            lines.append(f"| {run['multiplier']:g} | {pt['step']} | {pt['loss_p']:.4f} | {pt['persona_gap']:+.4f} | "
-                         f"{pt['generic_gap']:+.4f} | {pt['out_proj_share']:.3f} |")
+            lines.append(f"| {run['multiplier']:g} | {where} | {pt['step']} | {pt['loss_p']:.4f} | "
+                         f"{pt['persona_gap']:+.4f} | {pt['generic_gap']:+.4f} | {pt['out_proj_share']:.3f} |")
+    if result.get("baseline_source"):
+        lines += ["", f"Earlier runs: `{result['baseline_source']}` ({result.get('baseline_date', '?')}, "
+                      f"`{result.get('baseline_command', '?')}`)."]
     lines += ["", "Wall time per run (this invocation; a run resumed from a checkpoint counts only the steps "
               "after it): " + ", ".join(
                   f"m={r['multiplier']:g} {r['seconds'] / 60:.1f} min"
@@ -123,10 +150,11 @@ def plot(result: dict, path: Path) -> bool:
     if plt is None:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for run in result["runs"]:
+    for run in result.get("baseline_runs", []) + result["runs"]:
         steps = [p["step"] for p in run["points"]]
         for ax, key in zip(axes, ("loss_p", "persona_gap", "out_proj_share")):
-            ax.plot(steps, [p[key] for p in run["points"]], marker="o", label=f"m = {run['multiplier']:g}")
+            ax.plot(steps, [p[key] for p in run["points"]], marker="o", linestyle="--" if run.get("earlier") else "-",
+                    label=run_label(run) + (" (earlier run)" if run.get("earlier") else ""))
     for ax, title in zip(axes, ("dev L_P", "persona gap (shuffled - own)", "out-proj norm / fresh")):
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -145,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "tmp" / "grag_quality-default")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--style-layers", type=int, nargs="*", default=None,
+                        help="decoder layers that get the style (default: every layer, the paper's form)")
+    parser.add_argument("--name", default=NAME, help="results name (benchmarks/results/<name>.*)")
     args = parser.parse_args(argv)
 
     import grag_quality as gq
@@ -157,8 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(("torch", "transformers", "peft"))
     result = {"command": command_line(argv), "date": now(), "machine": info, "machine_line": machine_line(info), "n_train": len(d["train"]), "n_dev": min(args.dev, len(d["dev"])),
               "batch": s["batch"], "lr": s["lr"], "steps": args.steps, "runs": runs}
-    write_results(NAME, result, to_markdown(result), args.out)
-    plot(result, args.out / f"{NAME}.png")
+    earlier = args.out / f"{NAME}.json"
+    if args.style_layers and args.name != NAME and earlier.is_file():  # the every-layer pilot, for comparison
+        import json
+
+        base = json.loads(earlier.read_text())
+        result.update(baseline_runs=[{**r, "earlier": True} for r in base.get("runs", []) if not r.get("style_layers")],
+                      baseline_source=str(earlier.relative_to(args.out.parent.parent)) if earlier.is_relative_to(
+                          args.out.parent.parent) else str(earlier),
+                      baseline_date=base.get("date"), baseline_command=base.get("command"))
+    write_results(args.name, result, to_markdown(result), args.out)
+    plot(result, args.out / f"{args.name}.png")
     print(to_markdown(result))
     return 0
 

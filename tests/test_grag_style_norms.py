@@ -63,5 +63,15 @@ def test_style_lr_pilot_measures_the_output_projections_and_reports_every_point(
                        {"multiplier": 10.0, "dtype": "bfloat16", "seconds": 120.0, "resumed_at_step": 20,
                         "points": [point(0, 2.0), point(20, 6.0)]}]}
     md = grag_style_lr.to_markdown(result)
-    assert "| 10 | 20 | 6.0000 | +0.0100 | -0.0200 | 0.100 |" in md
+    assert "| 10 | every | 20 | 6.0000 | +0.0100 | -0.0200 | 0.100 |" in md
     assert "m=1 1.0 min, m=10 2.0 min (resumed at step 20)" in md
+    # a single-layer pilot shows the committed every-layer runs beside its own, marked as earlier
+    layer = {**result, "runs": [{**result["runs"][1], "style_layers": [0], "points": [point(20, 1.7)]}],
+             "baseline_runs": [{**result["runs"][1], "earlier": True}],
+             "baseline_source": "benchmarks/results/grag_style_lr.json", "baseline_date": "2025-12-31",
+             "baseline_command": "python benchmarks/grag_style_lr.py --multipliers 1 10"}
+    md = grag_style_lr.to_markdown(layer)
+    assert "| 10 | every (*earlier run*) | 20 | 6.0000 |" in md and "| 10 | 0 | 20 | 1.7000 |" in md
+    assert "Earlier runs: `benchmarks/results/grag_style_lr.json` (2025-12-31" in md
+    assert grag_style_lr.run_label(layer["runs"][0]) == "m = 10, layer 0"
+    assert grag_style_lr.run_label(result["runs"][0]) == "m = 1, every layer"

@@ -365,3 +365,49 @@ def test_tuple_and_tensor_outputs():
     layer.style = s
     with pytest.raises(TypeError, match="DictLayer returned dict"):
         layer(x)
+
+
+@pytest.mark.parametrize("name", ["llama", "bart"])
+def test_active_layers_add_the_style_only_there(name):
+    """``active_layers=[0]``: layer 0's output moves by S, later layers get no style of their own."""
+    model, inputs, _ = _build(name)
+    styled = wrap_style_decoder(model, active_layers=[-2])  # = layer 0 of 2
+    assert styled.active_layers == (0,)
+    style = _style()
+    own: dict[int, torch.Tensor] = {}
+    out: dict[int, torch.Tensor] = {}
+
+    def first(output):
+        return output[0] if isinstance(output, tuple) else output
+
+    handles = []
+    for i, layer in enumerate(styled.style_layers):
+        handles.append(layer.wrapped_layer.register_forward_hook(
+            lambda m, a, o, i=i: own.__setitem__(i, first(o).detach().clone())))
+        handles.append(layer.register_forward_hook(lambda m, a, o, i=i: out.__setitem__(i, first(o).detach().clone())))
+    with torch.no_grad(), styled.use_style(style):
+        assert styled.style is style
+        assert [layer.style is style for layer in styled.style_layers] == [True, False]
+        model(**inputs)
+    for h in handles:
+        h.remove()
+    assert torch.allclose(out[0] - own[0], style[:, None, :].expand_as(own[0]), atol=1e-5)
+    assert torch.equal(out[1], own[1])  # layer 1 adds nothing (its input is styled, its output is its own)
+    assert styled.style is None and all(layer.style is None for layer in styled.style_layers)
+    # changing the active layers while a style is set moves it
+    styled.set_style(style)
+    styled.active_layers = [1]
+    assert [layer.style is style for layer in styled.style_layers] == [False, True]
+    styled.active_layers = None  # every layer again: the paper's form
+    assert all(layer.style is style for layer in styled.style_layers)
+    assert "active_layers=all" in repr(styled)
+
+
+def test_active_layers_are_checked():
+    model, _, _ = _build("llama")
+    for bad in ([], [2], [-3]):
+        with pytest.raises(ValueError, match="active_layers must be non-empty indices in \\[-2, 2\\)"):
+            wrap_style_decoder(model, active_layers=bad)
+        wrap_style_decoder(model).unwrap()
+    with pytest.raises(TypeError, match="active_layers"):
+        wrap_style_decoder(model, active_layers=["0"])

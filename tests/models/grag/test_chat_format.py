@@ -232,3 +232,24 @@ def test_bf16_backbone_with_fp32_extractors(tok):
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert model.style_extractor.out_proj.weight.grad is not None
+
+
+def test_style_layers_reach_the_style_decoder_and_are_checked(tok):
+    model = PostGRAG.from_backbone(chat_llama(), tok, extractor_heads=2, style_init="paper", style_layers=[0]).eval()
+    assert model.config.style_layers == [0] and model.style_decoder.active_layers == (0,)
+    every = PostGRAG.from_backbone(chat_llama(), tok, extractor_heads=2, style_init="paper").eval()
+    assert every.style_decoder.active_layers is None
+    every.load_state_dict(model.state_dict())  # same weights; only where the style goes differs
+    batch = model.make_collator()(make_examples())
+    with torch.no_grad():
+        one, all_layers = _next_token_logits(model, batch), _next_token_logits(every, batch)
+        ref = model.base_model(input_ids=batch["history_ids"], attention_mask=batch["history_mask"]).logits
+    last = batch["history_mask"].sum(dim=1) - 1
+    bare = ref[torch.arange(len(last)), last]
+    assert not torch.allclose(one, all_layers, atol=1e-4) and not torch.allclose(one, bare, atol=1e-4)
+    with pytest.raises(ValueError, match="style_layers"):
+        GRAGConfig(method="postgrag", style_layers=[])
+    with pytest.raises(ValueError, match="style_layers"):
+        GRAGConfig(method="presft", style_layers=[0])
+    with pytest.raises(ValueError, match="active_layers must be non-empty indices"):
+        PostGRAG.from_backbone(chat_llama(), tok, extractor_heads=2, style_layers=[99])

@@ -65,6 +65,12 @@ class GRAGConfig(PersonaModelConfig):
             (8: ours; the paper does not give it).
         extractor_dropout: attention dropout of the style extractors (0.1: ours).
         style_init: ``"zero"`` (default) or ``"paper"``; see :data:`STYLE_INITS`.
+        style_layers: PostGRAG: the decoder layers whose output gets the style, as layer
+            indices (negative counts from the end); ``None`` (the default, the paper's form):
+            every layer.  ``[0]`` adds the style once, after the first layer: in a pre-norm
+            decoder the residual stream is not normalised between layers, so the paper's
+            every-layer addition adds up to $N \mathcal{S}$ over $N$ layers (a departure from
+            the paper when set; see :attr:`~personakit.modules.StyleEnhancedDecoder.active_layers`).
         prompt_format: decoder-only prompt layout, ``"auto"`` (default), ``"chat"`` or
             ``"plain"``; see :data:`PROMPT_FORMATS`.
         backbone: the backbone's config as a dict (``backbone_config.to_dict()``).
@@ -96,6 +102,7 @@ class GRAGConfig(PersonaModelConfig):
     extractor_heads: int = 8
     extractor_dropout: float = 0.1
     style_init: str = "zero"
+    style_layers: Optional[list[int]] = None
     prompt_format: str = "auto"
     encoder_passes: int = 4
     decoder_passes: int = 2
@@ -128,6 +135,13 @@ class GRAGConfig(PersonaModelConfig):
             raise ValueError(f"GRAGConfig: field 'extractor_dropout' must be in [0, 1), got {self.extractor_dropout!r}")
         if self.style_init not in STYLE_INITS:
             raise ValueError(f"GRAGConfig: field 'style_init' must be one of {STYLE_INITS}, got {self.style_init!r}")
+        layers = self.style_layers
+        if layers is not None and (isinstance(layers, (str, bytes)) or not isinstance(layers, (list, tuple)) or not layers
+                                   or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers)):
+            raise ValueError(f"GRAGConfig: field 'style_layers' must be None or a non-empty list of layer indices, "
+                             f"got {layers!r}")
+        if layers is not None and self.method != "postgrag":
+            raise ValueError(f"GRAGConfig: field 'style_layers' applies to PostGRAG only (method {self.method!r})")
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(
                 f"GRAGConfig: field 'prompt_format' must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")

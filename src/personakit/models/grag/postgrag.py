@@ -91,6 +91,11 @@ class PostGRAG(GRAGModel):
     after 12 LoRA steps against 0.98 for PreSFT(Hist)).  ``style_init="paper"`` keeps the
     Xavier-uniform $W^O$ of ``nn.MultiheadAttention``.  The equations are unchanged.
 
+    **Where the style is added.** ``style_layers=None`` (the default) adds it at every
+    decoder layer, as the paper.  ``style_layers=[0]`` (any list of layer indices) adds it
+    at those layers only; a departure for pre-norm decoders, where the every-layer
+    addition accumulates in the residual stream (see the GRAG docs' benchmark section).
+
     **Precision.**  The extractors run in their own parameters' dtype (fp32 by default)
     on encodings cast to it, and the style is cast to the decoder's dtype where it is
     added, so a bf16 backbone (frozen, with fp32 LoRA adapters) works as is.
@@ -123,7 +128,8 @@ class PostGRAG(GRAGModel):
                 nn.init.zeros_(extractor.out_proj.bias)
         self.cjepa = CJEPALoss()
         # not registered as a submodule: its decoder belongs to the backbone (no duplicate state-dict keys)
-        object.__setattr__(self, "_style_decoder", wrap_style_decoder(self.backbone))
+        object.__setattr__(self, "_style_decoder",
+                           wrap_style_decoder(self.backbone, active_layers=self.config.style_layers))
 
     @property
     def style_decoder(self) -> StyleEnhancedDecoder:

@@ -3,7 +3,7 @@ r"""Shared logic of the style-enhanced decoder (GRAG §3.3.2): wrap every decode
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -175,6 +175,8 @@ class StyleEnhancedDecoder(nn.Module):
             ``decoder`` (``"layers"``, ``"block"``, ``"h"``, ``"encoder.layer"``).
             Defaults to the subclass's ``LAYERS_PATH``, else the first of those that
             exists.
+        active_layers: the layer indices that get the style (``None``, the default and
+            the paper's form: every layer); see :attr:`active_layers`.
 
     Shapes:
         - style: ``[B, D]`` (or ``[D]``), ``D`` the decoder hidden size.
@@ -207,7 +209,8 @@ class StyleEnhancedDecoder(nn.Module):
     #: Short architecture name (registry key of the glue).
     ARCHITECTURE: ClassVar[str] = "generic"
 
-    def __init__(self, decoder: nn.Module, layers_path: str | None = None):
+    def __init__(self, decoder: nn.Module, layers_path: str | None = None,
+                 active_layers: Sequence[int] | None = None):
         super().__init__()
         path = layers_path or self.LAYERS_PATH
         if path is None:
@@ -233,6 +236,7 @@ class StyleEnhancedDecoder(nn.Module):
         self.decoder = decoder
         self.layers_path = path
         self.hidden_size = _hidden_size(getattr(decoder, "config", None))
+        self.active_layers = active_layers
 
     # ------------------------------------------------------------------ glue hooks
     @classmethod
@@ -246,9 +250,9 @@ class StyleEnhancedDecoder(nn.Module):
         raise NotImplementedError(f"{cls.__name__} cannot locate a decoder; construct it with the decoder directly")
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "StyleEnhancedDecoder":
+    def from_model(cls, model: nn.Module, active_layers: Sequence[int] | None = None) -> "StyleEnhancedDecoder":
         """Wrap the decoder of the full model ``model`` (in place) and return the wrapper."""
-        return cls(cls.locate_decoder(unwrap_peft(model)))
+        return cls(cls.locate_decoder(unwrap_peft(model)), active_layers=active_layers)
 
     # ------------------------------------------------------------------ style state
     @property
@@ -264,12 +268,48 @@ class StyleEnhancedDecoder(nn.Module):
         return len(self.style_layers)
 
     @property
+    def active_layers(self) -> tuple[int, ...] | None:
+        """The layers that get the style (indices into the decoder's layers), or ``None`` for every layer.
+
+        ``None`` is the paper's form ($h_i \leftarrow \mathcal{S} + h_i$ at every layer).
+        A subset (negative indices count from the end) adds the style only to those
+        layers' outputs: in a pre-norm decoder (Llama, SmolLM2) the residual stream is
+        never normalised between layers, so a style added at each of $N$ layers adds up
+        to $N \mathcal{S}$, while one injection adds it once.  Setting it while a style
+        is applied re-applies that style to the new layers.
+        """
+        return self._active_layers
+
+    @active_layers.setter
+    def active_layers(self, layers: Sequence[int] | None) -> None:
+        if layers is None:
+            chosen = None
+        else:
+            n = self.num_layers
+            if isinstance(layers, (str, bytes)) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                          for i in layers):
+                raise TypeError(f"active_layers must be None or a sequence of int layer indices, got {layers!r}")
+            bad = [i for i in layers if not -n <= i < n]
+            if bad or not layers:
+                raise ValueError(f"active_layers must be non-empty indices in [-{n}, {n}) for this {n}-layer decoder, "
+                                 f"got {list(layers)!r}")
+            chosen = tuple(sorted({i % n for i in layers}))
+        style = self.style if "_active_layers" in self.__dict__ else None
+        self.__dict__["_active_layers"] = chosen
+        if style is not None:
+            self.set_style(style)
+
+    def _is_active(self, index: int) -> bool:
+        return self._active_layers is None or index in self._active_layers
+
+    @property
     def style(self) -> Tensor | None:
         """The style currently applied (``None`` when the decoder runs unmodified)."""
-        return self.style_layers[0].style
+        first = 0 if self._active_layers is None else self._active_layers[0]
+        return self.style_layers[first].style
 
     def set_style(self, style: Tensor | None) -> None:
-        """Apply ``style`` ``[B, D]`` (or ``[D]``) to every layer until changed; ``None`` removes it."""
+        """Apply ``style`` ``[B, D]`` (or ``[D]``) to every active layer until changed; ``None`` removes it."""
         if style is not None:
             if not isinstance(style, Tensor) or style.dim() not in (1, 2):
                 raise ValueError(f"style must be a [B, D] or [D] tensor, got {getattr(style, 'shape', type(style))}")
@@ -277,8 +317,8 @@ class StyleEnhancedDecoder(nn.Module):
                 raise ValueError(
                     f"style has size {style.size(-1)} in its last dimension; the decoder hidden size is {self.hidden_size}"
                 )
-        for layer in self.style_layers:
-            layer.style = style
+        for i, layer in enumerate(self.style_layers):
+            layer.style = style if self._is_active(i) else None
 
     def clear_style(self) -> None:
         """Remove the style: the decoder runs unmodified."""
@@ -324,9 +364,10 @@ class StyleEnhancedDecoder(nn.Module):
         return self.decoder
 
     def extra_repr(self) -> str:
+        active = "all" if self._active_layers is None else list(self._active_layers)
         return (
             f"architecture={self.ARCHITECTURE!r}, decoder={type(self.decoder).__name__}, "
-            f"layers_path={self.layers_path!r}, hidden_size={self.hidden_size}"
+            f"layers_path={self.layers_path!r}, hidden_size={self.hidden_size}, active_layers={active}"
         )
 
     def __repr__(self) -> str:  # the full decoder repr is long; show the summary only

@@ -2,6 +2,8 @@ r"""Pick the style-decoder glue for a transformers model: :func:`wrap_style_deco
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from torch import nn
 
 from personakit.backbones.peft import unwrap_peft
@@ -41,7 +43,8 @@ for _name, _glue in (
     register_style_decoder(_name, _glue)
 
 
-def wrap_style_decoder(model: nn.Module, architecture: str | None = None) -> StyleEnhancedDecoder:
+def wrap_style_decoder(model: nn.Module, architecture: str | None = None,
+                       active_layers: Sequence[int] | None = None) -> StyleEnhancedDecoder:
     r"""Wrap the decoder of a transformers model so a style is added at every layer ($h_i \leftarrow \mathcal{S} + h_i$).
 
     The layers are replaced in place (see :class:`StyleEnhancedDecoder`); call the
@@ -54,6 +57,8 @@ def wrap_style_decoder(model: nn.Module, architecture: str | None = None) -> Sty
             decoder-only LM (Llama family incl. SmolLM2, Qwen2, GPT-2, ...).
         architecture: force a registered glue (``"bart"``, ``"t5"``,
             ``"encoder-decoder"``, ``"causal"``) instead of detecting it.
+        active_layers: the layer indices that get the style (``None``: every layer, the
+            paper's form); see :attr:`StyleEnhancedDecoder.active_layers`.
 
     Returns:
         The architecture's :class:`StyleEnhancedDecoder` subclass instance.
@@ -69,11 +74,11 @@ def wrap_style_decoder(model: nn.Module, architecture: str | None = None) -> Sty
     """
     base = unwrap_peft(model)
     if architecture is not None:
-        return STYLE_DECODERS.get(architecture).from_model(base)
+        return STYLE_DECODERS.get(architecture).from_model(base, active_layers=active_layers)
     for name in _ORDER:
         glue = STYLE_DECODERS.get(name)
         if glue.supports(base):
-            return glue.from_model(base)
+            return glue.from_model(base, active_layers=active_layers)
     model_type = getattr(getattr(base, "config", None), "model_type", None)
     raise TypeError(
         f"wrap_style_decoder: unsupported architecture {type(base).__name__} (model_type={model_type!r}). "
