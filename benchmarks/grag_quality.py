@@ -295,7 +295,7 @@ def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argpa
         scored[cond] = score(predictions, d["test"], bpc)
     eval_s = time.perf_counter() - t
     return {"system": SYSTEMS[kind], "kind": kind, "dtype": dtype, "train_s": train_s, "eval_s": eval_s,
-            "wall_s": train_s + eval_s,
+            "wall_s": train_s + eval_s, "train_cpu_s": result.train_cpu_seconds or None,
             "steps": result.global_step, "max_steps": s["max_steps"], "stopped_early": result.stopped_early,
             "converged": converged, "best_step": result.best_step, "best_dev_loss": result.best_metric,
             "last_dev_loss": last_eval.get("loss_p"), "history": result.history,
@@ -490,8 +490,8 @@ def to_markdown(report_: dict) -> str:
     for dataset, info in report_["datasets"].items():
         s = info["summary"]
         lines += [f"## {dataset}", "", f"**Verdict: {info['verdict']}.**", "", info["data_line"], ""]
-        lines += ["| system | seeds | " + " | ".join(HEADERS) + " | steps (best) | converged | wall min |",
-                  "| --- | ---: | " + " | ".join(["---:"] * len(HEADERS)) + " | ---: | --- | ---: |"]
+        lines += ["| system | seeds | " + " | ".join(HEADERS) + " | steps (best) | converged | wall min | train CPU min |",
+                  "| --- | ---: | " + " | ".join(["---:"] * len(HEADERS)) + " | ---: | --- | ---: | ---: |"]
         for system in SYSTEMS.values():
             if system not in s["rows"]:
                 continue
@@ -501,10 +501,15 @@ def to_markdown(report_: dict) -> str:
             conv = ", ".join("yes" if u.get("stopped_early") else "**not converged**" for u in us) \
                 if us[0]["kind"] != "icl" else "–"
             wall = _cell([u["wall_s"] / 60 if u.get("wall_s") is not None else None for u in us], 0)
+            cpu = _cell([u["train_cpu_s"] / 60 if u.get("train_cpu_s") else None for u in us], 0)
             lines.append(f"| {system} | {row['seeds']} | " + " | ".join(_cell(row[k]) for k in METRIC_KEYS)
-                         + f" | {steps} | {conv} | {wall} |")
+                         + f" | {steps} | {conv} | {wall} | {cpu} |")
         notes = [f"{u['system']} seed {u['seed']}: {u['time_note']}" for us in info["units"].values() for u in us
                  if u.get("time_note")]
+        lines += ["", "*wall min*: training over every session plus scoring, by the clock, so it grows while the "
+                  "job shares the 2 cores with other jobs or is paused; *train CPU min*: the training process's CPU "
+                  "time (all threads), which does not (`TrainResult.train_cpu_seconds`; – for units trained before "
+                  "it was recorded)."]
         if notes:
             lines += [""] + [f"Wall time: {note}." for note in notes]
         if s["controls"]:
@@ -590,7 +595,8 @@ def report(args: argparse.Namespace) -> dict:
     slim = json.loads(json.dumps(out, default=str))
     for info in slim["datasets"].values():  # the unit files hold the predictions and curves
         info["units"] = {s: [{k: u.get(k) for k in ("seed", "key", "commit", "steps", "best_step", "stopped_early",
-                                                    "train_s", "eval_s", "wall_s", "time_note", "dtype")} for u in us]
+                                                    "train_s", "train_cpu_s", "eval_s", "wall_s", "time_note",
+                                                    "dtype")} for u in us]
                          for s, us in info["units"].items()}
     write_results(NAME, slim, to_markdown(out), args.out)
     plot_curves(by_dataset, args.out / f"{NAME}_curves.png")

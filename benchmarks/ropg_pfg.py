@@ -346,7 +346,8 @@ def _training_row(label: str, u: dict) -> str:
     conv = "yes (plateau)" if u.get("stopped_early") else "**not converged** (budget)"
     best = u.get("best_metric")
     return (f"| {label} | {u.get('steps')} / {u.get('total_steps')} | {u.get('best_step')} | "
-            f"{'–' if best is None else f'{best:.4f}'} | {conv} | {u.get('train_s', 0) / 60:.1f} |")
+            f"{'–' if best is None else f'{best:.4f}'} | {conv} | {u.get('train_s', 0) / 60:.1f} | "
+            f"{'–' if not u.get('train_cpu_s') else format(u['train_cpu_s'] / 60, '.1f')} |")
 
 
 def to_markdown(report_: dict) -> str:
@@ -392,8 +393,8 @@ def to_markdown(report_: dict) -> str:
         lines.append("")
     sel = [(DISPLAY[k], units[k]) for k in ("rspg-pre", "rspg-post") if k in units]
     if sel:
-        lines += ["## Selectors", "", "| selector | steps (budget) | best step | best dev KL | converged | train min |",
-                  "| --- | ---: | ---: | ---: | --- | ---: |"]
+        lines += ["## Selectors", "", "| selector | steps (budget) | best step | best dev KL | converged | train min | train CPU min |",
+                  "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
         lines += [_training_row(label, u) for label, u in sel]
         lines.append("")
         for label, u in sel:
@@ -408,8 +409,8 @@ def to_markdown(report_: dict) -> str:
         lines += ["## ROPG", "", f"Dev objective: expected ROUGE-1 of the policy over the dev inputs' top-"
                   f"{ropg[0][1]['top_l']} candidates (feedback unit: "
                   + (f"{units['feedback']['prompts']} prompts" if 'feedback' in units else "?") + ").", "",
-                  "| retriever | steps (budget) | best step | best dev objective | converged | train min |",
-                  "| --- | ---: | ---: | ---: | --- | ---: |"]
+                  "| retriever | steps (budget) | best step | best dev objective | converged | train min | train CPU min |",
+                  "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
         lines += [_training_row(label, u) for label, u in ropg]
         lines += ["", "| retriever | split | top-1 before | top-1 after | expected before | expected after | "
                   "initial top doc | oracle |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -633,7 +634,8 @@ def train_ropg(ctx: Context, name: str) -> dict:
             "stopped_early": result.stopped_early, "best_step": result.best_step, "best_metric": result.best_metric,
             "metric": "rouge1@expected", "eval_history": result.eval_history,
             "history": [{k: r.get(k) for k in ("step", "loss", "lr")} for r in result.history],
-            "before": before, "after": after, "train_s": train_s, "train_items": len(train), "dev_items": len(dev)}
+            "before": before, "after": after, "train_s": train_s, "train_cpu_s": result.train_cpu_seconds or None,
+            "train_items": len(train), "dev_items": len(dev)}
 
 
 def pool_unit(ctx: Context, role: str) -> dict:
@@ -697,7 +699,8 @@ def rspg_unit(ctx: Context, mode: str) -> dict:
     train_s = out.train_seconds or (time.perf_counter() - t)  # every session's training, resumes included
     result = {"steps": out.global_step, "total_steps": trainer.plan(len(train)).total_steps,
               "stopped_early": trainer.plateau_reached(), "eval_history": out.eval_history,
-              "history": [{k: r.get(k) for k in ("step", "loss", "lr")} for r in out.history], "train_s": train_s}
+              "history": [{k: r.get(k) for k in ("step", "loss", "lr")} for r in out.history], "train_s": train_s,
+              "train_cpu_s": out.train_cpu_seconds or None}
     best = trainer.best_evaluation()
     result.update(best_step=None if best is None else int(best["step"]),
                   best_metric=None if best is None else float(best["loss"]))

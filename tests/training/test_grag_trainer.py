@@ -252,7 +252,8 @@ def test_checkpoint_layout_is_pinned(tmp_path):
     assert state["modules"] == ["model"] and state["step"] == 2
     extra = state["extra"]
     assert list(extra) == ["trainer", "model_class", "config", "world_size", "n_examples", "examples_digest",
-                           "total_steps", "data_position", "history", "eval_history", "pending_log", "train_seconds"]
+                           "total_steps", "data_position", "history", "eval_history", "pending_log", "train_seconds",
+                           "train_cpu_seconds"]
     assert (extra["trainer"], extra["model_class"], extra["world_size"]) == ("grag", "PostGRAG", 1)
     assert (extra["n_examples"], extra["total_steps"], extra["pending_log"]) == (8, 2, {})
     assert extra["data_position"] == {"epoch": 0, "step_in_epoch": 2}

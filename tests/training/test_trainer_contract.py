@@ -215,7 +215,10 @@ def test_two_processes_agree(family, tmp_path):
 
 
 def test_train_seconds_survive_a_resume(tmp_path):
-    """``TrainResult.train_seconds`` of a resumed run includes the time of the run it continued."""
+    """``TrainResult.train_seconds`` (wall) and ``train_cpu_seconds`` of a resumed run include the run it continued.
+
+    The callback sleeps (wall time without CPU) and then spins (CPU time), so the two clocks differ.
+    """
     import time
 
     from personakit.training import TrainerCallback
@@ -223,6 +226,9 @@ def test_train_seconds_survive_a_resume(tmp_path):
     class Slow(TrainerCallback):
         def on_step_end(self, trainer, step):
             time.sleep(0.05)
+            end = time.process_time() + 0.02
+            while time.process_time() < end:
+                pass
 
     class Keep(TrainerCallback):
         result = None
@@ -237,8 +243,9 @@ def test_train_seconds_survive_a_resume(tmp_path):
     first.callbacks.append(Slow())
     family.fit(first, data, stop=2)
     state = json.loads((latest_checkpoint(tmp_path / "run") / "trainer_state.json").read_text())
-    before = state["extra"]["train_seconds"]
-    assert before >= 0.1  # two steps, each slowed by 0.05 s
+    before, cpu_before = state["extra"]["train_seconds"], state["extra"]["train_cpu_seconds"]
+    assert before >= 0.14  # two steps, each slowed by 0.05 s asleep and 0.02 s of CPU
+    assert 0.04 <= cpu_before < before - 0.09  # the spinning counts, the sleeping does not
 
     second = family.make(family.build(0, True), cut, data)
     second.callbacks.append(Keep())
@@ -246,3 +253,5 @@ def test_train_seconds_survive_a_resume(tmp_path):
     assert Keep.result.global_step == 4
     assert Keep.result.train_seconds >= before  # the earlier run's time is kept, not restarted at 0
     assert Keep.result.train_seconds < before + 60
+    assert Keep.result.train_cpu_seconds > cpu_before  # the first run's CPU time is kept too
+    assert Keep.result.train_cpu_seconds < Keep.result.train_seconds

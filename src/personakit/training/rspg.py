@@ -219,6 +219,8 @@ class RSPGTrainOutput:
         eval_metrics: The final evaluation on ``eval_items``, if given.
         eval_history: The evaluations of the whole run (``step``, ``epoch`` and the metrics).
         train_seconds: Wall time of training over the whole run, the runs it resumed included.
+        train_cpu_seconds: The process's CPU time over the same training loops
+            (:attr:`~personakit.training.trainer.TrainResult.train_cpu_seconds`).
     """
 
     global_step: int
@@ -228,6 +230,7 @@ class RSPGTrainOutput:
     eval_metrics: Optional[dict[str, float]] = None
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
 
 
 class RSPGTrainer(Trainer):
@@ -375,7 +378,7 @@ class RSPGTrainer(Trainer):
         return RSPGTrainOutput(global_step=result.global_step, history=[r for r in result.history if r["step"] > start],
                                resumed_from=self.resumed_from, last_checkpoint=result.checkpoint or self.resumed_from,
                                eval_metrics=result.final_metrics or None, eval_history=result.eval_history,
-                               train_seconds=result.train_seconds)
+                               train_seconds=result.train_seconds, train_cpu_seconds=result.train_cpu_seconds)
 
     # ---------------------------------------------------------------- evaluate
     @torch.no_grad()

@@ -300,6 +300,11 @@ class TrainResult:
         best_metric: its value.
         train_seconds: wall time of the training loop over the whole run, earlier runs that
             this one resumed included (evaluations and checkpoints count; model loading does not).
+        train_cpu_seconds: CPU time of the process (all its threads) over the same loops.  Unlike
+            ``train_seconds`` it does not grow while the process waits for a core on a shared
+            machine or is paused, so it compares the cost of runs made under different loads
+            (divide by the thread count for a single-job wall-time estimate).  0 for a run resumed
+            from a checkpoint written before this field existed.
     """
 
     history: list[dict[str, Any]]
@@ -312,6 +317,7 @@ class TrainResult:
     best_step: Optional[int] = None
     best_metric: Optional[float] = None
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
 
     @property
     def completed(self) -> bool:
@@ -690,12 +696,16 @@ class Trainer:
             "world_size": plan.world_size, self.count_key: plan.n_examples, self.digest_key: self._data_digest(),
             "total_steps": plan.total_steps, "data_position": {"epoch": epoch, "step_in_epoch": pos},
             "history": self.history, "eval_history": self.eval_history, "pending_log": self._pending,
-            "train_seconds": self._seconds_so_far(),
+            "train_seconds": self._seconds_so_far(), "train_cpu_seconds": self._cpu_seconds_so_far(),
         }
 
     def _seconds_so_far(self) -> float:
         start = getattr(self, "_loop_start", None)
         return float(getattr(self, "_seconds_before", 0.0)) + (time.perf_counter() - start if start is not None else 0.0)
+
+    def _cpu_seconds_so_far(self) -> float:
+        start = getattr(self, "_cpu_start", None)
+        return float(getattr(self, "_cpu_before", 0.0)) + (time.process_time() - start if start is not None else 0.0)
 
     def _data_digest(self) -> str:
         if self._digest is None:
@@ -809,6 +819,7 @@ class Trainer:
         self.history, self.eval_history, self._pending, self.global_step = [], [], {}, 0
         self._best_state = None
         self._seconds_before, self._loop_start = 0.0, None
+        self._cpu_before, self._cpu_start = 0.0, None
         ckpt = self._resolve_resume(resume_from)
         self.resumed_from = ckpt
         if ckpt is not None:
@@ -821,6 +832,7 @@ class Trainer:
             self.eval_history = list(extra.get("eval_history", []))
             self._pending = dict(extra.get("pending_log", {}))
             self._seconds_before = float(extra.get("train_seconds", 0.0))
+            self._cpu_before = float(extra.get("train_cpu_seconds", 0.0))
             if self._log is not None and self.is_main_process:
                 self._log.truncate_after(self.global_step)  # drop records written after the checkpoint
             self.accelerator.wait_for_everyone()
@@ -835,7 +847,7 @@ class Trainer:
         was_training = self.model.training
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        self._loop_start = time.perf_counter()
+        self._loop_start, self._cpu_start = time.perf_counter(), time.process_time()
         bar = tqdm(total=plan.total_steps, initial=self.global_step,
                    disable=not (args.progress and self.is_main_process),
                    desc=f"{type(self.model).__name__} training", dynamic_ncols=True)
@@ -880,8 +892,8 @@ class Trainer:
                              global_step=self.global_step, total_steps=plan.total_steps, checkpoint=last_ckpt,
                              stopped_early=stopped_early, best_step=None if best is None else int(best["step"]),
                              best_metric=None if best is None else float(best[key]),
-                             train_seconds=self._seconds_so_far())
-        self._loop_start = None
+                             train_seconds=self._seconds_so_far(), train_cpu_seconds=self._cpu_seconds_so_far())
+        self._loop_start = self._cpu_start = None
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
