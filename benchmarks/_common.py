@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -261,3 +261,71 @@ def commit_path(path: Path, message: str, name: str) -> None:
             return
         time.sleep(3 + attempt)
     print(f"[{name}] WARNING: could not commit {path}", flush=True)
+
+
+def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
+              key_of: Callable[[str], str], run: Callable[[str, str, dict], dict | None],
+              stamp: Callable[[str], dict[str, Any]] = lambda unit: {}, deadline: float = float("inf"),
+              commit: bool = False, describe: Callable[[str], str] = str,
+              report: Callable[[], Any] | None = None, report_paths: Iterable[Path] = ()) -> dict[str, dict]:
+    """Run a resumable benchmark's units in order (``../shared/EXPERIMENTS.md`` §6); return every unit done.
+
+    For each unit: its key (``key_of(unit)``, which may use the keys of units before it);
+    a stored result with that key is loaded and skipped; past ``deadline`` (``time.time()``)
+    no new unit starts; otherwise ``run(unit, key, done)`` computes it (``done``: the units
+    so far, by name; ``None`` skips the unit), and the result gets ``unit``, ``key``,
+    ``wall_s`` (unless the unit set its own, e.g. training over several sessions plus
+    scoring), ``finished``, ``commit`` and ``stamp(unit)``'s fields (setting, machine,
+    precision), is written atomically under ``group``, ``report()`` is called, and with
+    ``commit`` the unit file and the existing ``report_paths`` are committed.
+
+    Example:
+        >>> import tempfile
+        >>> store = UnitStore(Path(tempfile.mkdtemp()), "demo")
+        >>> calls = []
+        >>> def run(unit, key, done):
+        ...     calls.append(unit)
+        ...     return {"value": len(done)}
+        >>> done = run_units(["a", "b"], store=store, group="g", name="demo", key_of=lambda u: u * 3, run=run)
+        [demo] a: starting
+        [demo] a: finished in 0.0 min
+        [demo] b: starting
+        [demo] b: finished in 0.0 min
+        >>> again = run_units(["a", "b"], store=store, group="g", name="demo", key_of=lambda u: u * 3, run=run)
+        [demo] a: done (aaa)
+        [demo] b: done (bbb)
+        >>> calls, again["b"]["value"]
+        (['a', 'b'], 1)
+    """
+    import time
+
+    done: dict[str, dict] = {}
+    for unit in order:
+        key = key_of(unit)
+        stored = store.load(group, unit, key)
+        label = describe(unit)
+        if stored is not None:
+            done[unit] = stored
+            print(f"[{name}] {label}: done ({key})", flush=True)
+            continue
+        if time.time() > deadline:
+            print(f"[{name}] time budget reached; {label} and later units left for a later run", flush=True)
+            break
+        print(f"[{name}] {label}: starting", flush=True)
+        start = time.perf_counter()
+        result = run(unit, key, done)
+        if result is None:
+            continue
+        result.setdefault("wall_s", time.perf_counter() - start)
+        result.update({"unit": unit, "key": key, "finished": now(), "commit": git_commit_id(), **stamp(unit)})
+        path = store.save(group, unit, key, result)
+        done[unit] = result
+        print(f"[{name}] {label}: finished in {result['wall_s'] / 60:.1f} min", flush=True)
+        if report is not None:
+            report()
+        if commit:
+            commit_path(path, f"{name}: {label} ({result['wall_s'] / 60:.0f} min)", name)
+            for extra in report_paths:
+                if Path(extra).exists():
+                    commit_path(Path(extra), f"{name}: report after {label}", name)
+    return done

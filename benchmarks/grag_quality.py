@@ -68,8 +68,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, SHARED_DATA, UnitStore, command_line, commit_path, git_commit_id,  # noqa: E402
-                     machine_info, machine_line, now, pyplot, save_figure, write_results)
+from _common import (RESULTS, SHARED_DATA, UnitStore, command_line, machine_info, machine_line, now,  # noqa: E402
+                     pyplot, run_units, save_figure, write_results)
 
 NAME = "grag_quality"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -350,42 +350,32 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
         order.append(("postgrag-paperinit", 0))
     for seed in range(1, s["seeds"].get(dataset, 1)):
         order += [("presft-hist", seed), ("postgrag", seed)]
-    done: dict[tuple[str, int], dict] = {}
-    store = UnitStore(args.out, NAME)
-    for kind, seed in order:
-        key = unit_key(dataset, kind, seed, s, d["digest"], args)
-        stored = store.load(dataset, f"{kind}-s{seed}", key)
-        if stored is not None:
-            done[(kind, seed)] = stored
-            print(f"[{NAME}] {dataset} {kind} seed {seed}: done ({key})", flush=True)
-            continue
-        if time.time() > deadline:
-            print(f"[{NAME}] time budget reached; {dataset} {kind} seed {seed} left for a later run", flush=True)
-            return
-        print(f"[{NAME}] {dataset} {kind} seed {seed}: starting", flush=True)
-        t = time.perf_counter()
+    names = {f"{kind}-s{seed}": (kind, seed) for kind, seed in order}
+
+    def key_of(unit: str) -> str:
+        return unit_key(dataset, *names[unit], s, d["digest"], args)
+
+    def run(unit: str, key: str, done: dict[str, dict]) -> Optional[dict]:
+        kind, seed = names[unit]
         if kind == "icl":
-            unit = icl_unit(dataset, seed, d, s, args, work)
+            result = icl_unit(dataset, seed, d, s, args, work)
         elif kind == "judge":
-            unit = judge_unit(dataset, done, d, s, work)
-            if unit is None:
-                continue
-        else:
-            unit = train_unit(dataset, kind, seed, d, s, args, work, key)
-        unit.setdefault("wall_s", time.perf_counter() - t)  # trained units: training (all sessions) + scoring
-        unit.update({"dataset": dataset, "seed": seed, "key": key,
-                     "finished": now(), "commit": git_commit_id(), "setting": args.setting_name,
-                     "machine": machine_info(("torch", "transformers", "peft")), "precision": describe_precision(),
-                     "data": {"digest": d["digest"], **d["meta"]}})
-        path = store.save(dataset, f"{kind}-s{seed}", key, unit)
-        done[(kind, seed)] = unit
-        print(f"[{NAME}] {dataset} {kind} seed {seed}: finished in {unit['wall_s'] / 60:.1f} min", flush=True)
-        report(args)
-        if args.commit:
-            commit_path(path, f"grag_quality: {dataset} {SYSTEMS.get(kind, kind)} seed {seed} ({unit['wall_s'] / 60:.0f} min)", NAME)
-            for extra in (args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"):
-                if extra.exists():
-                    commit_path(extra, f"grag_quality: report after {dataset} {SYSTEMS.get(kind, kind)} seed {seed}", NAME)
+            result = judge_unit(dataset, {names[u]: r for u, r in done.items()}, d, s, work)
+        else:  # its wall_s: training (all sessions) + scoring
+            result = train_unit(dataset, kind, seed, d, s, args, work, key)
+        return None if result is None else {**result, "dataset": dataset, "seed": seed}
+
+    def stamp(unit: str) -> dict:
+        return {"setting": args.setting_name, "machine": machine_info(("torch", "transformers", "peft")),
+                "precision": describe_precision(), "data": {"digest": d["digest"], **d["meta"]}}
+
+    def describe(unit: str) -> str:
+        kind, seed = names[unit]
+        return f"{dataset} {SYSTEMS.get(kind, kind)} seed {seed}"
+
+    run_units(names, store=UnitStore(args.out, NAME), group=dataset, name=NAME, key_of=key_of, run=run, stamp=stamp,
+              deadline=deadline, commit=args.commit, describe=describe, report=lambda: report(args),
+              report_paths=[args.out / f"{NAME}.{ext}" for ext in ("md", "json")] + [args.out / f"{NAME}_curves.png"])
 
 
 # --------------------------------------------------------------------------------------- report

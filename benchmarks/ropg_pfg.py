@@ -89,9 +89,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PFG_DATA, RESULTS, UnitStore, add_setting_arguments, command_line, commit_path,  # noqa: E402
-                     git_commit_id, machine_info, machine_line, now, pyplot, save_figure, setting_name,
-                     write_results)
+from _common import (PFG_DATA, RESULTS, UnitStore, add_setting_arguments, command_line, machine_info,  # noqa: E402
+                     machine_line, now, pyplot, run_units, save_figure, setting_name, write_results)
 
 NAME = "ropg_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -843,34 +842,26 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ctx = Context(args, SETTINGS[args.setting_name])
     print(f"[{NAME}] {args.setting_name}: " + ", ".join(f"{r} {len(v)}" for r, v in ctx.roles.items())
           + f" (data {ctx.digest})", flush=True)
-    for unit in ORDER:
-        key = ctx.keys[unit] = ctx.key(unit)
-        stored = ctx.store.load(args.setting_name, unit, key)
-        if stored is not None:
-            ctx.units[unit] = stored
-            print(f"[{NAME}] {unit}: done ({key})", flush=True)
-            continue
-        if time.time() > deadline:
-            print(f"[{NAME}] time budget reached; {unit} and later units left for a later run", flush=True)
-            break
-        print(f"[{NAME}] {unit}: starting", flush=True)
-        t = time.perf_counter()
-        result = run_unit(ctx, unit)
-        result.update({"unit": unit, "key": key, "setting": args.setting_name, "wall_s": time.perf_counter() - t,
-                       "finished": now(), "commit": git_commit_id(),
-                       "machine": machine_info(("torch", "transformers", "personakit"), args.device),
-                       "precision": describe_precision(args.device),
-                       "llm_dtype": str(getattr(ctx._generator, "dtype", None) or (
-                           next(ctx._generator.model.parameters()).dtype if ctx._generator is not None else None))})
-        path = ctx.store.save(args.setting_name, unit, key, result)
-        ctx.units[unit] = result
-        print(f"[{NAME}] {unit}: finished in {result['wall_s'] / 60:.1f} min", flush=True)
-        report(args)
-        if args.commit:
-            commit_path(path, f"{NAME}: {unit} ({args.setting_name}, {result['wall_s'] / 60:.0f} min)", NAME)
-            for extra in (args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"):
-                if extra.exists():
-                    commit_path(extra, f"{NAME}: report after {unit}", NAME)
+    def key_of(unit: str) -> str:  # the key of a unit covers the keys of the units it depends on
+        ctx.keys[unit] = ctx.key(unit)
+        return ctx.keys[unit]
+
+    def run(unit: str, key: str, done: dict[str, dict]) -> dict:
+        ctx.units.update(done)
+        return run_unit(ctx, unit)
+
+    def stamp(unit: str) -> dict:
+        gen = ctx._generator
+        return {"setting": args.setting_name, "machine": machine_info(("torch", "transformers", "personakit"),
+                                                                       args.device),
+                "precision": describe_precision(args.device),
+                "llm_dtype": str(getattr(gen, "dtype", None) or (next(gen.model.parameters()).dtype
+                                                                 if gen is not None else None))}
+
+    ctx.units.update(run_units(
+        ORDER, store=ctx.store, group=args.setting_name, name=NAME, key_of=key_of, run=run, stamp=stamp,
+        deadline=deadline, commit=args.commit, report=lambda: report(args),
+        report_paths=[args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"]))
     return report(args)
 
 

@@ -84,3 +84,47 @@ def test_seeds_are_averaged_per_example_before_testing():
     summary = grag_quality.summarise(units)
     assert summary["rows"]["PostGRAG"]["seeds"] == 2
     assert summary["tests"]["PostGRAG"]["rouge2"]["mean_difference"] == pytest.approx(0.0)
+
+
+def test_grag_run_dataset_runs_each_unit_once_and_resumes(tmp_path, monkeypatch, capsys):
+    """The unit loop (``_common.run_units``) as ``grag_quality.run_dataset`` drives it, with stub units."""
+    calls = []
+    d = {"train": [1] * 4, "dev": [1], "test": [1] * 2, "digest": "d1", "meta": {"n": 7}}
+    monkeypatch.setattr(grag_quality, "prepare", lambda *a, **k: d)
+    monkeypatch.setattr(grag_quality, "machine_info", lambda *a, **k: {"cpu": "test"})
+    monkeypatch.setattr(grag_quality, "report", lambda args: calls.append("report"))
+
+    def train_unit(dataset, kind, seed, d_, s, args, work, key):
+        calls.append(f"{kind}-s{seed}")
+        return {"system": grag_quality.SYSTEMS[kind], "kind": kind, "wall_s": 60.0}
+
+    def judge_unit(dataset, units, d_, s, work):
+        calls.append("judge")
+        assert ("presft-hist", 0) in units and ("postgrag", 0) in units  # it compares two finished units
+        return {"system": "judge", "kind": "judge"}
+
+    monkeypatch.setattr(grag_quality, "train_unit", train_unit)
+    monkeypatch.setattr(grag_quality, "judge_unit", judge_unit)
+    monkeypatch.setattr(grag_quality, "icl_unit", lambda *a: calls.append("icl") or {"system": "ICL", "kind": "icl"})
+    args = argparse.Namespace(out=tmp_path, data=tmp_path, commit=False, setting_name="quick", dtype="auto",
+                              backbone=None)
+    s = {**grag_quality.SETTINGS["quick"], "seeds": {"SPC": 2}}
+    grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=float("inf"))
+    first = [c for c in calls if c != "report"]
+    assert first == ["presft-hist-s0", "postgrag-s0", "judge", "pregrag-s0", "presft-tst-s0", "icl",
+                     "postgrag-paperinit-s0", "presft-hist-s1", "postgrag-s1"]
+    assert calls.count("report") == len(first)
+    units = UnitStore(tmp_path, grag_quality.NAME).all()
+    assert len(units) == 9
+    one = next(u for u in units if u["unit"] == "postgrag-s1")
+    assert (one["dataset"], one["seed"], one["setting"], one["wall_s"]) == ("SPC", 1, "quick", 60.0)
+    assert one["data"] == {"digest": "d1", "n": 7} and one["machine"] == {"cpu": "test"}
+    calls.clear()
+    grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=0.0)  # all done: nothing runs
+    assert calls == [] and "postgrag seed 1: done" in capsys.readouterr().out.replace("PostGRAG", "postgrag")
+    for path in (tmp_path / grag_quality.NAME / "SPC").glob("icl-s0-*.json"):
+        path.unlink()
+    grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=0.0)  # past the budget: not rerun
+    assert calls == [] and "time budget reached" in capsys.readouterr().out
+    grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=float("inf"))
+    assert [c for c in calls if c != "report"] == ["icl"]
