@@ -106,3 +106,27 @@ def test_errors_and_config():
         QuestionerContrastiveLoss()(torch.randn(3, 2, 4), torch.tensor([1, 2]))
     assert_config_matches(QuestionerContrastiveLossConfig)
     assert QuestionerContrastiveLossConfig().build().temperature == 0.01
+
+
+@pytest.mark.parametrize("use_clusters", [True, False])
+def test_pair_counts_match_a_loop(use_clusters):
+    g = torch.Generator().manual_seed(3)
+    q = torch.randint(1, 4, (9,), generator=g)
+    k = torch.randint(0, 2, (9,), generator=g)
+    counts = QuestionerContrastiveLoss(use_clusters=use_clusters).pair_counts(q, k)
+    pairs = [(i, j) for i in range(9) for j in range(i + 1, 9)]
+    pos = sum(int(q[i] == q[j]) for i, j in pairs)
+    neg = sum(int(q[i] != q[j] and (not use_clusters or k[i] == k[j])) for i, j in pairs)
+    rows = sum(any(q[i] == q[j] for j in range(9) if j != i) for i in range(9))
+    assert {key: int(v) for key, v in counts.items()} == {"positive_pairs": pos, "negative_pairs": neg,
+                                                           "rows_with_positive": rows}
+
+
+def test_no_positive_pair_and_one_view_gives_no_term():
+    loss = QuestionerContrastiveLoss()
+    q, k = torch.tensor([1, 2, 3]), torch.tensor([0, 0, 0])
+    assert int(loss.pair_counts(q, k)["positive_pairs"]) == 0
+    out = loss.forward_with_parts(torch.randn(3, 1, 4), q, k)
+    assert float(out.valid_fraction) == 0.0 and float(out.loss) == 0.0
+    with pytest.raises(ValueError, match="clusters"):
+        loss.pair_counts(q, torch.tensor([0, 0]))

@@ -166,3 +166,18 @@ def test_deepcopy_gives_an_independent_dual_tower(general):
         assert torch.equal(model(**batch).logits, before)  # ... and the original is untouched
         twin.specific.unwrap()  # unwrapping the copy leaves the original's wrappers in place
         assert torch.equal(model(**batch).logits, before)
+
+
+def test_output_counts_positive_pairs_of_known_questioners():
+    model = _model()
+    model.train()
+    batch = _batch(model)
+    out = model(**batch)
+    qids = batch["questioner_ids"]
+    known = qids[qids > 0]
+    expected = model.contrastive.pair_counts(known, batch["cluster_ids"][qids > 0])
+    assert float(out.contrastive_positive_pairs) == float(expected["positive_pairs"])
+    assert float(out.contrastive_negative_pairs) == float(expected["negative_pairs"])
+    assert {"contrastive_positive_pairs", "contrastive_negative_pairs"} <= set(out.losses())
+    lora = _model(use_specific=False)
+    assert "contrastive_positive_pairs" not in lora(**_batch(lora)).losses()

@@ -199,6 +199,43 @@ class QuestionerContrastiveLoss(BaseLoss):
         """The loss only."""
         return self.forward_with_parts(embeddings, questioners, clusters).loss
 
+    @torch.no_grad()
+    def pair_counts(self, questioners: Tensor, clusters: Optional[Tensor] = None) -> dict[str, Tensor]:
+        r"""How many positive and negative pairs a batch of dialogues gives this loss (views and queue aside).
+
+        A diagnostic of the in-batch signal: $L_{QC}$ has a positive only where two
+        dialogues of the batch share a questioner, or where multi-view augmentation gives
+        every dialogue $V \ge 2$ views of itself (those view pairs are not counted here).
+        A batch with no positive pair and one view per dialogue gives no term at all.
+
+        Args:
+            questioners: ``[B]`` questioner indices of the dialogues (every row counts; the
+                model passes only the rows of known questioners).
+            clusters: ``[B]`` question clusters (``None``: one cluster).
+
+        Returns:
+            ``{"positive_pairs", "negative_pairs", "rows_with_positive"}``, 0-dim float tensors:
+            unordered pairs of different rows with the same questioner; unordered pairs with
+            different questioners (and, with ``use_clusters``, the same cluster), the pairs
+            the loss contrasts; rows that share their questioner with another row.
+
+        Example:
+            >>> loss = QuestionerContrastiveLoss()
+            >>> c = loss.pair_counts(torch.tensor([1, 1, 2, 3]), torch.tensor([0, 0, 0, 1]))
+            >>> {k: int(v) for k, v in c.items()}
+            {'positive_pairs': 1, 'negative_pairs': 2, 'rows_with_positive': 2}
+        """
+        if questioners.dim() != 1:
+            raise ValueError(f"QuestionerContrastiveLoss.pair_counts: questioners must be [B], got "
+                             f"{tuple(questioners.shape)}")
+        if clusters is not None and clusters.shape != questioners.shape:
+            raise ValueError(f"QuestionerContrastiveLoss.pair_counts: clusters must be {tuple(questioners.shape)}, "
+                             f"got {tuple(clusters.shape)}")
+        pos, neg = questioner_masks(questioners, clusters.to(questioners.device) if (
+            clusters is not None and self.use_clusters) else None)  # (B, B) each
+        return {"positive_pairs": pos.sum().float() / 2, "negative_pairs": neg.sum().float() / 2,
+                "rows_with_positive": pos.any(dim=1).sum().float()}
+
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, queue_size={self.queue_size}, dim={self.dim}, "
                 f"use_clusters={self.use_clusters}, reduction={self.reduction!r}")

@@ -6,7 +6,9 @@ decay, gradient accumulation, multi-process data parallelism, atomic checkpoints
 
 * **logging**: the model's :class:`~personakit.models.questioner.DualTowerOutput` gives
   $L$, $L_{LM}$ (``loss_lm``), $L_{QC}$ (``loss_contrastive``) and the fraction of views
-  with a positive and a negative (``contrastive_valid``); every logging record holds the
+  with a positive and a negative (``contrastive_valid``), and the pairs of examples with the
+  same questioner (``contrastive_positive_pairs``) and contrasted ones (``contrastive_negative_pairs``)
+  in the micro-batch; every logging record holds the
   mean of each over the steps since the previous record (``train_log.jsonl`` and
   :attr:`~personakit.training.GRAGTrainer.history`);
 * **cluster-grouped batches** (``group_by_cluster=True``): each epoch's order puts the

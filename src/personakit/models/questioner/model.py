@@ -186,6 +186,7 @@ class DualTowerResponder(PersonaModel):
             logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         loss_lm = None if labels is None else token_cross_entropy(logits, labels, shift=True)
         loss_qc = valid = None
+        pairs: dict[str, Tensor] = {}
         if self.contrastive is not None and specific is not None and qids is not None:
             keep = qids > 0
             if int(keep.sum()) > 1:
@@ -193,13 +194,15 @@ class DualTowerResponder(PersonaModel):
                 clusters = cluster_ids[keep.to(cluster_ids.device)] if cluster_ids is not None else None
                 out = self.contrastive.forward_with_parts(views, qids[keep], clusters)
                 loss_qc, valid = out.loss, out.valid_fraction
+                pairs = self.contrastive.pair_counts(qids[keep], clusters)
         loss = None
         if loss_lm is not None:
             loss = loss_lm
             if loss_qc is not None:
                 loss = loss + float(self.config.contrastive_weight) * loss_qc
         return DualTowerOutput(loss=loss, loss_lm=loss_lm, loss_contrastive=loss_qc, contrastive_valid=valid,
-                               logits=logits, specific=specific)
+                               contrastive_positive_pairs=pairs.get("positive_pairs"),
+                               contrastive_negative_pairs=pairs.get("negative_pairs"), logits=logits, specific=specific)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
