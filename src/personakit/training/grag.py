@@ -308,9 +308,13 @@ class GRAGTrainer(Trainer):
             logits = out.logits  # (B, T, V)
             if not encdec:  # position t predicts token t + 1
                 logits, labels = logits[:, :-1], labels[:, 1:]
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            token_lp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
-            lls += [float(v) for v in (token_lp.double() * (labels != -100)).sum(dim=1).cpu()]
+            scored = labels != -100  # (B, T); only these positions need a log-softmax over the vocabulary
+            rows = scored.nonzero(as_tuple=True)
+            target = labels[rows]  # (N,)
+            token_lp = torch.log_softmax(logits[rows].float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            per_example = torch.zeros(labels.shape[0], dtype=torch.float64, device=labels.device)
+            per_example.index_add_(0, rows[0], token_lp.double())  # (B,)
+            lls += [float(v) for v in per_example.cpu()]
         return lls, sums
 
     def reference_log_likelihoods(self, examples: Sequence[ResponseExample]) -> list[float]:
