@@ -13,6 +13,7 @@ from personakit.graph.builder import (
     DEFAULT_OMEGA,
     MultiplexGraph,
     build_multiplex_graph,
+    random_neighbors,
     reliability_weighted,
     update_multiplex_graph,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "build_multiplex_graph",
     "update_multiplex_graph",
     "reliability_weighted",
+    "random_neighbors",
     "MonotoneGate",
     "MonotoneGateConfig",
     *_lazy_names,

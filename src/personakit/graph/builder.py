@@ -79,6 +79,7 @@ __all__ = [
     "build_multiplex_graph",
     "update_multiplex_graph",
     "reliability_weighted",
+    "random_neighbors",
 ]
 
 DEFAULT_OMEGA: tuple[float, float, float, float] = (0.05, 0.25, 0.60, 0.95)
@@ -509,4 +510,65 @@ def update_multiplex_graph(
     new_idx[:, redo_rows], new_val[:, redo_rows] = fresh_idx, fresh_val
     return MultiplexGraph(neighbor_index=new_idx, neighbor_score=new_val, facet_names=list(graph.facet_names),
                           top_k=k, threshold=graph.threshold, combined_threshold=graph.combined_threshold,
+                          omega=graph.omega, backend=graph.backend)
+
+
+# --------------------------------------------------------------------------------------
+# controls
+# --------------------------------------------------------------------------------------
+
+
+def random_neighbors(graph: MultiplexGraph, seed: int = 0, pool: Literal["layer", "all"] = "layer") -> MultiplexGraph:
+    r"""A control graph: every user keeps its number of neighbours in every layer, but they are random users.
+
+    Row $u$ of each layer keeps its $k_u$ filled slots and their scores (so the degrees,
+    the score values and their order are those of ``graph``); the users in them are $k_u$
+    distinct users other than $u$, drawn uniformly with a seeded generator, each layer
+    independently.  ``pool`` is where they are drawn from: ``"layer"``, the users with at
+    least one edge in that layer (as neighbour or as target; with the default thresholds
+    those are the users whose facet is graded moderate or strong, so a random peer still
+    has a usable summary), or ``"all"``, every user.  When the pool holds fewer than
+    $k_u$ users other than $u$, all of them are used and the other slots stay empty.
+
+    It answers "does the model use *which* users are linked?": a model that reads the
+    graph should do worse with it (see the CoPersona benchmark's controls).
+
+    Args:
+        graph: the graph (not modified).
+        seed: seed of the draw.
+        pool: ``"layer"`` or ``"all"`` (see above).
+
+    Returns:
+        A new :class:`MultiplexGraph` with the settings of ``graph``.
+
+    Example:
+        >>> e = torch.nn.functional.normalize(torch.randn(6, 2, 4), dim=-1)
+        >>> g = build_multiplex_graph(e, torch.full((6, 2), 3), top_k=2, threshold=0.0)
+        >>> r = random_neighbors(g, seed=1)
+        >>> bool(((r.neighbor_index >= 0) == (g.neighbor_index >= 0)).all())  # same degrees
+        True
+    """
+    if pool not in ("layer", "all"):
+        raise ValueError(f"random_neighbors: pool must be 'layer' or 'all', got {pool!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    n = graph.num_users
+    new_idx = torch.full_like(graph.neighbor_index, -1)
+    new_val = torch.full_like(graph.neighbor_score, _NEG_INF)
+    for layer in range(graph.neighbor_index.shape[0]):
+        idx, val = graph.neighbor_index[layer], graph.neighbor_score[layer]  # (N, K)
+        valid = idx >= 0
+        if pool == "all":
+            members = torch.arange(n)
+        else:
+            targets = torch.arange(n).unsqueeze(1).expand_as(idx)[valid]
+            members = torch.unique(torch.cat([idx[valid], targets]))
+        for u in valid.any(1).nonzero().flatten().tolist():
+            slots = valid[u].nonzero().flatten()
+            others = members[members != u]
+            take = min(len(slots), len(others))
+            chosen = others[torch.randperm(len(others), generator=gen)[:take]]
+            new_idx[layer, u, :take] = chosen
+            new_val[layer, u, :take] = val[u, slots[:take]]
+    return MultiplexGraph(neighbor_index=new_idx, neighbor_score=new_val, facet_names=list(graph.facet_names),
+                          top_k=graph.top_k, threshold=graph.threshold, combined_threshold=graph.combined_threshold,
                           omega=graph.omega, backend=graph.backend)

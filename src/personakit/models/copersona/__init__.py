@@ -31,7 +31,8 @@ Variants (``CoPersonaConfig.variant``), the paper's baselines and ablations (Tab
 | ``pag`` | | yes | yes | |
 
 Layout: :mod:`~personakit.models.copersona.config` (:class:`CoPersonaConfig`, the variants),
-:mod:`~personakit.models.copersona.context` (:class:`CoPersonaContext`),
+:mod:`~personakit.models.copersona.context` (:class:`CoPersonaContext`, and the test-time controls :func:`swap_own_facets` and
+:func:`without_peer_similarity`; :func:`personakit.graph.random_neighbors` rewires the graph),
 :mod:`~personakit.models.copersona.collator` (:func:`build_copersona_prompt`,
 :class:`CoPersonaCollator`), :mod:`~personakit.models.copersona.outputs`
 (:class:`CoPersonaOutput`) and :mod:`~personakit.models.copersona.model` (:class:`CoPersonaModel`).
@@ -44,9 +45,10 @@ for more).
 
 from personakit.models.copersona.collator import CoPersonaCollator, build_copersona_prompt
 from personakit.models.copersona.config import COPERSONA_INPUTS, COPERSONA_VARIANTS, CoPersonaConfig
-from personakit.models.copersona.context import CoPersonaContext
+from personakit.models.copersona.context import CoPersonaContext, swap_own_facets, without_peer_similarity
 from personakit.models.copersona.model import CoPersonaModel
 from personakit.models.copersona.outputs import CoPersonaOutput
 
 __all__ = ["COPERSONA_VARIANTS", "COPERSONA_INPUTS", "CoPersonaConfig", "CoPersonaContext", "CoPersonaOutput",
-           "CoPersonaCollator", "CoPersonaModel", "build_copersona_prompt"]
+           "CoPersonaCollator", "CoPersonaModel", "build_copersona_prompt", "swap_own_facets",
+           "without_peer_similarity"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -17,7 +18,8 @@ from torch import Tensor
 
 from personakit.types import UserProfile
 
-__all__ = ["CoPersonaContext", "save_context", "load_context", "GRAPH_NAME", "CONTEXT_NAME"]
+__all__ = ["CoPersonaContext", "save_context", "load_context", "swap_own_facets", "without_peer_similarity",
+           "GRAPH_NAME", "CONTEXT_NAME"]
 
 GRAPH_NAME, CONTEXT_NAME = "graph.safetensors", "context.json"
 _GRAPH_TENSORS = ("facet_embeddings", "reliability", "edge_index")
@@ -33,6 +35,9 @@ class CoPersonaContext:
         peer_context: user → linearised peer evidence (non-parametric branch).
         profile_summary: user → the user's own reliable facet summaries (PAG).
         facet_embeddings: ``[N, M, d]``; reliability ``[N, M]``; edge_index ``[2, E]`` (parametric branch).
+        own_rows: for each user (graph row order), the row of ``facet_embeddings`` / ``reliability``
+            the soft prompt reads as the user's *own* facets, its neighbours unchanged (``None``:
+            its own row).  A test-time control (:func:`swap_own_facets`); not saved.
     """
 
     user_ids: list[str]
@@ -42,6 +47,7 @@ class CoPersonaContext:
     facet_embeddings: Optional[Tensor] = None
     reliability: Optional[Tensor] = None
     edge_index: Optional[Tensor] = None
+    own_rows: Optional[list[int]] = None
 
     @classmethod
     def build(cls, profiles: Sequence[UserProfile], facets: Mapping[str, Any], embeddings: Any, graph: Any, *,
@@ -69,8 +75,73 @@ class CoPersonaContext:
             raise KeyError(f"user {user_id!r} is not in the CoPersona context ({len(self.user_ids)} users)") from None
 
 
+def _derangement(n: int, seed: int) -> list[int]:
+    """A seeded random cyclic permutation of ``range(n)`` (Sattolo's algorithm): no element stays in place."""
+    import random
+
+    perm = list(range(n))
+    rng = random.Random(seed)
+    for i in range(n - 1, 0, -1):
+        j = rng.randrange(i)  # j < i: one cycle through every element
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def swap_own_facets(context: CoPersonaContext, seed: int = 0) -> CoPersonaContext:
+    """A copy of ``context`` in which every user's own facet summaries are another user's (a control).
+
+    The users are put in a seeded random cycle (a derangement: nobody keeps their own
+    facets).  User ``u`` then reads user ``own_rows[u]``'s facet embeddings and reliability as
+    its own in the soft prompt (:attr:`CoPersonaContext.own_rows`; its neighbour set and the
+    neighbours' facets are unchanged) and gets that user's profile summary (PAG); the
+    history and the peer context stay the user's own.  The drop in quality measures how
+    much a trained model uses the user's own facets.
+
+    Raises:
+        ValueError: fewer than two users.
+
+    Example:
+        >>> c = CoPersonaContext(user_ids=["a", "b", "c"], profile_summary={"a": "A", "b": "B", "c": "C"})
+        >>> s = swap_own_facets(c, seed=0)
+        >>> all(i != j for i, j in enumerate(s.own_rows)), sorted(s.profile_summary.values())
+        (True, ['A', 'B', 'C'])
+    """
+    import dataclasses
+
+    n = len(context.user_ids)
+    if n < 2:
+        raise ValueError(f"swap_own_facets: {n} user(s); swapping facets needs at least two")
+    rows = _derangement(n, seed)
+    ids = context.user_ids
+    summary = {u: context.profile_summary.get(ids[rows[i]], "") for i, u in enumerate(ids)
+               if u in context.profile_summary or ids[rows[i]] in context.profile_summary}
+    return dataclasses.replace(context, own_rows=rows, profile_summary=summary)
+
+
+_SIMILARITY = re.compile(r"^(- peer) \(similarity [^)]*\):", flags=re.MULTILINE)
+
+
+def without_peer_similarity(context: CoPersonaContext) -> CoPersonaContext:
+    """A copy of ``context`` whose peer context has no similarity scores (a control).
+
+    Every entry ``- peer (similarity 0.82): text`` of the non-parametric branch
+    (:class:`~personakit.retrieval.neighbors.PeerContextRetriever`) becomes ``- peer: text``:
+    the same peers and texts, without the confidence signal.
+
+    Example:
+        >>> c = CoPersonaContext(user_ids=["a"], peer_context={"a": "[Tone]\\n- peer (similarity 0.82): Warm."})
+        >>> without_peer_similarity(c).peer_context["a"]
+        '[Tone]\\n- peer: Warm.'
+    """
+    import dataclasses
+
+    return dataclasses.replace(context, peer_context={u: _SIMILARITY.sub(r"\1:", text)
+                                                      for u, text in context.peer_context.items()})
+
+
 def save_context(context: CoPersonaContext, directory: Union[str, os.PathLike]) -> None:
-    """Write ``context`` to ``directory``: its tensors to ``graph.safetensors``, the rest to ``context.json``."""
+    """Write ``context`` to ``directory``: its tensors to ``graph.safetensors``, the rest to ``context.json``
+    (``own_rows``, a test-time control, is not saved)."""
     from personakit.config import atomic_write_text
     from personakit.models._save import save_state_dict
 

@@ -88,16 +88,34 @@ class CoPersonaModel(PersonaModel):
             if (m, d) != (self.config.num_facets, self.config.facet_dim) or n != len(context.user_ids):
                 raise ValueError(f"CoPersonaModel: facet embeddings {tuple(context.facet_embeddings.shape)} do not "
                                  f"match [N={len(context.user_ids)}, M={self.config.num_facets}, d={self.config.facet_dim}]")
+            if context.own_rows is not None and (len(context.own_rows) != n
+                                                 or any(not 0 <= int(i) < n for i in context.own_rows)):
+                raise ValueError(f"CoPersonaModel: context.own_rows must list one row in 0..{n - 1} per user "
+                                 f"({n} users), got {len(context.own_rows)} entries")
         self.context = context
         self._prompt_cache.clear()
 
     # ------------------------------------------------------------------ soft prompts
     def persona_vectors(self) -> Tensor:
-        r"""$\mathbf h_u$ for every user: ``[N, M * graph_hidden]`` (Eq. 12)."""
+        r"""$\mathbf h_u$ for every user: ``[N, M * graph_hidden]`` (Eq. 12).
+
+        With ``context.own_rows`` (the swapped-facets control, :func:`~personakit.models.copersona.swap_own_facets`)
+        user $u$'s own facets are row ``own_rows[u]``'s while its neighbours and theirs stay: every
+        user gets a copy node $N + u$ with those features and $u$'s incoming edges, and the copies'
+        outputs are returned (one forward over $2N$ nodes).
+        """
         assert self.facet_graph is not None and self.context is not None
         dev = next(self.facet_graph.parameters()).device
         c = self.context
-        return self.facet_graph(c.facet_embeddings.to(dev), c.reliability.to(dev), c.edge_index.to(dev))
+        x, r, e = c.facet_embeddings.to(dev), c.reliability.to(dev), c.edge_index.to(dev)
+        if c.own_rows is None:
+            return self.facet_graph(x, r, e)
+        n = x.shape[0]
+        own = torch.as_tensor(c.own_rows, dtype=torch.long, device=dev)  # (N,)
+        copies = e.clone()
+        copies[1] += n  # column (v, u) -> (v, N + u): the copy of u hears u's neighbours
+        h = self.facet_graph(torch.cat([x, x[own]]), torch.cat([r, r[own]]), torch.cat([e, copies], dim=1))  # (2N, .)
+        return h[n:]
 
     def soft_prompts(self, user_index: Tensor) -> Tensor:
         r"""$\mathbf S_u$ for each row: ``[B, L, H]`` (Eq. 13); cached per user in eval mode."""
