@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from _shared import shared_data_path
 
-from personakit.data import DataFormatError, parse_pfg_date, participant_dialogues, read_persuasion_for_good
+from personakit.data import (DataFormatError, parse_pfg_date, participant_dialogues, read_persuasion_for_good,
+                             unescape_pfg_text)
 from personakit.types import Turn
 
 DIALOG = (
@@ -148,3 +149,26 @@ def test_real_full_data():
     persuaders = participant_dialogues(dialogues, speaker="persuader")
     sizes = sorted((len(v) for v in persuaders.values()), reverse=True)
     assert len(persuaders) == 701 and sizes[0] == 16 and sizes[11] == 7
+
+
+def test_stray_backslash_escapes_are_undone(tmp_path):
+    r"""Some release rows carry ``I\'m``, a doubled backslash and ``\t``; they are read as plain text by default."""
+    dialog = DIALOG.replace("It helps children in need.", "It\\'s for nieces\\\\nephews.\\t").replace(
+        "Sounds good.", "Sounds good!\\\\")
+    folder = _folder(tmp_path, dialog=dialog)
+    d1 = read_persuasion_for_good(folder)[0]
+    texts = [t.text for t in d1.turns]
+    assert "It's for nieces/nephews." in texts and "Sounds good!" in texts
+    raw = [t.text for t in read_persuasion_for_good(folder, unescape=False)[0].turns]
+    assert "It\\'s for nieces\\\\nephews.\\t" in raw and "Sounds good!\\\\" in raw
+    assert unescape_pfg_text('He said \\"hi\\"') == 'He said "hi"'
+    assert unescape_pfg_text("plain text") == "plain text"
+    assert unescape_pfg_text("\\\\Save the Children") == "Save the Children"
+
+
+@pytest.mark.real_data
+def test_release_has_no_backslash_left():
+    dialogues = read_persuasion_for_good(shared_data_path("persuasionforgood", "FullData"))
+    assert not [t.text for d in dialogues for t in d.turns if "\\" in t.text]
+    raw = read_persuasion_for_good(shared_data_path("persuasionforgood", "FullData"), unescape=False)
+    assert sum("\\" in t.text for d in raw for t in d.turns) == 114

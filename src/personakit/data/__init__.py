@@ -24,7 +24,8 @@ from personakit.data.empathetic import ED_SPEAKERS, load_emotion_label_map, read
 from personakit.data.errors import DataFormatError
 from personakit.data.examples import DEFAULT_AGENTS, dialogues_to_examples, merge_consecutive_turns
 from personakit.data.lamp import LAMP_TASKS, LampTask, lamp_retrieval_text, normalize_lamp_task, read_lamp, read_lamp_outputs
-from personakit.data.pfg import PFG_SPEAKERS, parse_pfg_date, participant_dialogues, read_persuasion_for_good, read_pfg_info
+from personakit.data.pfg import (PFG_SPEAKERS, parse_pfg_date, participant_dialogues, read_persuasion_for_good,
+                                 read_pfg_info, unescape_pfg_text)
 from personakit.data.registry import DATASET_READERS, detect_format, read_dataset
 from personakit.data.reviews import REVIEW_KEYS, read_review_histories
 from personakit.data.spc import SPC_SPEAKERS, read_spc_csv, read_spc_jsonl
@@ -81,6 +82,7 @@ __all__ = [
     "read_lamp",
     "read_lamp_outputs",
     "read_persuasion_for_good",
+    "unescape_pfg_text",
     "read_pfg_info",
     "read_review_histories",
     "read_spc_csv",

@@ -15,6 +15,7 @@ __all__ = [
     "PFG_ROLES",
     "PFG_SPEAKERS",
     "read_persuasion_for_good",
+    "unescape_pfg_text",
     "read_pfg_info",
     "parse_pfg_date",
     "participant_dialogues",
@@ -154,11 +155,35 @@ def _ends_mid_line(path: Path) -> bool:
         return fh.read(1) not in (b"\n", b"\r")
 
 
+def unescape_pfg_text(text: str) -> str:
+    r"""Undo the stray backslash escapes in some utterances of the release.
+
+    114 of the 20,932 rows of ``full_dialog.csv`` carry escapes from an earlier export:
+    ``I\'m`` (162 times), a doubled backslash (8: ``nieces\\nephews``,
+    ``donation!\\``) and one ``\t``.  A model trained on them writes ``that\'s``.
+    ``\'`` and ``\"`` become the quote, ``\t`` and ``\n`` a space, a doubled
+    backslash between two letters ``/`` and elsewhere nothing; the result is stripped.
+    Text without a backslash is returned as is.
+
+    Example:
+        >>> unescape_pfg_text("I\\'m in. nieces\\\\nephews? Sure!\\\\")
+        "I'm in. nieces/nephews? Sure!"
+    """
+    if "\\" not in text:
+        return text
+    text = re.sub(r"(?<=[A-Za-z])\\\\(?=[A-Za-z])", "/", text)
+    text = text.replace("\\\\", "")
+    text = re.sub(r"\\(['\"])", r"\1", text)
+    text = re.sub(r"\\[tn]", " ", text)
+    return text.strip()
+
+
 def read_persuasion_for_good(
     path: PathLike,
     info_csv: Optional[PathLike] = None,
     *,
     drop_flagged: bool = False,
+    unescape: bool = True,
 ) -> list[Dialogue]:
     """Read Persuasion-for-Good dialogues with their participants' profiles.
 
@@ -195,6 +220,8 @@ def read_persuasion_for_good(
             file. Pass a path that does not exist to get an error, or use a folder
             without an info file to read dialogues without profiles.
         drop_flagged: skip the dialogues whose id starts with ``BAD_``.
+        unescape: undo the stray backslash escapes of 114 rows (``I\\'m`` -> ``I'm``;
+            :func:`unescape_pfg_text`); ``False`` keeps the text as in the file.
 
     Returns:
         The dialogues in file order.
@@ -246,6 +273,8 @@ def read_persuasion_for_good(
         if not isinstance(turn, int) or turn < 0:
             raise loc.error("Turn", f"expected a non-negative integer, got {row['Turn']!r}")
         text = row["Unit"].strip()
+        if unescape:
+            text = unescape_pfg_text(text)
         if not text:
             raise loc.error("Unit", "empty utterance")
         key = (did, turn, int(role), text)
