@@ -329,3 +329,66 @@ def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
                 if Path(extra).exists():
                     commit_path(Path(extra), f"{name}: report after {label}", name)
     return done
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--commit``, ``--budget-hours`` and ``--report``: the options of a resumable benchmark."""
+    parser.add_argument("--commit", action="store_true", help="git commit each finished unit and the report")
+    parser.add_argument("--budget-hours", type=float, default=None, help="start no unit after this many hours")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report from the finished units")
+
+
+class UnitContext:
+    """The state the units of a resumable benchmark share (``../shared/EXPERIMENTS.md`` §6).
+
+    ``args`` (from :func:`add_setting_arguments` and :func:`add_run_arguments`), ``s`` (the
+    setting's dict), ``work`` (the work folder, outside git: checkpoints, caches), ``store``
+    (:class:`UnitStore` under ``args.out``), ``units`` (the finished units by name) and
+    ``keys`` (their keys).  A benchmark subclasses it with its data and models, implements
+    :meth:`key` (which may use the keys of the units a unit depends on) and calls
+    :meth:`run`.
+    """
+
+    PACKAGES: tuple[str, ...] = ("torch", "transformers", "peft", "personakit")
+
+    def __init__(self, args: argparse.Namespace, setting: dict, name: str):
+        self.args, self.s, self.name = args, setting, name
+        self.work = Path(args.work_dir or RESULTS / "tmp" / f"{name}-{args.setting_name}")
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.store = UnitStore(args.out, name)
+        self.units: dict[str, dict] = {}
+        self.keys: dict[str, str] = {}
+
+    def key(self, unit: str) -> str:
+        """The unit's key: a hash of everything that determines its result."""
+        raise NotImplementedError
+
+    def stamp(self, unit: str) -> dict[str, Any]:
+        """Fields every stored unit gets: the setting, the machine and the precision."""
+        from personakit.backbones.precision import describe_precision
+
+        device = getattr(self.args, "device", None)
+        return {"setting": self.args.setting_name, "machine": machine_info(self.PACKAGES, device),
+                "precision": describe_precision(device)}
+
+    def run(self, order: Iterable[str], run_unit: Callable[[str, str], dict | None], *,
+            report: Callable[[], Any] | None = None, report_paths: Iterable[Path] = ()) -> dict[str, dict]:
+        """:func:`run_units` over ``order`` with ``run_unit(unit, key)``, the ``--budget-hours`` and ``--commit``
+        of ``args``; the finished units land in :attr:`units` (before each unit runs, too)."""
+        import time
+
+        budget = getattr(self.args, "budget_hours", None)
+
+        def key_of(unit: str) -> str:
+            self.keys[unit] = self.key(unit)
+            return self.keys[unit]
+
+        def run(unit: str, key: str, done: dict[str, dict]) -> dict | None:
+            self.units.update(done)
+            return run_unit(unit, key)
+
+        self.units.update(run_units(
+            order, store=self.store, group=self.args.setting_name, name=self.name, key_of=key_of, run=run,
+            stamp=self.stamp, deadline=time.time() + budget * 3600 if budget else float("inf"),
+            commit=bool(getattr(self.args, "commit", False)), report=report, report_paths=report_paths))
+        return self.units

@@ -230,12 +230,12 @@ def run(args) -> dict:
                 dense = _child("dense", n, args, tmp)
                 if dense.get("saved") and exact.get("saved"):
                     dense["same_neighbours_as_exact"] = float(
-                        (torch.load(dense["saved"]) == torch.load(exact["saved"])).float().mean())
+                        (torch.load(dense["saved"], weights_only=True) == torch.load(exact["saved"], weights_only=True)).float().mean())
                 rows.append(dense)
             for backend in args.backends:
                 approx = _child(backend, n, args, tmp)
                 if approx.get("saved") and exact.get("saved"):
-                    approx["recall"] = recall(torch.load(approx["saved"]), torch.load(exact["saved"]))
+                    approx["recall"] = recall(torch.load(approx["saved"], weights_only=True), torch.load(exact["saved"], weights_only=True))
                 rows.append(approx)
         for n in args.approx_sizes:
             for backend in args.approx_backends:

@@ -107,8 +107,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, UnitStore, add_setting_arguments, command_line, machine_info,  # noqa: E402
-                     machine_line, now, pyplot, run_units, save_figure, setting_name, write_results)
+from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
+                     machine_line, now, pyplot, require_pfg, save_figure, setting_name, write_results)
 
 NAME = "questioner_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -549,16 +549,11 @@ def to_markdown(report_: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ runtime context
-class Context:
+class Context(UnitContext):
     """The run's settings, data (clustered), store and the backbone (loaded once, copied per unit)."""
 
     def __init__(self, args: argparse.Namespace, setting: dict):
-        self.args, self.s = args, setting
-        self.work = Path(args.work_dir or RESULTS / "tmp" / f"{NAME}-{args.setting_name}")
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.store = UnitStore(args.out, NAME)
-        self.units: dict[str, dict] = {}
-        self.keys: dict[str, str] = {}
+        super().__init__(args, setting, NAME)
         self._backbone: Any = None
         self.full, self.splits = self._load_data()
         self.digest = data_digest(self.splits)
@@ -896,42 +891,19 @@ def main(argv: Optional[list[str]] = None) -> dict:
     add_setting_arguments(parser, NAME, quick_help="smoke setting (a few minutes)",
                           scale_help="GPU setting (add --device cuda)")
     parser.add_argument("--split", choices=["turn", "time"], default="turn", help="PFG-Questioner split")
-    parser.add_argument("--commit", action="store_true", help="git commit each finished unit and the report")
-    parser.add_argument("--budget-hours", type=float, default=None, help="start no unit after this many hours")
-    parser.add_argument("--report", action="store_true", help="only rebuild the report from the finished units")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = argv
     args.setting_name = setting_name(args)
     if args.report:
         return report(args)
-    if not (Path(args.data) / "full_dialog.csv").is_file():
-        parser.error(f"{args.data}: no full_dialog.csv (pass --data FullData folder of Persuasion-for-Good)")
-    from personakit.backbones.precision import describe_precision
-
-    deadline = time.time() + (args.budget_hours * 3600 if args.budget_hours else 1e12)
+    require_pfg(parser, args.data)
     ctx = Context(args, SETTINGS[args.setting_name])
     print(f"[{NAME}] {args.setting_name}: " + ", ".join(f"{k} {len(v)}" for k, v in ctx.splits.items())
           + f" (data {ctx.digest})", flush=True)
     suffix = "" if args.setting_name == "default" else f"-{args.setting_name}"
-
-    def key_of(unit: str) -> str:  # a control's key covers the key of the unit it tests
-        ctx.keys[unit] = ctx.key(unit)
-        return ctx.keys[unit]
-
-    def run(unit: str, key: str, done: dict[str, dict]) -> dict:
-        ctx.units.update(done)
-        return run_unit(ctx, unit, key)
-
-    def stamp(unit: str) -> dict:
-        return {"setting": args.setting_name,
-                "machine": machine_info(("torch", "transformers", "peft", "personakit"), args.device),
-                "precision": describe_precision(args.device)}
-
-    ctx.units.update(run_units(
-        unit_order(ctx.s["seeds"]), store=ctx.store, group=args.setting_name, name=NAME, key_of=key_of, run=run,
-        stamp=stamp, deadline=deadline, commit=args.commit, report=lambda: report(args),
-        report_paths=[args.out / f"{NAME}{suffix}.md", args.out / f"{NAME}{suffix}.json",
-                      args.out / f"{NAME}{suffix}_curves.png"]))
+    ctx.run(unit_order(ctx.s["seeds"]), lambda unit, key: run_unit(ctx, unit, key), report=lambda: report(args),
+            report_paths=[args.out / f"{NAME}{suffix}{ext}" for ext in (".md", ".json", "_curves.png")])
     return report(args)
 
 

@@ -89,8 +89,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PFG_DATA, RESULTS, UnitStore, add_setting_arguments, command_line, machine_info,  # noqa: E402
-                     machine_line, now, pyplot, run_units, save_figure, setting_name, write_results)
+from _common import (PFG_DATA, UnitContext, UnitStore, add_run_arguments,  # noqa: E402
+                     add_setting_arguments, command_line, machine_line, now, pyplot, require_pfg, save_figure,
+                     setting_name, write_results)
 
 NAME = "ropg_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -441,16 +442,11 @@ def to_markdown(report_: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ runtime context
-class Context:
+class Context(UnitContext):
     """The run's settings, data, store and the lazily loaded models (the LLM only when a unit needs it)."""
 
     def __init__(self, args: argparse.Namespace, setting: dict):
-        self.args, self.s = args, setting
-        self.work = Path(args.work_dir or RESULTS / "tmp" / f"{NAME}-{args.setting_name}")
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.store = UnitStore(args.out, NAME)
-        self.units: dict[str, dict] = {}
-        self.keys: dict[str, str] = {}
+        super().__init__(args, setting, NAME)
         self._generator = self._builder = self._scorer = self._encoder = None
         self._retrievers: dict[str, Any] = {}
         self.splits, self.roles = self._load_data()
@@ -470,6 +466,16 @@ class Context:
     def key(self, unit: str) -> str:
         deps = [self.keys[d] for d in DEPENDS.get(unit, ())]
         return unit_key(unit, self.s, self.digest, deps, self.args.device)
+
+    def trained_folder(self, unit: str) -> Path:
+        """The work folder of a trained unit's checkpoints and weights, named by its key (a changed setting or
+        data set never resumes another run's checkpoints)."""
+        return self.work / f"{unit}-{self.keys[unit]}"
+
+    def stamp(self, unit: str) -> dict:
+        gen = self._generator
+        dtype = getattr(gen, "dtype", None) or (next(gen.model.parameters()).dtype if gen is not None else None)
+        return {**super().stamp(unit), "llm_dtype": str(dtype)}
 
     # -------------------------------------------------------------- models
     @property
@@ -531,12 +537,12 @@ class Context:
         else:
             import torch
 
-            path = self.work / name / "retriever.pt"
+            path = self.trained_folder(name) / "retriever.pt"
             if not path.is_file():
                 print(f"[{NAME}] {name}: weights not in the work folder; training again", flush=True)
                 train_ropg(self, name)
             r = DenseRetriever(encoder=self.encoder())
-            r.module.load_state_dict(torch.load(path, map_location="cpu"))
+            r.module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             r.module.eval()
         self._retrievers[name] = r
         return r
@@ -609,7 +615,7 @@ def train_ropg(ctx: Context, name: str) -> dict:
 
     s = ctx.s
     train, dev = ropg_items(ctx, "ropg_train"), ropg_items(ctx, "ropg_dev")
-    folder = ctx.work / name
+    folder = ctx.trained_folder(name)
     cfg = ROPGTrainerConfig(**{k: v for k, v in s["ropg"].items() if name == "ropg-kd" or k != "target_temperature"},
                             top_l=s["top_l"], warmup_ratio=0.05, gradient_accumulation_steps=1, seed=ctx.args.seed,
                             eval_metric="rouge1", output_dir=str(folder / "checkpoints"),
@@ -689,7 +695,8 @@ def rspg_unit(ctx: Context, mode: str) -> dict:
     if ctx.args.device:
         selector = selector.to(ctx.args.device)
     cfg = RSPGTrainerConfig(**s["rspg"], eval_steps=s["rspg_eval_steps"], seed=ctx.args.seed,
-                            output_dir=str(ctx.work / f"rspg-{mode}"), save_steps=s["rspg_eval_steps"], progress=True,
+                            output_dir=str(ctx.trained_folder(f"rspg-{mode}")), save_steps=s["rspg_eval_steps"],
+                            progress=True,
                             early_stopping_patience=s["patience"], early_stopping_threshold=s["threshold"],
                             load_best_model_at_end=True)  # metric: the dev KL loss
     trainer = RSPGTrainer(selector, cfg)
@@ -826,42 +833,18 @@ def main(argv: Optional[list[str]] = None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_setting_arguments(parser, NAME, quick_help="smoke setting (10-20 minutes on a loaded CPU)",
                           scale_help="GPU setting (add --device cuda)")
-    parser.add_argument("--commit", action="store_true", help="git commit each finished unit and the report")
-    parser.add_argument("--budget-hours", type=float, default=None, help="start no unit after this many hours")
-    parser.add_argument("--report", action="store_true", help="only rebuild the report from the finished units")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = argv
     args.setting_name = setting_name(args)
     if args.report:
         return report(args)
-    if not (Path(args.data) / "full_dialog.csv").is_file():
-        parser.error(f"{args.data}: no full_dialog.csv (pass --data FullData folder of Persuasion-for-Good)")
-    from personakit.backbones.precision import describe_precision
-
-    deadline = time.time() + (args.budget_hours * 3600 if args.budget_hours else 1e12)
+    require_pfg(parser, args.data)
     ctx = Context(args, SETTINGS[args.setting_name])
     print(f"[{NAME}] {args.setting_name}: " + ", ".join(f"{r} {len(v)}" for r, v in ctx.roles.items())
           + f" (data {ctx.digest})", flush=True)
-    def key_of(unit: str) -> str:  # the key of a unit covers the keys of the units it depends on
-        ctx.keys[unit] = ctx.key(unit)
-        return ctx.keys[unit]
-
-    def run(unit: str, key: str, done: dict[str, dict]) -> dict:
-        ctx.units.update(done)
-        return run_unit(ctx, unit)
-
-    def stamp(unit: str) -> dict:
-        gen = ctx._generator
-        return {"setting": args.setting_name, "machine": machine_info(("torch", "transformers", "personakit"),
-                                                                       args.device),
-                "precision": describe_precision(args.device),
-                "llm_dtype": str(getattr(gen, "dtype", None) or (next(gen.model.parameters()).dtype
-                                                                 if gen is not None else None))}
-
-    ctx.units.update(run_units(
-        ORDER, store=ctx.store, group=args.setting_name, name=NAME, key_of=key_of, run=run, stamp=stamp,
-        deadline=deadline, commit=args.commit, report=lambda: report(args),
-        report_paths=[args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"]))
+    ctx.run(ORDER, lambda unit, key: run_unit(ctx, unit), report=lambda: report(args),
+            report_paths=[args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"])
     return report(args)
 
 
