@@ -68,8 +68,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, SHARED_DATA, UnitStore, command_line, machine_info, machine_line, now,  # noqa: E402
-                     pyplot, run_units, save_figure, write_results)
+from _common import (RESULTS, SHARED_DATA, UnitStore, add_run_arguments, command_line, machine_info,  # noqa: E402
+                     machine_line, now, pyplot, run_units, save_figure, write_results)
 
 NAME = "grag_quality"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -636,9 +636,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help=f"data, caches and checkpoints (default: benchmarks/results/tmp/{NAME}-<setting>)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--commit", action="store_true", help="git commit each finished unit and the report")
-    parser.add_argument("--budget-hours", type=float, default=None, help="start no unit after this many hours")
-    parser.add_argument("--report", action="store_true", help="only rebuild the report from the finished units")
+    add_run_arguments(parser)
     parser.add_argument("--plot-sweeps", action="store_true",
                         help="only redraw grag_sweeps.png from grag_sweeps.json in --out (the earlier sweep run)")
     args = parser.parse_args(argv)

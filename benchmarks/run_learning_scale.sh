@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Resume every learning-scale benchmark in the background for HOURS (default 2.5), committing
+# each finished unit (../shared/EXPERIMENTS.md §6):
+#
+#   bash benchmarks/run_learning_scale.sh [HOURS]
+#
+# Two lanes of one torch thread each (on a 2-core CPU two single-thread jobs get more done
+# than one two-thread job): lane A runs the GRAG benchmark (SPC, then PFG and ED); lane B
+# runs ROPG/RSPG, then the questioner and CoPersona benchmarks. No unit starts after the
+# deadline; a unit still running when the session ends resumes from its checkpoints next
+# time. Logs: benchmarks/results/tmp/logs/lane_{a,b}.log (outside git). Both lanes are
+# niced, so tests and builds run beside them.
+set -euo pipefail
+HOURS="${1:-2.5}"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY="${PYTHON:-.venv/bin/python}"
+LOGS=benchmarks/results/tmp/logs
+mkdir -p "$LOGS"
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+END=$("$PY" -c "import sys, time; print(time.time() + float(sys.argv[1]) * 3600)" "$HOURS")
+
+lane() {  # run each benchmark with the hours left until END
+  for script in "$@"; do
+    left=$("$PY" -c "import sys, time; print(max(0.0, (float(sys.argv[1]) - time.time()) / 3600))" "$END")
+    if "$PY" -c "import sys; sys.exit(float(sys.argv[1]) <= 0.01)" "$left"; then
+      echo "[lane] $script: $left h left" && nice -n 19 "$PY" "$script" --commit --budget-hours "$left" || \
+        echo "[lane] $script failed (exit $?); next benchmark"
+    fi
+  done
+}
+
+nohup bash -c "$(declare -f lane); END=$END PY=$PY; lane benchmarks/grag_quality.py" > "$LOGS/lane_a.log" 2>&1 &
+nohup bash -c "$(declare -f lane); END=$END PY=$PY; lane benchmarks/ropg_pfg.py benchmarks/questioner_pfg.py \
+  benchmarks/copersona_pfg.py" > "$LOGS/lane_b.log" 2>&1 &
+echo "started two lanes until $(date -d "@${END%.*}" '+%H:%M'); logs in $LOGS/lane_a.log and lane_b.log"
