@@ -252,6 +252,11 @@ def commit_path(path: Path, message: str, name: str) -> None:
     import time
 
     for attempt in range(10):
+        status = subprocess.run(["git", "status", "--porcelain", "--", str(path)], cwd=HERE.parent,
+                                capture_output=True, text=True)
+        if status.returncode == 0 and not status.stdout.strip():
+            print(f"[{name}] {path.name} unchanged; nothing to commit", flush=True)
+            return
         add = subprocess.run(["git", "add", "--", str(path)], cwd=HERE.parent, capture_output=True, text=True)
         done = add.returncode == 0 and subprocess.run(
             ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=HERE.parent, capture_output=True,
