@@ -68,8 +68,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, SHARED_DATA, UnitStore, add_run_arguments, command_line, machine_info,  # noqa: E402
-                     machine_line, now, pyplot, run_units, save_figure, write_results)
+from _common import (RESULTS, SHARED_DATA, UnitStore, add_run_arguments, command_line, commit_path,  # noqa: E402
+                     machine_info, machine_line, now, pyplot, run_units, save_figure, write_results)
 
 NAME = "grag_quality"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -170,12 +170,26 @@ def augment(name: str, examples: list, work: Path, s: dict) -> tuple[list, dict]
     return done, stats
 
 
-def prepare(name: str, work: Path, s: dict, data: Path) -> dict:
-    """The fixed train / dev / test samples with generic responses, written once to the work folder."""
+def generic_responses_path(out: Path, name: str) -> Path:
+    """The committed generic responses of a dataset's sample (``{"responses": {example id: R_G}, ...}``)."""
+    return out / NAME / name / "generic_responses.json"
+
+
+def prepare(name: str, work: Path, s: dict, data: Path, out: Optional[Path] = None) -> dict:
+    """The fixed train / dev / test samples with generic responses, written once to the work folder.
+
+    With ``out`` the generic responses are also kept in the results folder
+    (:func:`generic_responses_path`, committed with the units): a fresh machine whose work
+    folder is empty rebuilds the same samples and takes the responses from there instead of
+    generating them again, so its data digest, and with it every finished unit's key, stays
+    the same even where its arithmetic would make the greedy LLM answer differently.
+    """
     from personakit.augment import load_examples, save_examples
+    from personakit.config import atomic_write_text
 
     files = {split: work / f"{split}.jsonl" for split in ("train", "dev", "test")}
     meta_path = work / "data.json"
+    kept = generic_responses_path(out, name) if out is not None else None
     if all(p.exists() for p in files.values()) and meta_path.exists():
         meta = json.loads(meta_path.read_text())
     else:
@@ -184,17 +198,29 @@ def prepare(name: str, work: Path, s: dict, data: Path) -> dict:
         sizes = (s["train"], s["dev"], s["test"])
         chosen = [sample(pool, n, s["history_turns"]) for pool, n in zip(pools, sizes)]
         t = time.perf_counter()
-        flat, stats = augment(name, [ex for part in chosen for ex in part], work, s)
+        known = json.loads(kept.read_text()) if kept is not None and kept.is_file() else None
+        ids = [ex.id for part in chosen for ex in part]
+        if known is not None and known.get("history_turns") == s["history_turns"] \
+                and all(i in known["responses"] for i in ids):
+            flat = [ex.model_copy(update={"generic_response": known["responses"][ex.id]})
+                    for part in chosen for ex in part]
+            stats = {**known.get("augment", {}), "from": str(kept.name)}
+        else:
+            flat, stats = augment(name, [ex for part in chosen for ex in part], work, s)
         cut = [len(chosen[0]), len(chosen[0]) + len(chosen[1])]
         parts = [flat[:cut[0]], flat[cut[0]:cut[1]], flat[cut[1]:]]
         for (split, path), part in zip(files.items(), parts):
             save_examples(path, part)
         meta = {"pools": [len(p) for p in pools], "sizes": [len(p) for p in parts], "augment": stats,
                 "augment_s": time.perf_counter() - t}
-        from personakit.config import atomic_write_text
-
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     splits = {split: load_examples(path) for split, path in files.items()}
+    if kept is not None and not kept.is_file():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(kept, json.dumps({"dataset": name, "history_turns": s["history_turns"],
+                                             "augment": meta.get("augment", {}), "responses": {
+            ex.id: ex.generic_response for split in ("train", "dev", "test") for ex in splits[split]}},
+            indent=0, ensure_ascii=False) + "\n")
     digest = hashlib.sha256()
     for split in ("train", "dev", "test"):
         for ex in splits[split]:
@@ -342,7 +368,9 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
     from personakit.backbones.precision import describe_precision
 
     work = work_root / dataset
-    d = prepare(dataset, work, s, args.data)
+    d = prepare(dataset, work, s, args.data, out=args.out)
+    if args.commit:
+        commit_path(generic_responses_path(args.out, dataset), f"{NAME}: {dataset} generic responses", NAME)
     print(f"[{NAME}] {dataset}: {len(d['train'])} train / {len(d['dev'])} dev / {len(d['test'])} test examples "
           f"(data {d['digest']})", flush=True)
     order = [("presft-hist", 0), ("postgrag", 0), ("judge", 0), ("pregrag", 0), ("presft-tst", 0), ("icl", 0)]

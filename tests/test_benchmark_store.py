@@ -128,3 +128,32 @@ def test_grag_run_dataset_runs_each_unit_once_and_resumes(tmp_path, monkeypatch,
     assert calls == [] and "time budget reached" in capsys.readouterr().out
     grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=float("inf"))
     assert [c for c in calls if c != "report"] == ["icl"]
+
+
+def test_grag_prepare_reuses_the_committed_generic_responses_on_a_fresh_work_folder(tmp_path, monkeypatch):
+    """A fresh machine (empty work folder) rebuilds the same samples and takes R_G from the results folder."""
+    from personakit.types import Persona, ResponseExample, Turn
+
+    def pool(split, n):
+        return [ResponseExample(id=f"{split}-{i}", persona=Persona(sentences=[f"I like {split} {i}."]),
+                                history=[Turn(speaker="user", text=f"hi {i}"), Turn(speaker="agent", text="hey"),
+                                         Turn(speaker="user", text=f"how are you {i}?")],
+                                response=f"fine {i}") for i in range(n)]
+
+    monkeypatch.setattr(grag_quality, "load_pools", lambda name, data: (pool("train", 6), pool("dev", 3), pool("test", 4)))
+    calls = []
+
+    def augment(name, examples, work, s):
+        calls.append(len(examples))
+        return [ex.model_copy(update={"generic_response": f"generic {ex.id} {len(calls)}"}) for ex in examples], {"n": 1}
+
+    monkeypatch.setattr(grag_quality, "augment", augment)
+    s = {"train": 4, "dev": 2, "test": 3, "history_turns": 2}
+    first = grag_quality.prepare("SPC", tmp_path / "work1", s, tmp_path, out=tmp_path / "out")
+    kept = grag_quality.generic_responses_path(tmp_path / "out", "SPC")
+    assert calls == [9] and kept.is_file()
+    again = grag_quality.prepare("SPC", tmp_path / "work2", s, tmp_path, out=tmp_path / "out")  # fresh machine
+    assert calls == [9] and again["digest"] == first["digest"]  # nothing generated, the same data and keys
+    assert [ex.generic_response for ex in again["test"]] == [ex.generic_response for ex in first["test"]]
+    other = grag_quality.prepare("SPC", tmp_path / "work3", {**s, "history_turns": 1}, tmp_path, out=tmp_path / "out")
+    assert calls == [9, 9] and other["digest"] != first["digest"]  # another history length: generated anew
