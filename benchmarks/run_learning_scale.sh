@@ -13,6 +13,12 @@
 set -euo pipefail
 HOURS="${1:-2.5}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Two processes on one unit would write the same checkpoints: refuse while one is running.
+if running=$(pgrep -af "benchmarks/(grag_quality|ropg_pfg|questioner_pfg|copersona_pfg)\.py" | grep -v pgrep); then
+  echo "a learning-scale benchmark is already running; stop it first (kill <pid>) or wait:" >&2
+  echo "$running" >&2
+  exit 1
+fi
 PY="${PYTHON:-.venv/bin/python}"
 LOGS=benchmarks/results/tmp/logs
 mkdir -p "$LOGS"
