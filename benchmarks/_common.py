@@ -397,3 +397,12 @@ class UnitContext:
             stamp=self.stamp, deadline=time.time() + budget * 3600 if budget else float("inf"),
             commit=bool(getattr(self.args, "commit", False)), report=report, report_paths=report_paths))
         return self.units
+
+
+def plot_dev_curve(ax: Any, unit: dict[str, Any], key: str, name: str) -> None:
+    """One trained unit's dev curve (``eval_history[*][key]`` against the step) on ``ax``, labelled with
+    ``name``, its training minutes and whether it reached a plateau."""
+    hist = [r for r in unit.get("eval_history") or [] if r.get(key) is not None]
+    ax.plot([r["step"] for r in hist], [r[key] for r in hist], marker=".",
+            label=f"{name} ({unit['train_s'] / 60:.0f} min, "
+                  f"{'plateau' if unit.get('stopped_early') else 'not converged'})")

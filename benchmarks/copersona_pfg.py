@@ -109,7 +109,7 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
-                     machine_line, now, pyplot, require_pfg, save_figure, setting_name, write_results)
+                     machine_line, now, plot_dev_curve, pyplot, require_pfg, save_figure, setting_name, write_results)
 
 NAME = "copersona_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -648,10 +648,7 @@ def plot_curves(units: dict[str, dict], path: Path) -> bool:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 3.9), squeeze=False)
     for ax, (title, us) in zip(axes[0], panels):
         for u in sorted(us, key=lambda u: (u["system"], u["seed"])):
-            hist = u["eval_history"]
-            ax.plot([r["step"] for r in hist], [r["loss"] for r in hist], marker=".",
-                    label=f"{u['system']} s{u['seed']} ({u['train_s'] / 60:.0f} min, "
-                          f"{'plateau' if u.get('stopped_early') else 'not converged'})")
+            plot_dev_curve(ax, u, "loss", f"{u['system']} s{u['seed']}")
         ax.set_title(f"dev loss, {title}")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("dev loss")

@@ -108,7 +108,7 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
-                     machine_line, now, pyplot, require_pfg, save_figure, setting_name, write_results)
+                     machine_line, now, plot_dev_curve, pyplot, require_pfg, save_figure, setting_name, write_results)
 
 NAME = "questioner_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -853,10 +853,7 @@ def plot_curves(units: dict[str, dict], path: Path) -> bool:
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (title, us) in zip(axes[0], panels):
         for u in us:
-            hist = [r for r in u["eval_history"] if r.get(METRIC) is not None]
-            ax.plot([r["step"] for r in hist], [r[METRIC] for r in hist], marker=".",
-                    label=f"{u['label']} s{u['seed']} ({u['train_s'] / 60:.0f} min, "
-                          f"{'plateau' if u.get('stopped_early') else 'not converged'})")
+            plot_dev_curve(ax, u, METRIC, f"{u['label']} s{u['seed']}")
         ax.set_title(f"dev LM loss: {title}")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("dev loss_lm")

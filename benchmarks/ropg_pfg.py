@@ -94,7 +94,7 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PFG_DATA, UnitContext, UnitStore, add_run_arguments,  # noqa: E402
-                     add_setting_arguments, command_line, machine_line, now, pyplot, require_pfg, save_figure,
+                     add_setting_arguments, command_line, machine_line, now, plot_dev_curve, pyplot, require_pfg, save_figure,
                      setting_name, write_results)
 
 NAME = "ropg_pfg"
@@ -806,11 +806,8 @@ def plot_curves(units: dict[str, dict], path: Path) -> bool:
     for ax, (names, key, title) in zip(axes[0], panels):
         for name in names:
             u = units.get(name)
-            hist = (u or {}).get("eval_history") or []
-            if hist:
-                ax.plot([r["step"] for r in hist], [r[key] for r in hist], marker=".",
-                        label=f"{DISPLAY[name]} ({u['train_s'] / 60:.0f} min, "
-                              f"{'plateau' if u.get('stopped_early') else 'not converged'})")
+            if (u or {}).get("eval_history"):
+                plot_dev_curve(ax, u, key, DISPLAY[name])
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
         ax.legend(fontsize=7)
