@@ -254,13 +254,15 @@ def summarise(units: dict[str, dict]) -> dict[str, Any]:
     test = units.get("pool-test")
     if test:
         per = {DISPLAY[r]: test["per_example"][r] for r in test["retrievers"]}
+        names = test["retrievers"]
         for label in ("rspg-pre", "rspg-post"):
-            u = units.get(label)
-            if u and u.get("test_choices") is not None:
-                choice = u["test_choices"]
-                names = test["retrievers"]
-                per[DISPLAY[label]] = {m: [test["per_example"][names[c]][m][i] for i, c in enumerate(choice)]
-                                       for m in ("rouge1", "rougeL")}
+            u = units.get(label) or {}
+            # the dev-best selector is the result; the end-of-budget one (fitted to its training split) a diagnostic
+            for system, choice in ((DISPLAY[label], u.get("test_choices")),
+                                   (f"{DISPLAY[label]} (end of budget)", (u.get("fit_choices") or {}).get("test"))):
+                if choice is not None:
+                    per[system] = {m: [test["per_example"][names[c]][m][i] for i, c in enumerate(choice)]
+                                   for m in ("rouge1", "rougeL")}
         out["rows"] = {s: {m: _mean(v[m]) for m in ("rouge1", "rougeL")} for s, v in per.items()}
         singles = [DISPLAY[r] for r in test["retrievers"]]
         best = max(singles, key=lambda s: out["rows"][s]["rouge1"])
@@ -354,6 +356,15 @@ def _training_row(label: str, u: dict) -> str:
             f"{'–' if not u.get('train_cpu_s') else format(u['train_cpu_s'] / 60, '.1f')} |")
 
 
+def _selector_row(label: str, u: dict) -> str:
+    best = u.get("best_metric")
+    plateau = u.get("plateau_step")
+    cpu = u.get("train_cpu_s")
+    return (f"| {label} | {u.get('steps')} / {u.get('total_steps')} | {u.get('best_step')} | "
+            f"{'–' if best is None else f'{best:.4f}'} | {'not reached' if plateau is None else plateau} | "
+            f"{u.get('train_s', 0) / 60:.1f} | {'–' if not cpu else format(cpu / 60, '.1f')} |")
+
+
 def to_markdown(report_: dict) -> str:
     """The results page: data, the test table with controls and tests, selector diagnostics, ROPG, paper tables."""
     units, s = report_["units"], report_["summary"]
@@ -397,13 +408,33 @@ def to_markdown(report_: dict) -> str:
         lines.append("")
     sel = [(DISPLAY[k], units[k]) for k in ("rspg-pre", "rspg-post") if k in units]
     if sel:
-        lines += ["## Selectors", "", "| selector | steps (budget) | best step | best dev KL | converged | train min | train CPU min |",
-                  "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
-        lines += [_training_row(label, u) for label, u in sel]
+        lines += ["## Selectors", "", "Each selector trains its whole budget with the dev KL evaluated at regular "
+                  "steps; the dev-best weights choose the test inputs' retrievers, the weights at the end "
+                  "show whether it can fit its training split. \"Plateau\" is the step where the early-stopping "
+                  "rule (no 1% improvement for `patience` evaluations) fires.", "",
+                  "| selector | steps (budget) | dev-best step | best dev KL | plateau at step | train min | "
+                  "train CPU min |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [_selector_row(label, u) for label, u in sel]
+        fits = [(label, u) for label, u in sel if u.get("fit_diagnostics")]
+        if fits:
+            lines += ["", "Success rate (the chosen retriever is one of the input's best; Table 4) against the "
+                      "majority-choice rate (the best constant choice on that split):", "",
+                      "| selector | weights | train success | train majority | dev success | dev majority | "
+                      "test success | test majority | test ROUGE-1 of the choice |",
+                      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for label, u in fits:
+                for name, d in ((f"dev-best (step {u.get('best_step')})", u["diagnostics"]),
+                                (f"end of budget (step {u.get('fit_step')})", u["fit_diagnostics"])):
+                    cells = []
+                    for split in ("train", "dev", "test"):
+                        x = d.get(split)
+                        cells += ["–", "–"] if x is None else [f"{x['success_rate']:.3f}", f"{x['majority_rate']:.3f}"]
+                    sel_eval = d["test"]["selected_eval"] if "test" in d else float("nan")
+                    lines.append(f"| {label} | {name} | " + " | ".join(cells) + f" | {sel_eval:.4f} |")
         lines.append("")
         for label, u in sel:
-            for split in ("train", "test"):
-                md = u.get("diagnostics_md", {}).get(split)
+            for md in (u.get("fit_diagnostics_md", {}).get("train"), *(u.get("diagnostics_md", {}).get(split)
+                                                                        for split in ("train", "test"))):
                 if md:
                     lines += [md, ""]
         lines += ["The paper's success rates (Table 4, Pre / Post): "
@@ -687,10 +718,19 @@ def rspg_items(ctx: Context, role: str) -> list:
 
 
 def rspg_unit(ctx: Context, mode: str) -> dict:
-    """RSPG-Pre or RSPG-Post to a plateau of the dev KL loss; choices and diagnostics on train and test."""
+    """RSPG-Pre or RSPG-Post over its whole budget; the dev-best weights answer the test, the last ones show the fit.
+
+    The dev KL loss is evaluated every ``rspg_eval_steps``; the weights of its best value are put
+    back at the end (``load_best_model_at_end``) and choose the test inputs' retrievers. Training
+    does not stop at the plateau: the weights at the end of the budget measure whether the
+    selector can fit its training split at all (the issue's first diagnostic), and the step at
+    which the plateau rule (``patience``, ``threshold``) fires is reported beside it.
+    """
     import torch
 
     from personakit.retrieval.selector import RetrieverSelector
+    from personakit.retrieval.selector_diagnostics import selector_diagnostics
+    from personakit.training.checkpoint import latest_checkpoint, load_checkpoint
     from personakit.training.rspg import RSPGTrainer, RSPGTrainerConfig
 
     s = ctx.s
@@ -701,31 +741,45 @@ def rspg_unit(ctx: Context, mode: str) -> dict:
                                  retriever_names=labels)
     if ctx.args.device:
         selector = selector.to(ctx.args.device)
+    folder = ctx.trained_folder(f"rspg-{mode}")
     cfg = RSPGTrainerConfig(**s["rspg"], eval_steps=s["rspg_eval_steps"], seed=ctx.args.seed,
-                            output_dir=str(ctx.trained_folder(f"rspg-{mode}")), save_steps=s["rspg_eval_steps"],
-                            progress=True,
-                            early_stopping_patience=s["patience"], early_stopping_threshold=s["threshold"],
-                            load_best_model_at_end=True)  # metric: the dev KL loss
+                            output_dir=str(folder), save_steps=s["rspg_eval_steps"], progress=True,
+                            early_stopping_threshold=s["threshold"], load_best_model_at_end=True)  # metric: dev KL
     trainer = RSPGTrainer(selector, cfg)
     t = time.perf_counter()
     out = trainer.train(train, eval_items=dev)
     train_s = out.train_seconds or (time.perf_counter() - t)  # every session's training, resumes included
     result = {"steps": out.global_step, "total_steps": trainer.plan(len(train)).total_steps,
-              "stopped_early": trainer.plateau_reached(), "eval_history": out.eval_history,
-              "history": [{k: r.get(k) for k in ("step", "loss", "lr")} for r in out.history], "train_s": train_s,
-              "train_cpu_s": out.train_cpu_seconds or None}
+              "plateau_step": cfg.plateau_step(out.eval_history, patience=s["patience"]),
+              "eval_history": out.eval_history,
+              "history": [{k: r.get(k) for k in ("step", "loss", "lr", "success_rate")} for r in out.history],
+              "train_s": train_s, "train_cpu_s": out.train_cpu_seconds or None}
+    result["stopped_early"] = result["plateau_step"] is not None  # the plateau was reached (training went on)
     best = trainer.best_evaluation()
     result.update(best_step=None if best is None else int(best["step"]),
                   best_metric=None if best is None else float(best["loss"]))
-    choices = {split: trainer.predict(items).argmax(-1).tolist() for split, items in (("train", train), ("test", test))}
-    result["train_choices"], result["test_choices"] = choices["train"], choices["test"]
-    result["diagnostics"], result["diagnostics_md"] = {}, {}
-    from personakit.retrieval.selector_diagnostics import selector_diagnostics
+    splits = (("train", train), ("dev", dev), ("test", test))
 
-    for split, items in (("train", train), ("test", test)):
-        d = selector_diagnostics(choices[split], [it.evals for it in items], labels)
-        result["diagnostics"][split] = d.to_dict()
-        result["diagnostics_md"][split] = d.to_markdown(f"{DISPLAY[f'rspg-{mode}']} on {split} ({len(items)} inputs)")
+    def diagnose() -> tuple[dict, dict]:
+        choices = {split: trainer.predict(items).argmax(-1).tolist() for split, items in splits}
+        return {split: selector_diagnostics(choices[split], [it.evals for it in items], labels)
+                for split, items in splits}, choices
+
+    diag, choices = diagnose()  # load_best_model_at_end put the dev-best weights back
+    result["train_choices"], result["test_choices"] = choices["train"], choices["test"]
+    result["diagnostics"] = {split: d.to_dict() for split, d in diag.items()}
+    result["diagnostics_md"] = {split: diag[split].to_markdown(
+        f"{DISPLAY[f'rspg-{mode}']}, dev-best weights (step {result['best_step']}), on {split} "
+        f"({len(items)} inputs)") for split, items in splits if split != "dev"}
+    last = latest_checkpoint(folder)  # the weights at the end of the budget: can the selector fit its split?
+    load_checkpoint(last, modules={trainer.checkpoint_key: trainer.checkpoint_module()}, restore_rng=False)
+    fit, fit_choices = diagnose()
+    result["fit_step"] = int(last.name.rsplit("-", 1)[-1])
+    result["fit_choices"] = fit_choices
+    result["fit_diagnostics"] = {split: d.to_dict() for split, d in fit.items()}
+    result["fit_diagnostics_md"] = {"train": fit["train"].to_markdown(
+        f"{DISPLAY[f'rspg-{mode}']}, weights at the end of the budget (step {result['fit_step']}), on train "
+        f"({len(train)} inputs)")}
     return result
 
 

@@ -102,12 +102,22 @@ def _fake_units(n: int = 40) -> dict[str, dict]:
         "pool-test": test,
         "rspg-post": {**training, "test_choices": [names.index("bm25")] * n,
                       "diagnostics_md": {"test": "**RSPG-Post on test**"}},
-        "rspg-pre": {**training, "stopped_early": False, "test_choices": [0] * n},
+        "rspg-pre": {**training, "stopped_early": False, "plateau_step": None, "test_choices": [0] * n,
+                     "fit_step": 10, "fit_choices": {"test": [names.index("bm25")] * n},
+                     "diagnostics": {s: _diag(0.3, 0.4) for s in ("train", "dev", "test")},
+                     "fit_diagnostics": {s: _diag(0.9 if s == "train" else 0.35, 0.4) for s in ("train", "dev", "test")},
+                     "fit_diagnostics_md": {"train": "**RSPG-Pre fit on train**"}},
         "ropg-rl": {**training, "before": {"train": ev, "dev": ev}, "after": {"train": ev, "dev": ev}},
+        "ropg-kd": {**training, "stopped_early": False, "before": {"train": ev, "dev": ev},
+                    "after": {"train": ev, "dev": ev}},
         "controls": {"n": n, "per_example": {name: per["none"] for name in names if name != "none"}},
         "ropg-heldout": {"per_example": {"dense": base["dense"], "ropg-rl": base["bm25"], "ropg-kd": base["dense"]},
                          "same_top1": {"ropg-rl": 0.2, "ropg-kd": 1.0}},
     }
+
+
+def _diag(success: float, majority: float) -> dict:
+    return {"success_rate": success, "majority_rate": majority, "selected_eval": 0.1}
 
 
 def test_summary_and_markdown_from_fake_units(tmp_path):
@@ -117,6 +127,7 @@ def test_summary_and_markdown_from_fake_units(tmp_path):
     assert s["rows"]["RSPG-Post"] == s["rows"]["BM25"]  # it always chose BM25
     assert "BM25" not in s["tests"] and s["tests"]["No retrieval"]["rouge1"]["mean_difference"] < 0
     assert s["tests"]["RSPG-Pre"]["rouge1"]["significant"]  # always "none": worse than BM25
+    assert s["rows"]["RSPG-Pre (end of budget)"] == s["rows"]["BM25"]  # the fitted weights' test choices
     oracle = s["controls"]["oracle (best of the pool per input)"]["rouge1"]
     assert oracle == pytest.approx(s["rows"]["BM25"]["rouge1"])
     assert s["shuffled"]["BM25"]["own_vs_shuffled"]["mean_difference"] > 0
@@ -127,7 +138,8 @@ def test_summary_and_markdown_from_fake_units(tmp_path):
               "machine_line": "Machine: test.", "units": units, "summary": s}
     md = ropg_pfg.to_markdown(report)
     for needle in ("| BM25 | 0.2200", "(reference)", "**not converged** (budget)", "yes (plateau)", "Shuffled profile",
-                   "**RSPG-Post on test**", "ROPG on held-out users", "Units still to run: feedback", "LaMP-4"):
+                   "**RSPG-Post on test**", "**RSPG-Pre fit on train**",
+                   "| RSPG-Pre | end of budget (step 10) | 0.900 | 0.400 | 0.350 |", "| not reached |", "ROPG on held-out users", "Units still to run: feedback", "LaMP-4"):
         assert needle in md, needle
     assert ropg_pfg.plot_curves(units, tmp_path / "curves.png") in (True, False)
 

@@ -128,3 +128,17 @@ def test_rspg_stops_at_a_plateau_of_the_dev_loss():
     assert [r["step"] for r in out.eval_history] == [1, 2]
     best = min(out.eval_history, key=lambda r: r["loss"])
     assert out.eval_metrics["loss"] == pytest.approx(best["loss"])
+
+
+def test_plateau_step_finds_where_the_rule_fires_in_a_full_run():
+    """A run trained to its budget can still say where early stopping would have stopped it."""
+    losses = [(10, 1.0), (20, 0.8), (30, 0.795), (40, 0.81), (50, 0.70), (60, 0.75), (70, 0.76)]
+    history = [{"step": s, "loss": v} for s, v in losses]
+    cfg = PlateauConfig(early_stopping_patience=2)
+    assert cfg.plateau_step(history) == 40  # 0.795 is not 1% below 0.8, 0.81 neither: two without improvement
+    assert cfg.plateau_step(history, patience=3) is None  # 0.70 improves before a third miss... then only two
+    assert PlateauConfig().plateau_step(history) is None  # no patience: never
+    assert PlateauConfig(early_stopping_patience=2, early_stopping_threshold=0.0).plateau_step(history) == 70
+    up = [{"step": s, "acc": v} for s, v in [(1, 0.5), (2, 0.4), (3, 0.45)]]
+    assert PlateauConfig(early_stopping_patience=2, metric_for_best_model="acc").plateau_step(up) == 3
+    assert PlateauConfig(early_stopping_patience=1).plateau_step([{"step": 1, "bpc": 1.0}]) is None  # no such metric

@@ -162,6 +162,44 @@ class PlateauConfig(BaseConfig):
         """These fields as keyword arguments of :class:`TrainingConfig`."""
         return {name: getattr(self, name) for name in PlateauConfig.model_fields}
 
+    def improves(self, value: float, best: float) -> bool:
+        """Whether ``value`` improves on ``best`` by more than ``early_stopping_threshold`` (relative)."""
+        margin = self.early_stopping_threshold * abs(best)
+        return value > best + margin if self.best_is_greater else value < best - margin
+
+    def plateau_step(self, eval_history: Sequence[Mapping[str, Any]], patience: Optional[int] = None) -> Optional[int]:
+        """The step of the first evaluation at which the plateau rule fires on ``eval_history``, or ``None``.
+
+        The rule of ``early_stopping_patience``: ``patience`` consecutive evaluations of
+        ``metric_for_best_model`` without an improvement on the best value before them.  A run
+        that trains its whole budget (no early stopping) can still say where it would have
+        stopped.
+
+        Args:
+            eval_history: Evaluation records with ``step`` and the watched metric (``TrainResult.eval_history``).
+            patience: Overrides ``early_stopping_patience`` (``None`` there and here: never fires).
+
+        Example:
+            >>> cfg = PlateauConfig(early_stopping_patience=2)
+            >>> cfg.plateau_step([{"step": s, "loss": v} for s, v in [(10, 1.0), (20, 0.8), (30, 0.81), (40, 0.799)]])
+            40
+        """
+        patience = self.early_stopping_patience if patience is None else patience
+        key = self.metric_for_best_model
+        records = [r for r in eval_history if isinstance(r.get(key), (int, float))]
+        if patience is None or len(records) <= patience:
+            return None
+        best, since = float(records[0][key]), 0
+        for record in records[1:]:
+            value = float(record[key])
+            if self.improves(value, best):
+                best, since = value, 0
+            else:
+                since += 1
+            if since >= patience:
+                return int(record["step"])
+        return None
+
 
 class TrainingConfig(PlateauConfig):
     """Settings of the training loop shared by every trainer (:class:`Trainer`).
@@ -900,8 +938,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ plateau and best model
     def _improves(self, value: float, best: float) -> bool:
-        margin = self.args.early_stopping_threshold * abs(best)
-        return value > best + margin if self.args.best_is_greater else value < best - margin
+        return self.args.improves(value, best)
 
     def best_evaluation(self) -> Optional[dict[str, Any]]:
         """The evaluation record with the best ``metric_for_best_model`` (the first of equals), or ``None``."""
@@ -913,21 +950,10 @@ class Trainer:
         return pick(scored, key=lambda r: r[key])
 
     def plateau_reached(self) -> bool:
-        r"""Whether early stopping applies: the last ``early_stopping_patience`` evaluations did not
-        improve on the best value before them by more than ``early_stopping_threshold`` (relative)."""
-        patience = self.args.early_stopping_patience
-        key = self.args.metric_for_best_model
-        values = [float(r[key]) for r in self.eval_history if isinstance(r.get(key), (int, float))]
-        if patience is None or len(values) <= patience:
-            return False
-        best = values[0]
-        since = 0
-        for value in values[1:]:
-            if self._improves(value, best):
-                best, since = value, 0
-            else:
-                since += 1
-        return since >= patience
+        r"""Whether early stopping applies: ``early_stopping_patience`` consecutive evaluations did not
+        improve on the best value before them by more than ``early_stopping_threshold`` (relative)
+        (:meth:`PlateauConfig.plateau_step`)."""
+        return self.args.plateau_step(self.eval_history) is not None
 
     def _best_dir(self) -> Optional[Path]:
         return None if self.args.output_dir is None else Path(self.args.output_dir) / "best"
