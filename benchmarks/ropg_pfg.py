@@ -854,9 +854,29 @@ def plot_curves(units: dict[str, dict], path: Path) -> bool:
     panels = [(("ropg-rl", "ropg-kd"), watched, f"ROPG: dev {watched}"),
               (("rspg-pre", "rspg-post"), "loss", "RSPG: dev KL loss")]
     panels = [p for p in panels if any(units.get(u, {}).get("eval_history") for u in p[0])]
+    fits = [u for u in ("rspg-pre", "rspg-post") if any("success_rate" in r for r in units.get(u, {}).get("history", []))]
     if plt is None or not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels) + bool(fits), figsize=(5.4 * (len(panels) + bool(fits)), 3.8),
+                             squeeze=False)
+    if fits:  # can the selector fit its training split? batch success (train mode) against the dev success
+        ax = axes[0][-1]
+        for name, colour in zip(fits, ("tab:blue", "tab:orange")):
+            u = units[name]
+            every = max(1, int(u["eval_history"][0]["step"]) if u.get("eval_history") else 10)
+            hist = [r for r in u["history"] if r.get("success_rate") is not None]
+            windows = [hist[i:i + every] for i in range(0, len(hist), every)]
+            ax.plot([w[-1]["step"] for w in windows], [sum(r["success_rate"] for r in w) / len(w) for w in windows],
+                    linestyle="--", color=colour, label=f"{DISPLAY[name]} train batches")
+            dev = [r for r in u.get("eval_history", []) if r.get("success_rate") is not None]
+            ax.plot([r["step"] for r in dev], [r["success_rate"] for r in dev], marker=".", color=colour,
+                    label=f"{DISPLAY[name]} dev")
+            major = (u.get("fit_diagnostics") or {}).get("train", {}).get("majority_rate")
+            if major is not None:
+                ax.axhline(major, color=colour, linewidth=0.6, linestyle=":")
+        ax.set_title("RSPG: success rate (dotted: train majority rate)")
+        ax.set_xlabel("optimizer step")
+        ax.legend(fontsize=7)
     for ax, (names, key, title) in zip(axes[0], panels):
         for name in names:
             u = units.get(name)
