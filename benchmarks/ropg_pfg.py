@@ -345,6 +345,8 @@ def verdict(summary: dict) -> str:
 
 
 def _p(c: dict) -> str:
+    if c["mean_difference"] == 0 and c["ci_low"] == 0 and c["ci_high"] == 0:
+        return "identical on every input"  # the same choices: no test to run (p is nan)
     return f"{c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p {c['p_value']:.3g}"
 
 

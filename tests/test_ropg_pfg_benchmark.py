@@ -139,7 +139,7 @@ def test_summary_and_markdown_from_fake_units(tmp_path):
               "machine_line": "Machine: test.", "units": units, "summary": s}
     md = ropg_pfg.to_markdown(report)
     for needle in ("| BM25 | 0.2200", "(reference)", "**not converged** (budget)", "yes (plateau)", "Shuffled profile",
-                   "**RSPG-Post on test**", "**RSPG-Pre fit on train**",
+                   "**RSPG-Post on test**", "**RSPG-Pre fit on train**", "| identical on every input |",
                    "| RSPG-Pre | end of budget (step 10) | 0.900 | 0.400 | 0.350 |", "| not reached |", "ROPG on held-out users", "Units still to run: feedback", "LaMP-4"):
         assert needle in md, needle
     pytest.importorskip("matplotlib")
