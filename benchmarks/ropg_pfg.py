@@ -754,7 +754,7 @@ def rspg_unit(ctx: Context, mode: str) -> dict:
     result = {"steps": out.global_step, "total_steps": trainer.plan(len(train)).total_steps,
               "plateau_step": cfg.plateau_step(out.eval_history, patience=s["patience"]),
               "eval_history": out.eval_history,
-              "history": [{k: r.get(k) for k in ("step", "loss", "lr", "success_rate")} for r in out.history],
+              "history": [{k: r.get(k) for k in ("step", "loss", "lr", "success_rate")} for r in trainer.history],  # resumes included
               "train_s": train_s, "train_cpu_s": out.train_cpu_seconds or None}
     result["stopped_early"] = result["plateau_step"] is not None  # the plateau was reached (training went on)
     best = trainer.best_evaluation()
