@@ -30,8 +30,15 @@ What it runs (Salemi et al., SIGIR 2024, Tables 3-5, in direction):
   ROPG-RL, ROPG-KD; ``k`` documents per prompt; the LLM's outputs and EVALs on the RSPG
   train, RSPG dev and test inputs (retrieved item ids are stored, so the prompts can be
   rebuilt without the retrievers).
-* **RSPG-Pre, RSPG-Post** (MiniLM selector): trained on the RSPG train inputs, the dev KL
-  loss on the RSPG dev inputs evaluated every ``rspg_eval_steps``, the same plateau rule.
+* **RSPG-Pre, RSPG-Post** (MiniLM selector): trained on the RSPG train inputs for the whole
+  budget, the dev KL loss on the RSPG dev inputs evaluated every ``rspg_eval_steps``.  The
+  dev-best weights choose the test inputs' retrievers (the result); the weights at the end of
+  the budget show whether the selector can fit its training split at all (a diagnostic,
+  with their own test row), and the step where the plateau rule (``patience``, 1%) fires is
+  reported.  (Stopping at the plateau, as a first run did, left a selector that picks "no
+  retrieval" for every input: the dev KL is flat from the first evaluation and then rises,
+  so the stop comes before the selector has learnt anything and says nothing about whether
+  it can.)
 * **Test scoring**: ROUGE-1 / ROUGE-L of every system; paired t-test and paired bootstrap
   95% interval (:func:`personakit.eval.paired_comparison`) against the best single
   retriever (by test ROUGE-1, as the paper).  Controls in the same table: each retriever
@@ -58,15 +65,13 @@ Settings (LLM prompts counted as upper bounds; the response cache removes repeat
   profiles for the 6 retrievers on 300 test inputs (1,800) and the held-out top-1 prompts
   (<= 900): about 10,600 prompts of <= 192 tokens with 24 new tokens.  ROPG budget 8 epochs
   (300 steps of 8 inputs x 8 candidates, dev every 19 steps), RSPG budget 6 epochs (228
-  steps of 4 x 2 inputs x 7 prompts of 256 tokens).  Measured on this 2-core AMD EPYC (no
-  AMX; ``auto`` picks bf16 through AVX512-BF16; batch 16): 5.6 s per prompt of this size
-  with a 1-minute load average of 5.7 (two other trainings on the machine); the quick run
-  measured 0.7-3.8 s per 128-token prompt as the load went from 4 to 7, 10 s per ROPG step
-  (4 x 3 candidates) and 6 s per RSPG step (2 x 7 prompts of 128 tokens).  Estimate: LLM
-  about 6 h on the idle machine (about 2 s per prompt) and up to 16 h under that load, plus
-  up to 3-6 h of ROPG and RSPG training at the full budgets (less at a plateau): 9-22 h in
-  all, so run it with ``--commit --budget-hours`` over several sessions (a unit's training
-  resumes from its checkpoints in the work folder).
+  steps of 4 x 2 inputs x 7 prompts of 256 tokens).  Measured in the committed run (2-core
+  AMD EPYC, no AMX; ``auto`` picks bf16 through AVX512-BF16; batch 16; 2 torch threads, the
+  machine mostly to itself): about 3.7 generated prompts/s (cached answers cost nothing), so
+  the pool units took 4-8 minutes each; ROPG-RL / ROPG-KD 22 / 18 minutes of training to
+  their plateaus; RSPG-Pre / RSPG-Post 34 / 56 minutes for the whole budget (7-10 s per
+  update).  The whole run is about 3 hours of wall time; ``--commit --budget-hours`` splits
+  it over sessions (a unit's training resumes from its checkpoints in the work folder).
 * ``--quick``: a smoke test of every unit on real data (10 / 4 ROPG inputs x top-3, 8 / 4 /
   8 pool inputs, 128-token prompts, 8 new tokens; about 200 distinct prompts, as the
   retrievers often pick the same documents): 13.8 minutes on the loaded 2-core CPU; far too
