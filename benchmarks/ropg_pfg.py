@@ -355,21 +355,14 @@ def _p(c: dict) -> str:
     return f"{c['mean_difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p {c['p_value']:.3g}"
 
 
-def _training_row(label: str, u: dict) -> str:
-    conv = "yes (plateau)" if u.get("stopped_early") else "**not converged** (budget)"
+def _training_row(label: str, u: dict, status: Optional[str] = None) -> str:
+    """One trained unit's table row; ``status`` replaces the converged cell (the selectors' plateau step)."""
+    if status is None:
+        status = "yes (plateau)" if u.get("stopped_early") else "**not converged** (budget)"
     best = u.get("best_metric")
     return (f"| {label} | {u.get('steps')} / {u.get('total_steps')} | {u.get('best_step')} | "
-            f"{'–' if best is None else f'{best:.4f}'} | {conv} | {u.get('train_s', 0) / 60:.1f} | "
+            f"{'–' if best is None else f'{best:.4f}'} | {status} | {u.get('train_s', 0) / 60:.1f} | "
             f"{'–' if not u.get('train_cpu_s') else format(u['train_cpu_s'] / 60, '.1f')} |")
-
-
-def _selector_row(label: str, u: dict) -> str:
-    best = u.get("best_metric")
-    plateau = u.get("plateau_step")
-    cpu = u.get("train_cpu_s")
-    return (f"| {label} | {u.get('steps')} / {u.get('total_steps')} | {u.get('best_step')} | "
-            f"{'–' if best is None else f'{best:.4f}'} | {'not reached' if plateau is None else plateau} | "
-            f"{u.get('train_s', 0) / 60:.1f} | {'–' if not cpu else format(cpu / 60, '.1f')} |")
 
 
 def to_markdown(report_: dict) -> str:
@@ -421,7 +414,8 @@ def to_markdown(report_: dict) -> str:
                   "rule (no 1% improvement for `patience` evaluations) fires.", "",
                   "| selector | steps (budget) | dev-best step | best dev KL | plateau at step | train min | "
                   "train CPU min |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        lines += [_selector_row(label, u) for label, u in sel]
+        lines += [_training_row(label, u, "not reached" if u.get("plateau_step") is None else str(u["plateau_step"]))
+                  for label, u in sel]
         fits = [(label, u) for label, u in sel if u.get("fit_diagnostics")]
         if fits:
             lines += ["", "Success rate (the chosen retriever is one of the input's best; Table 4) against the "

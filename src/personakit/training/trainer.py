@@ -937,9 +937,6 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ plateau and best model
-    def _improves(self, value: float, best: float) -> bool:
-        return self.args.improves(value, best)
-
     def best_evaluation(self) -> Optional[dict[str, Any]]:
         """The evaluation record with the best ``metric_for_best_model`` (the first of equals), or ``None``."""
         key = self.args.metric_for_best_model
