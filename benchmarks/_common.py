@@ -272,7 +272,8 @@ def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
               key_of: Callable[[str], str], run: Callable[[str, str, dict], dict | None],
               stamp: Callable[[str], dict[str, Any]] = lambda unit: {}, deadline: float = float("inf"),
               commit: bool = False, describe: Callable[[str], str] = str,
-              report: Callable[[], Any] | None = None, report_paths: Iterable[Path] = ()) -> dict[str, dict]:
+              report: Callable[[], Any] | None = None, report_paths: Iterable[Path] = (),
+              lock_dir: Path | None = None) -> dict[str, dict]:
     """Run a resumable benchmark's units in order (``../shared/EXPERIMENTS.md`` §6); return every unit done.
 
     For each unit: its key (``key_of(unit)``, which may use the keys of units before it);
@@ -283,6 +284,16 @@ def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
     scoring), ``finished``, ``commit`` and ``stamp(unit)``'s fields (setting, machine,
     precision), is written atomically under ``group``, ``report()`` is called, and with
     ``commit`` the unit file and the existing ``report_paths`` are committed.
+
+    **Several processes.** With ``lock_dir`` (a folder outside git, e.g. the work folder) a
+    unit runs under an exclusive lock on ``lock_dir/<unit>.lock`` (:func:`try_lock`): two
+    processes given the same units share them out, each skipping the units another one is
+    running (the operating system frees a lock when its process ends, so a killed run leaves
+    none behind).  A unit whose ``run`` needs units that another process is still running
+    returns ``None``.  While a pass over ``order`` skipped units for a lock and ran at least
+    one unit, another pass follows, which picks up the units the other process has finished
+    meanwhile and those that were waiting for them.  Without ``lock_dir`` (the default) one
+    process runs the units in order, as before.
 
     Example:
         >>> import tempfile
@@ -304,8 +315,50 @@ def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
     """
     import time
 
+    order = list(order)
     done: dict[str, dict] = {}
+    while True:
+        ran, locked = _units_pass(order, done, store=store, group=group, name=name, key_of=key_of, run=run,
+                                  stamp=stamp, deadline=deadline, commit=commit, describe=describe, report=report,
+                                  report_paths=report_paths, lock_dir=lock_dir)
+        if not (ran and locked) or time.time() > deadline:
+            return done
+
+
+def try_lock(path: Path) -> Any:
+    """An exclusive, non-blocking lock on the file ``path`` (created with its folders): the open file
+    object, whose closing (or the process's end) releases the lock, or ``None`` when another process
+    holds it.  ``fcntl.flock``, so POSIX only; elsewhere every call gets the lock (no sharing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no sharing between processes
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")  # who holds it, for a person looking
+    handle.flush()
+    return handle
+
+
+def _units_pass(order: list[str], done: dict[str, dict], *, store: UnitStore, group: str, name: str,
+                key_of: Callable[[str], str], run: Callable[[str, str, dict], dict | None],
+                stamp: Callable[[str], dict[str, Any]], deadline: float, commit: bool,
+                describe: Callable[[str], str], report: Callable[[], Any] | None, report_paths: Iterable[Path],
+                lock_dir: Path | None) -> tuple[int, int]:
+    """One pass of :func:`run_units` over ``order``: ``(units run, units skipped for another process's lock)``."""
+    import time
+
+    ran = locked = 0
     for unit in order:
+        if unit in done:
+            continue
         key = key_of(unit)
         stored = store.load(group, unit, key)
         label = describe(unit)
@@ -316,15 +369,30 @@ def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
         if time.time() > deadline:
             print(f"[{name}] time budget reached; {label} and later units left for a later run", flush=True)
             break
-        print(f"[{name}] {label}: starting", flush=True)
-        start = time.perf_counter()
-        result = run(unit, key, done)
-        if result is None:
+        lock = try_lock(lock_dir / f"{unit}.lock") if lock_dir is not None else None
+        if lock_dir is not None and lock is None:
+            locked += 1
+            print(f"[{name}] {label}: running in another process; skipped here", flush=True)
             continue
-        result.setdefault("wall_s", time.perf_counter() - start)
-        result.update({"unit": unit, "key": key, "finished": now(), "commit": git_commit_id(), **stamp(unit)})
-        path = store.save(group, unit, key, result)
-        done[unit] = result
+        try:
+            stored = store.load(group, unit, key)  # finished by another process since it was looked up
+            if stored is not None:
+                done[unit] = stored
+                print(f"[{name}] {label}: done ({key})", flush=True)
+                continue
+            print(f"[{name}] {label}: starting", flush=True)
+            start = time.perf_counter()
+            result = run(unit, key, done)
+            if result is None:
+                continue
+            ran += 1
+            result.setdefault("wall_s", time.perf_counter() - start)
+            result.update({"unit": unit, "key": key, "finished": now(), "commit": git_commit_id(), **stamp(unit)})
+            path = store.save(group, unit, key, result)
+            done[unit] = result
+        finally:
+            if lock is not None:
+                lock.close()
         print(f"[{name}] {label}: finished in {result['wall_s'] / 60:.1f} min", flush=True)
         if report is not None:
             report()
@@ -333,7 +401,7 @@ def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
             for extra in report_paths:
                 if Path(extra).exists():
                     commit_path(Path(extra), f"{name}: report after {label}", name)
-    return done
+    return ran, locked
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,8 +41,12 @@ go to ``benchmarks/results/grag_quality/<dataset>/<system>-s<seed>-<key>.json``,
 hash of its config and data, and ``--commit`` commits the file as soon as it is written.
 A rerun skips the units already there and resumes a unit's training from its checkpoints
 in the work folder (outside the repository), so a run of several hours can be split across
-sessions.  ``--report`` rebuilds ``benchmarks/results/grag_quality.{md,json}`` and the
-learning-curve PNG from whatever units exist.
+sessions.  Two processes of this script share the units out: each unit runs under a lock
+in the work folder, a process skips the units another one is running, and a dataset's
+data (the generic responses) is prepared by one process while the other goes on to the
+next dataset (``benchmarks/run_learning_scale.sh`` runs it in both lanes).  ``--report``
+rebuilds ``benchmarks/results/grag_quality.{md,json}`` and the learning-curve PNG from
+whatever units exist.
 
     python benchmarks/grag_quality.py --commit                 # default: SPC then PFG then ED
     python benchmarks/grag_quality.py --datasets SPC --commit  # SPC only
@@ -69,7 +73,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, SHARED_DATA, UnitStore, add_run_arguments, command_line, commit_path,  # noqa: E402
-                     machine_info, machine_line, now, pyplot, run_units, save_figure, write_results)
+                     machine_info, machine_line, now, pyplot, run_units, save_figure, try_lock, write_results)
 
 NAME = "grag_quality"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -364,11 +368,20 @@ def judge_unit(dataset: str, units: dict, d: dict, s: dict, work: Path) -> Optio
             "markdown": result.to_markdown()}
 
 
-def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path, deadline: float) -> None:
+def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path, deadline: float) -> bool:
+    """Run (or resume) one dataset's units; ``False`` when another process is preparing its data
+    (this process leaves the dataset to it), else ``True``."""
     from personakit.backbones.precision import describe_precision
 
     work = work_root / dataset
-    d = prepare(dataset, work, s, args.data, out=args.out)
+    lock = try_lock(work_root / "locks" / f"{dataset}-data.lock")
+    if lock is None:
+        print(f"[{NAME}] {dataset}: another process is preparing the data; skipped here", flush=True)
+        return False
+    try:
+        d = prepare(dataset, work, s, args.data, out=args.out)
+    finally:
+        lock.close()
     if args.commit:
         commit_path(generic_responses_path(args.out, dataset), f"{NAME}: {dataset} generic responses", NAME)
     print(f"[{NAME}] {dataset}: {len(d['train'])} train / {len(d['dev'])} dev / {len(d['test'])} test examples "
@@ -403,7 +416,9 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
 
     run_units(names, store=UnitStore(args.out, NAME), group=dataset, name=NAME, key_of=key_of, run=run, stamp=stamp,
               deadline=deadline, commit=args.commit, describe=describe, report=lambda: report(args),
-              report_paths=[args.out / f"{NAME}.{ext}" for ext in ("md", "json")] + [args.out / f"{NAME}_curves.png"])
+              report_paths=[args.out / f"{NAME}.{ext}" for ext in ("md", "json")] + [args.out / f"{NAME}_curves.png"],
+              lock_dir=work_root / "locks" / dataset)
+    return True
 
 
 # --------------------------------------------------------------------------------------- report
@@ -680,8 +695,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
         return report(args)
     work_root = args.work_dir or (RESULTS / "tmp" / f"{NAME}-{args.setting_name}")
     deadline = time.time() + (args.budget_hours * 3600 if args.budget_hours else 1e12)
-    for dataset in args.datasets or s["datasets"]:
-        run_dataset(dataset, s, args, work_root, deadline)
+    pending = list(args.datasets or s["datasets"])
+    while pending:  # a dataset whose data another process is preparing is tried again after the others
+        skipped = [dataset for dataset in pending if not run_dataset(dataset, s, args, work_root, deadline)]
+        if skipped == pending or time.time() > deadline:
+            break
+        pending = skipped
     return report(args)
 
 

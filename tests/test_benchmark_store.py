@@ -157,3 +157,94 @@ def test_grag_prepare_reuses_the_committed_generic_responses_on_a_fresh_work_fol
     assert [ex.generic_response for ex in again["test"]] == [ex.generic_response for ex in first["test"]]
     other = grag_quality.prepare("SPC", tmp_path / "work3", {**s, "history_turns": 1}, tmp_path, out=tmp_path / "out")
     assert calls == [9, 9] and other["digest"] != first["digest"]  # another history length: generated anew
+
+
+def test_run_units_skips_a_unit_another_process_holds_and_picks_it_up_when_it_finishes(tmp_path, capsys):
+    """``lock_dir``: a locked unit is skipped, its dependant waits, and a further pass takes both up."""
+    from _common import run_units, try_lock
+
+    store, locks, calls = UnitStore(tmp_path, "bench"), tmp_path / "locks", []
+    held = try_lock(locks / "a.lock")  # "another process" runs unit a
+    assert held is not None and try_lock(locks / "a.lock") is None  # a second open file cannot take it
+
+    def run(unit, key, done):
+        calls.append(unit)
+        if unit == "needs-a" and "a" not in done:
+            return None  # waits for a
+        if unit == "b":  # meanwhile the other process finishes a and lets go of its lock
+            store.save("g", "a", "k-a", {"unit": "a", "value": 1})
+            held.close()
+        return {"value": unit}
+
+    done = run_units(["a", "needs-a", "b"], store=store, group="g", name="bench", key_of=lambda u: f"k-{u}",
+                     run=run, lock_dir=locks)
+    assert calls == ["needs-a", "b", "needs-a"]  # a never ran here; needs-a ran once a was there
+    assert set(done) == {"a", "needs-a", "b"} and done["a"]["value"] == 1
+    out = capsys.readouterr().out
+    assert "a: running in another process; skipped here" in out and "a: done (k-a)" in out
+    assert try_lock(locks / "b.lock") is not None  # every lock this process took is released
+
+
+def test_run_units_without_lock_dir_runs_one_pass_in_order(tmp_path):
+    from _common import run_units
+
+    calls = []
+    run_units(["a", "b"], store=UnitStore(tmp_path, "bench"), group="g", name="bench", key_of=str,
+              run=lambda unit, key, done: calls.append(unit) or None)  # None: skipped, not retried
+    assert calls == ["a", "b"]
+
+
+_WORKER = """
+import sys, time
+sys.path.insert(0, {benchmarks!r})
+from pathlib import Path
+from _common import UnitStore, run_units
+root = Path({root!r})
+(root / ("started-" + sys.argv[1])).touch()
+def run(unit, key, done):
+    with open(root / "calls.txt", "a") as f:
+        f.write(unit + "\\n")
+    t = time.time()  # the first unit waits for the other process, so that the two overlap
+    while len(list(root.glob("started-*"))) < 2 and time.time() - t < 60:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return {{"by": sys.argv[1]}}
+run_units([f"u{{i}}" for i in range(6)], store=UnitStore(root, "bench"), group="g", name="w" + sys.argv[1],
+          key_of=lambda u: "k" + u, run=run, lock_dir=root / "locks")
+"""
+
+
+def test_two_processes_share_the_units_and_run_each_once(tmp_path):
+    import subprocess
+
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER.format(benchmarks=str(BENCHMARKS), root=str(tmp_path)))
+    procs = [subprocess.Popen([sys.executable, str(script), str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in (1, 2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    calls = (tmp_path / "calls.txt").read_text().split()
+    assert sorted(calls) == [f"u{i}" for i in range(6)]  # each unit ran exactly once
+    units = UnitStore(tmp_path, "bench").all()
+    assert len(units) == 6 and {u["by"] for u in units} == {"1", "2"}  # both took a share
+
+
+def test_grag_dataset_whose_data_another_process_prepares_is_left_to_it(tmp_path, monkeypatch, capsys):
+    from _common import try_lock
+
+    ran = []
+    monkeypatch.setattr(grag_quality, "run_units", lambda *a, **k: ran.append(k["group"]))
+    monkeypatch.setattr(grag_quality, "prepare", lambda name, *a, **k: {"train": [], "dev": [], "test": [],
+                                                                         "digest": name, "meta": {}})
+    monkeypatch.setattr(grag_quality, "report", lambda args: None)
+    held = try_lock(tmp_path / "work" / "locks" / "PFG-data.lock")
+    args = argparse.Namespace(out=tmp_path, data=tmp_path, commit=False, setting_name="quick", dtype="auto",
+                              backbone=None)
+    s = grag_quality.SETTINGS["quick"]
+    assert grag_quality.run_dataset("PFG", s, args, tmp_path / "work", float("inf")) is False
+    assert "PFG: another process is preparing the data; skipped here" in capsys.readouterr().out
+    assert grag_quality.run_dataset("SPC", s, args, tmp_path / "work", float("inf")) is True
+    assert ran == ["SPC"]
+    held.close()
+    assert grag_quality.run_dataset("PFG", s, args, tmp_path / "work", float("inf")) is True
+    assert ran == ["SPC", "PFG"]
