@@ -29,6 +29,9 @@ What it runs, per dataset (Table 3 of the GRAG paper, in direction):
   another dialogue's persona), $R_G$ blanked at test (PreSFT(TST), PreGRAG, PostGRAG), and
   an upper-bound scaffold, $R_G$ := the reference minus the words it shares with the
   persona (a control, never a result).
+* **Sanity rows** (no model trained): the last user turn copied, the training split's most
+  frequent reply, and the generic response $R_G$ itself as the reply (how much a system
+  could get from the scaffold by copying it).
 * **Metrics**: Char-F1, ROUGE-1/2/L, BLEU, BERTScore (MiniLM), BPC of the references,
   the shares of distinct and multi-turn replies; against PreSFT(Hist): paired t-test and
   paired bootstrap 95% intervals on per-example ROUGE-2 and sentence BLEU (averaged over
@@ -50,6 +53,7 @@ whatever units exist.
 
     python benchmarks/grag_quality.py --commit                 # default: SPC then PFG then ED
     python benchmarks/grag_quality.py --datasets SPC --commit  # SPC only
+    python benchmarks/grag_quality.py --only sanity --commit   # one kind of unit (here: the sanity rows)
     python benchmarks/grag_quality.py --report                 # tables from the finished units
     python benchmarks/grag_quality.py --plot-sweeps            # redraw grag_sweeps.png from grag_sweeps.json
     python benchmarks/grag_quality.py --quick                  # smoke run (a few minutes)
@@ -350,6 +354,33 @@ def icl_unit(dataset: str, seed: int, d: dict, s: dict, args: argparse.Namespace
             "eval_s": time.perf_counter() - t, "steps": 0, "conditions": scored}
 
 
+SANITY = {"copy_last_user_turn": "copy of the last user turn", "most_frequent_reply": "most frequent training reply",
+          "generic_response": "the generic response R_G as the reply"}
+"""Sanity rows (``../shared/EXPERIMENTS.md`` §5): replies that need no trained model, scored like the systems."""
+
+
+def sanity_replies(d: dict) -> dict[str, list[str]]:
+    """The test replies of each sanity row: the last history turn, the training split's most frequent reply
+    (compared lower-cased and stripped; ties go to the earliest), and each turn's own generic response."""
+    from collections import Counter
+
+    test = d["test"]
+    counts = Counter(ex.response.strip().lower() for ex in d["train"])
+    top = counts.most_common(1)[0][0] if counts else ""
+    frequent = next((ex.response.strip() for ex in d["train"] if ex.response.strip().lower() == top), "")
+    return {"copy_last_user_turn": [ex.history[-1].text if ex.history else "" for ex in test],
+            "most_frequent_reply": [frequent] * len(test),
+            "generic_response": [ex.generic_response or "" for ex in test]}
+
+
+def sanity_unit(d: dict) -> dict:
+    """The sanity rows scored on the test turns (no model is trained; BPC does not apply)."""
+    t = time.perf_counter()
+    conditions = {name: score(replies, d["test"], None) for name, replies in sanity_replies(d).items()}
+    return {"system": "sanity", "kind": "sanity", "train_s": 0.0, "eval_s": time.perf_counter() - t, "steps": 0,
+            "conditions": conditions}
+
+
 def judge_unit(dataset: str, units: dict, d: dict, s: dict, work: Path) -> Optional[dict]:
     """PostGRAG vs PreSFT(Hist) (seed 0) by the embedded SmolLM2 as a pairwise judge, on the first test turns."""
     from personakit.eval import PairwiseJudge
@@ -386,11 +417,14 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
         commit_path(generic_responses_path(args.out, dataset), f"{NAME}: {dataset} generic responses", NAME)
     print(f"[{NAME}] {dataset}: {len(d['train'])} train / {len(d['dev'])} dev / {len(d['test'])} test examples "
           f"(data {d['digest']})", flush=True)
-    order = [("presft-hist", 0), ("postgrag", 0), ("judge", 0), ("pregrag", 0), ("presft-tst", 0), ("icl", 0)]
+    order = [("presft-hist", 0), ("postgrag", 0), ("judge", 0), ("pregrag", 0), ("presft-tst", 0), ("icl", 0),
+             ("sanity", 0)]
     if dataset == "SPC":
         order.append(("postgrag-paperinit", 0))
     for seed in range(1, s["seeds"].get(dataset, 1)):
         order += [("presft-hist", seed), ("postgrag", seed)]
+    if getattr(args, "only", None):
+        order = [(kind, seed) for kind, seed in order if kind in args.only]
     names = {f"{kind}-s{seed}": (kind, seed) for kind, seed in order}
 
     def key_of(unit: str) -> str:
@@ -400,6 +434,8 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
         kind, seed = names[unit]
         if kind == "icl":
             result = icl_unit(dataset, seed, d, s, args, work)
+        elif kind == "sanity":
+            result = sanity_unit(d)
         elif kind == "judge":
             result = judge_unit(dataset, {names[u]: r for u, r in done.items()}, d, s, work)
         else:  # its wall_s: training (all sessions) + scoring
@@ -449,8 +485,11 @@ def summarise(units: list[dict]) -> dict:
     from personakit.eval import paired_bootstrap, paired_ttest
 
     systems: dict[str, list[dict]] = {}
+    sanity: dict[str, dict] = {}
     for u in units:
-        if u.get("kind") != "judge":
+        if u.get("kind") == "sanity":
+            sanity = {cond: {k: c["metrics"].get(k) for k in METRIC_KEYS} for cond, c in u["conditions"].items()}
+        elif u.get("kind") != "judge":
             systems.setdefault(u["system"], []).append(u)
     rows, controls, tests = {}, {}, {}
     for system, us in systems.items():
@@ -473,7 +512,8 @@ def summarise(units: list[dict]) -> dict:
                 tests[system][key] = {"mean_difference": t.details["mean_difference"], "t": t.statistic,
                                       "p": t.p_value, "ci_low": boot.details["ci_low"],
                                       "ci_high": boot.details["ci_high"], "p_bootstrap": boot.p_value, "n": t.n}
-    return {"rows": rows, "controls": {f"{s} | {c}": v for (s, c), v in controls.items()}, "tests": tests}
+    return {"rows": rows, "controls": {f"{s} | {c}": v for (s, c), v in controls.items()}, "tests": tests,
+            "sanity": sanity}
 
 
 def verdict(summary: dict) -> str:
@@ -553,6 +593,12 @@ def to_markdown(report_: dict) -> str:
                 system, cond = name.split(" | ")
                 lines.append(f"| {system} | {cond.replace('_', ' ')} | "
                              + " | ".join(_cell([vals.get(k)]) for k in METRIC_KEYS) + " |")
+        if s.get("sanity"):
+            lines += ["", "Sanity rows (no model trained, same test turns):", "",
+                      "| reply | " + " | ".join(HEADERS) + " |", "| --- | " + " | ".join(["---:"] * len(HEADERS)) + " |"]
+            for cond, vals in s["sanity"].items():
+                lines.append(f"| {SANITY.get(cond, cond)} | " + " | ".join(_cell([vals.get(k)]) for k in METRIC_KEYS)
+                             + " |")
         if s["tests"]:
             lines += ["", f"Against {BASELINE} (per-example scores averaged over seeds; paired t-test and paired "
                       "bootstrap 95% interval of the mean difference):", "",
@@ -602,7 +648,7 @@ def report(args: argparse.Namespace) -> dict:
         for u in units:
             if u.get("kind") == "judge":
                 info["judge"] = u
-            else:
+            elif u.get("kind") != "sanity":
                 info["units"].setdefault(u["system"], []).append(u)
         first = next(u for u in units if "data" in u)
         sizes = first["data"].get("sizes", [])
@@ -614,7 +660,7 @@ def report(args: argparse.Namespace) -> dict:
                              f"Frozen weights in {next((u['dtype'] for u in units if u.get('dtype')), '?')}; "
                              f"{first['precision']['cpu']} "
                              f"(AMX: {first['precision']['amx_bf16']}, AVX512-BF16: {first['precision']['avx512_bf16']}).")
-        seed0 = {u["system"]: u for u in units if u.get("seed") == 0 and u.get("kind") != "judge"}
+        seed0 = {u["system"]: u for u in units if u.get("seed") == 0 and u.get("kind") not in ("judge", "sanity")}
         work_test = (args.work_dir or (RESULTS / "tmp" / f"{NAME}-{args.setting_name}")) / dataset / "test.jsonl"
         if seed0 and work_test.exists():
             test = load_examples(work_test)
@@ -672,6 +718,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     group.add_argument("--quick", action="store_true", help="smoke setting (a few minutes)")
     group.add_argument("--scale", action="store_true", help="the paper's schedule (a GPU; add --device cuda)")
     parser.add_argument("--datasets", nargs="+", choices=["SPC", "PFG", "ED"], default=None)
+    parser.add_argument("--only", nargs="+", default=None, choices=[*SYSTEMS, "judge", "sanity"],
+                        help="run only these kinds of unit (e.g. --only sanity); the report still shows every unit")
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--device", default=None, help="cuda for a GPU (default: CPU)")
     parser.add_argument("--dtype", default="auto", help="frozen-weight dtype: auto (bf16 where fast), float32, bfloat16")

@@ -106,16 +106,18 @@ def test_grag_run_dataset_runs_each_unit_once_and_resumes(tmp_path, monkeypatch,
     monkeypatch.setattr(grag_quality, "train_unit", train_unit)
     monkeypatch.setattr(grag_quality, "judge_unit", judge_unit)
     monkeypatch.setattr(grag_quality, "icl_unit", lambda *a: calls.append("icl") or {"system": "ICL", "kind": "icl"})
+    monkeypatch.setattr(grag_quality, "sanity_unit",
+                        lambda *a: calls.append("sanity") or {"system": "sanity", "kind": "sanity"})
     args = argparse.Namespace(out=tmp_path, data=tmp_path, commit=False, setting_name="quick", dtype="auto",
                               backbone=None)
     s = {**grag_quality.SETTINGS["quick"], "seeds": {"SPC": 2}}
     grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=float("inf"))
     first = [c for c in calls if c != "report"]
-    assert first == ["presft-hist-s0", "postgrag-s0", "judge", "pregrag-s0", "presft-tst-s0", "icl",
+    assert first == ["presft-hist-s0", "postgrag-s0", "judge", "pregrag-s0", "presft-tst-s0", "icl", "sanity",
                      "postgrag-paperinit-s0", "presft-hist-s1", "postgrag-s1"]
     assert calls.count("report") == len(first)
     units = UnitStore(tmp_path, grag_quality.NAME).all()
-    assert len(units) == 9
+    assert len(units) == 10
     one = next(u for u in units if u["unit"] == "postgrag-s1")
     assert (one["dataset"], one["seed"], one["setting"], one["wall_s"]) == ("SPC", 1, "quick", 60.0)
     assert one["data"] == {"digest": "d1", "n": 7} and one["machine"] == {"cpu": "test"}
@@ -126,6 +128,13 @@ def test_grag_run_dataset_runs_each_unit_once_and_resumes(tmp_path, monkeypatch,
         path.unlink()
     grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=0.0)  # past the budget: not rerun
     assert calls == [] and "time budget reached" in capsys.readouterr().out
+    grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=float("inf"))
+    assert [c for c in calls if c != "report"] == ["icl"]
+    calls.clear()
+    for path in (tmp_path / grag_quality.NAME / "SPC").glob("*-s*.json"):
+        if not path.name.startswith("sanity"):
+            path.unlink()
+    args.only = ["icl"]  # --only: just that kind of unit, whatever else is missing
     grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=float("inf"))
     assert [c for c in calls if c != "report"] == ["icl"]
 
@@ -248,3 +257,24 @@ def test_grag_dataset_whose_data_another_process_prepares_is_left_to_it(tmp_path
     held.close()
     assert grag_quality.run_dataset("PFG", s, args, tmp_path / "work", float("inf")) is True
     assert ran == ["SPC", "PFG"]
+
+
+def test_grag_sanity_rows_copy_the_user_the_commonest_reply_and_the_scaffold(monkeypatch):
+    from personakit.types import Persona, ResponseExample, Turn
+
+    def ex(i, response, generic="generic"):
+        return ResponseExample(id=f"e{i}", persona=Persona(sentences=["I like tea."]),
+                               history=[Turn(speaker="user", text=f"hi {i}")], response=response,
+                               generic_response=generic)
+
+    d = {"train": [ex(0, "No way."), ex(1, "Sure."), ex(2, "sure. "), ex(3, "No way."), ex(6, " SURE.")],
+         "test": [ex(4, "Sure thing.", "Sure thing!"), ex(5, "hi 5", "")]}
+    replies = grag_quality.sanity_replies(d)
+    assert replies == {"copy_last_user_turn": ["hi 4", "hi 5"], "most_frequent_reply": ["Sure.", "Sure."],
+                       "generic_response": ["Sure thing!", ""]}  # 'Sure.', 'sure. ', ' SURE.' count as one: 3 > 2
+    monkeypatch.setattr(grag_quality, "score", lambda preds, examples, bpc: {
+        "metrics": {"rouge1": sum(p == e.response for p, e in zip(preds, examples)) / len(preds)}})
+    unit = grag_quality.sanity_unit(d)
+    assert unit["kind"] == "sanity" and unit["conditions"]["copy_last_user_turn"]["metrics"]["rouge1"] == 0.5
+    summary = grag_quality.summarise([{**unit, "dataset": "SPC", "seed": 0}])
+    assert summary["rows"] == {} and summary["sanity"]["copy_last_user_turn"]["rouge1"] == 0.5
