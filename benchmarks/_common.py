@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -404,11 +404,38 @@ def _units_pass(order: list[str], done: dict[str, dict], *, store: UnitStore, gr
     return ran, locked
 
 
+def sanity_replies(train: Sequence[Any], test: Sequence[Any]) -> dict[str, list[str]]:
+    """The test replies of two sanity rows (``../shared/EXPERIMENTS.md`` §5) that need no model.
+
+    ``copy_last_turn``: each test example's last history turn (the user's or questioner's
+    words, copied); ``most_frequent_reply``: the training split's most frequent ``response``
+    (compared lower-cased and stripped; ties go to the one seen first), for every test
+    example.  Examples need ``history`` (turns with ``text``) and ``response``.
+
+    Example:
+        >>> from types import SimpleNamespace as E
+        >>> turn = lambda text: E(text=text)
+        >>> train = [E(history=[], response=r) for r in ("Hi.", "No.", " hi.")]
+        >>> sanity_replies(train, [E(history=[turn("Hello?")], response="Yes.")])
+        {'copy_last_turn': ['Hello?'], 'most_frequent_reply': ['Hi.']}
+    """
+    from collections import Counter
+
+    counts = Counter(ex.response.strip().lower() for ex in train)
+    top = counts.most_common(1)[0][0] if counts else ""
+    frequent = next((ex.response.strip() for ex in train if ex.response.strip().lower() == top), "")
+    return {"copy_last_turn": [ex.history[-1].text if ex.history else "" for ex in test],
+            "most_frequent_reply": [frequent] * len(test)}
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """``--commit``, ``--budget-hours`` and ``--report``: the options of a resumable benchmark."""
     parser.add_argument("--commit", action="store_true", help="git commit each finished unit and the report")
     parser.add_argument("--budget-hours", type=float, default=None, help="start no unit after this many hours")
     parser.add_argument("--report", action="store_true", help="only rebuild the report from the finished units")
+    parser.add_argument("--only", nargs="+", default=None, metavar="UNIT",
+                        help="run only these units (their names in the benchmark's unit order; grag_quality: kinds "
+                             "of unit, e.g. sanity); the report still shows every finished unit")
 
 
 class UnitContext:
@@ -446,8 +473,9 @@ class UnitContext:
 
     def run(self, order: Iterable[str], run_unit: Callable[[str, str], dict | None], *,
             report: Callable[[], Any] | None = None, report_paths: Iterable[Path] = ()) -> dict[str, dict]:
-        """:func:`run_units` over ``order`` with ``run_unit(unit, key)``, the ``--budget-hours`` and ``--commit``
-        of ``args``; the finished units land in :attr:`units` (before each unit runs, too)."""
+        """:func:`run_units` over ``order`` with ``run_unit(unit, key)``, the ``--budget-hours``, ``--commit`` and
+        ``--only`` of ``args``; the finished units land in :attr:`units` (before each unit runs, too).  With
+        ``--only`` the units a listed unit depends on must be listed too (their stored results are loaded)."""
         import time
 
         budget = getattr(self.args, "budget_hours", None)
@@ -460,6 +488,13 @@ class UnitContext:
             self.units.update(done)
             return run_unit(unit, key)
 
+        only = getattr(self.args, "only", None)
+        if only:
+            order = list(order)
+            unknown = sorted(set(only) - set(order))
+            if unknown:
+                raise SystemExit(f"{self.name}: --only: no unit named {', '.join(unknown)} (units: {', '.join(order)})")
+            order = [unit for unit in order if unit in only]
         self.units.update(run_units(
             order, store=self.store, group=self.args.setting_name, name=self.name, key_of=key_of, run=run,
             stamp=self.stamp, deadline=time.time() + budget * 3600 if budget else float("inf"),

@@ -78,6 +78,7 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, SHARED_DATA, UnitStore, add_run_arguments, command_line, commit_path,  # noqa: E402
                      machine_info, machine_line, now, pyplot, run_units, save_figure, try_lock, write_results)
+from _common import sanity_replies as shared_sanity_replies  # noqa: E402
 
 NAME = "grag_quality"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -361,16 +362,10 @@ SANITY = {"copy_last_user_turn": "copy of the last user turn", "most_frequent_re
 
 def sanity_replies(d: dict) -> dict[str, list[str]]:
     """The test replies of each sanity row: the last history turn, the training split's most frequent reply
-    (compared lower-cased and stripped; ties go to the earliest), and each turn's own generic response."""
-    from collections import Counter
-
-    test = d["test"]
-    counts = Counter(ex.response.strip().lower() for ex in d["train"])
-    top = counts.most_common(1)[0][0] if counts else ""
-    frequent = next((ex.response.strip() for ex in d["train"] if ex.response.strip().lower() == top), "")
-    return {"copy_last_user_turn": [ex.history[-1].text if ex.history else "" for ex in test],
-            "most_frequent_reply": [frequent] * len(test),
-            "generic_response": [ex.generic_response or "" for ex in test]}
+    (:func:`_common.sanity_replies`) and each turn's own generic response."""
+    common = shared_sanity_replies(d["train"], d["test"])
+    return {"copy_last_user_turn": common["copy_last_turn"], "most_frequent_reply": common["most_frequent_reply"],
+            "generic_response": [ex.generic_response or "" for ex in d["test"]]}
 
 
 def sanity_unit(d: dict) -> dict:
@@ -718,8 +713,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
     group.add_argument("--quick", action="store_true", help="smoke setting (a few minutes)")
     group.add_argument("--scale", action="store_true", help="the paper's schedule (a GPU; add --device cuda)")
     parser.add_argument("--datasets", nargs="+", choices=["SPC", "PFG", "ED"], default=None)
-    parser.add_argument("--only", nargs="+", default=None, choices=[*SYSTEMS, "judge", "sanity"],
-                        help="run only these kinds of unit (e.g. --only sanity); the report still shows every unit")
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--device", default=None, help="cuda for a GPU (default: CPU)")
     parser.add_argument("--dtype", default="auto", help="frozen-weight dtype: auto (bf16 where fast), float32, bfloat16")
@@ -737,6 +730,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
         print(f"wrote {path}" if plot_sweeps(sweeps["sweeps"], path) else "no plot written")
         return sweeps
     args.argv = argv
+    kinds = [*SYSTEMS, "judge", "sanity"]
+    if args.only and set(args.only) - set(kinds):
+        parser.error(f"--only: unknown kind {', '.join(sorted(set(args.only) - set(kinds)))} (kinds: {', '.join(kinds)})")
     args.setting_name = "quick" if args.quick else "scale" if args.scale else "default"
     s = SETTINGS[args.setting_name]
     if args.report:

@@ -52,6 +52,8 @@ than the baselines because it knows who asks):
   contrastive setting, from the real training batches (the model logs
   ``contrastive_positive_pairs`` every step): mean, minimum, share of batches with none,
   and the share of views with a valid term; an ablation that finds no positives says so.
+* **Sanity rows** (no model trained): the persuadee's last turn copied, and the most
+  frequent training reply, scored like the systems.
 
 Every part is a **unit** stored as ``benchmarks/results/questioner_pfg/<setting>/<unit>-<key>.json``
 (``key``: a hash of its settings, the data digest and, for a control, the trained unit's
@@ -108,7 +110,8 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
-                     machine_line, now, plot_dev_curve, pyplot, require_pfg, save_figure, setting_name, write_results)
+                     machine_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies, save_figure, setting_name,
+                     write_results)
 
 NAME = "questioner_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -148,6 +151,8 @@ ABLATIONS = ("rank4", "rank64", "no-contrastive", "no-clustering", "no-multiview
 CONTROLS = {"controls-dual-tower": "dual-tower", "controls-persona-prompt": "persona-prompt"}
 """Control unit -> the system unit (seed 0) it tests."""
 BASELINE, HEADLINE, PROMPTED = "LoRA", "Dual-tower (r=16)", "Persona-in-prompt"
+SANITY = {"copy_last_turn": "copy of the persuadee's last turn", "most_frequent_reply": "most frequent training reply"}
+"""Sanity rows (``../shared/EXPERIMENTS.md`` §5): replies that need no trained model."""
 TESTED = ("rougeL", "bleu")
 PER_EXAMPLE = ("rouge1", "rouge2", "rougeL", "bleu")
 ROW_KEYS = ("rouge1", "rouge2", "rougeL", "bleu_corpus", "distinct", "multi_turn", "diversity", "test_ll")
@@ -164,8 +169,9 @@ PAPER_HEADLINE = {
 
 # ------------------------------------------------------------------------------ pure pieces
 def unit_order(seeds: int) -> list[str]:
-    """Every unit in run order: the data, the seed-0 headline systems and their controls, more seeds, the ablations."""
-    order = ["data", "lora-s0", "dual-tower-s0", "persona-prompt-s0", "controls-dual-tower-s0",
+    """Every unit in run order: the data, the sanity rows, the seed-0 headline systems and their controls, more
+    seeds, the ablations."""
+    order = ["data", "sanity", "lora-s0", "dual-tower-s0", "persona-prompt-s0", "controls-dual-tower-s0",
              "controls-persona-prompt-s0"]
     for seed in range(1, seeds):
         order += [f"{system}-s{seed}" for system in MULTI_SEED]
@@ -345,7 +351,9 @@ def summarise(units: dict[str, dict]) -> dict[str, Any]:
         controls[label] = entry
     pairs = {SYSTEMS[u["system"]][1]: u["pairs"] for n, u in sorted(units.items())
              if u.get("system") in SYSTEMS and u.get("seed") == 0 and u.get("kind") == "dual-tower"}
-    return {"rows": rows, "tests": tests, "vs_prompted": vs_prompted, "controls": controls, "pairs": pairs}
+    sanity = {cond: c["metrics"] for cond, c in (units.get("sanity") or {}).get("conditions", {}).items()}
+    return {"rows": rows, "tests": tests, "vs_prompted": vs_prompted, "controls": controls, "pairs": pairs,
+            "sanity": sanity}
 
 
 def verdict(summary: dict) -> str:
@@ -466,6 +474,15 @@ def to_markdown(report_: dict) -> str:
         if s.get("vs_prompted"):
             v = s["vs_prompted"]
             lines += ["", f"{HEADLINE} against {PROMPTED}: ROUGE-L {_p(v['rougeL'])}; sentence BLEU {_p(v['bleu'])}."]
+        lines.append("")
+    if s.get("sanity"):
+        lines += ["## Sanity rows (no model trained, the same test replies)", "",
+                  "| reply | R-1 | R-2 | R-L | BLEU (corpus) | distinct | multi-turn |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for cond, m in s["sanity"].items():
+            lines.append(f"| {SANITY.get(cond, cond)} | " + " | ".join(
+                _cell([m.get(k)], 2 if k == "bleu_corpus" else 4)
+                for k in ("rouge1", "rouge2", "rougeL", "bleu_corpus", "distinct", "multi_turn")) + " |")
         lines.append("")
     if s["controls"]:
         lines += ["## Controls (seed 0, the same test replies)", "",
@@ -818,9 +835,20 @@ def controls_unit(ctx: Context, system: str) -> dict:
             "restored_ll_gap": check, "eval_s": time.perf_counter() - t}
 
 
+def sanity_unit(ctx: Context) -> dict:
+    """The sanity rows scored on the test replies: the persuadee's last turn copied, the most frequent training
+    reply (no model is trained)."""
+    t = time.perf_counter()
+    conditions = {name: score(replies, ctx.splits["test"])
+                  for name, replies in sanity_replies(ctx.splits["train"], ctx.splits["test"]).items()}
+    return {"kind": "sanity", "conditions": conditions, "eval_s": time.perf_counter() - t}
+
+
 def run_unit(ctx: Context, unit: str, key: str) -> dict:
     if unit == "data":
         return data_unit(ctx)
+    if unit == "sanity":
+        return sanity_unit(ctx)
     system, seed = parse_unit(unit)
     if system in CONTROLS:
         return controls_unit(ctx, CONTROLS[system])

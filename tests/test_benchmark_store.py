@@ -278,3 +278,20 @@ def test_grag_sanity_rows_copy_the_user_the_commonest_reply_and_the_scaffold(mon
     assert unit["kind"] == "sanity" and unit["conditions"]["copy_last_user_turn"]["metrics"]["rouge1"] == 0.5
     summary = grag_quality.summarise([{**unit, "dataset": "SPC", "seed": 0}])
     assert summary["rows"] == {} and summary["sanity"]["copy_last_user_turn"]["rouge1"] == 0.5
+
+
+def test_unit_context_only_runs_the_listed_units(tmp_path):
+    from _common import UnitContext
+
+    class Ctx(UnitContext):
+        def key(self, unit):
+            return f"k{unit}"
+
+    args = argparse.Namespace(work_dir=tmp_path / "work", out=tmp_path, setting_name="default", only=["b"],
+                              budget_hours=None, commit=False)
+    ran = []
+    done = Ctx(args, {}, "bench").run(["a", "b", "c"], lambda unit, key: ran.append(unit) or {"v": 1})
+    assert ran == ["b"] and set(done) == {"b"}
+    args.only = ["b", "zz"]
+    with pytest.raises(SystemExit, match="no unit named zz"):
+        Ctx(args, {}, "bench").run(["a", "b"], lambda unit, key: {"v": 1})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,12 +27,12 @@ def _example(dialogue: int, turn: int, questioner: str, responder: str = "r1") -
 
 def test_unit_order_and_parse():
     order = qp.unit_order(3)
-    assert order[0] == "data" and len(order) == len(set(order))
+    assert order[:2] == ["data", "sanity"] and len(order) == len(set(order))
     assert {f"{s}-s{k}" for s in qp.MULTI_SEED for k in range(3)} <= set(order)
     assert {f"{s}-s0" for s in qp.ABLATIONS} <= set(order) and "persona-prompt-s0" in order
     for control, system in qp.CONTROLS.items():  # a control comes after the unit it tests
         assert order.index(f"{system}-s0") < order.index(f"{control}-s0")
-    assert len(qp.unit_order(1)) == 1 + 3 + 2 + len(qp.ABLATIONS)
+    assert len(qp.unit_order(1)) == 2 + 3 + 2 + len(qp.ABLATIONS)
     assert qp.parse_unit("dual-tower-s2") == ("dual-tower", 2)
     assert qp.parse_unit("controls-persona-prompt-s0") == ("controls-persona-prompt", 0)
     assert qp.parse_unit("data") == ("data", 0)
@@ -204,3 +205,21 @@ def test_to_markdown_with_the_data_unit_only():
     md = qp.to_markdown({"units": units, "summary": qp.summarise(units), "setting": "default", "command": "python x",
                          "written": "now", "machine_line": "", "order": qp.unit_order(3)})
     assert "not yet measured" in md and "## Data" in md and "## Test" not in md
+
+
+def test_sanity_rows_are_scored_and_shown_apart_from_the_systems(monkeypatch):
+    train = [_example(0, 1, "q1"), _example(0, 3, "q1"), _example(1, 1, "q2")]  # "reply 1" twice
+    test = [_example(2, 5, "q1"), _example(2, 1, "q2")]
+    ctx = SimpleNamespace(splits={"train": train, "test": test})
+    monkeypatch.setattr(qp, "score", lambda preds, examples: {"predictions": preds, "metrics": {
+        "rouge1": sum(p == e.response for p, e in zip(preds, examples)) / len(preds), "rouge2": 0.0, "rougeL": 0.0,
+        "bleu_corpus": 0.0, "distinct": len(set(preds)) / len(preds), "multi_turn": 0.0}})
+    unit = qp.run_unit(ctx, "sanity", "k")
+    assert unit["conditions"]["copy_last_turn"]["predictions"] == ["q 5", "q 1"]
+    assert unit["conditions"]["most_frequent_reply"]["predictions"] == ["reply 1", "reply 1"]
+    units = {**_units(0.1), "sanity": unit}
+    s = qp.summarise(units)
+    assert s["sanity"]["most_frequent_reply"]["rouge1"] == 0.5 and "sanity" not in str(list(s["rows"]))
+    md = qp.to_markdown({"units": units, "summary": s, "setting": "default", "command": "python x", "written": "now",
+                         "machine_line": "", "order": qp.unit_order(3)})
+    assert "## Sanity rows" in md and "| most frequent training reply | 0.5000 |" in md
