@@ -45,6 +45,8 @@ What it runs (Zhang, Wang et al., KDD 2026, Tables 1, 4 and 5, in direction):
   neighbours unchanged: does the persona matter?) and **no similarity scores**
   (:func:`~personakit.models.copersona.without_peer_similarity`: the peer context without
   its scores).
+* **Sanity rows** (no model trained): the other participant's last turn copied, and the
+  most frequent training reply, scored like the systems (no BPC).
 * **Test scoring**: ROUGE-1 / ROUGE-L, METEOR, BLEU, BERTScore (MiniLM), bits per
   character of the references under the model (teacher forcing: more sensitive than
   the overlap metrics to whether an input is used), the shares of distinct replies and
@@ -109,7 +111,8 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
-                     machine_line, now, plot_dev_curve, pyplot, require_pfg, save_figure, setting_name, write_results)
+                     machine_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies, save_figure, setting_name,
+                     write_results)
 
 NAME = "copersona_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -150,6 +153,9 @@ CONTROLS = {"ctrl-random-neighbors": "random neighbours (same degree)",
 """Control unit -> row label; each runs the trained CoPersona of seed 0 on the test items."""
 BASELINE = "RAG"
 FULL = "CoPersona"
+SANITY = {"copy_last_turn": "copy of the other participant's last turn",
+          "most_frequent_reply": "most frequent training reply"}
+"""Sanity rows (``../shared/EXPERIMENTS.md`` §5): replies that need no trained model."""
 METRIC_KEYS = ["rouge1", "rougeL", "meteor", "bleu", "bertscore_f1", "bpc", "distinct", "multi_turn"]
 HEADERS = ["R-1", "R-L", "METEOR", "BLEU", "BERT-F1", "BPC", "distinct", "multi-turn"]
 TESTED = ("rouge1", "rougeL", "meteor", "bpc")
@@ -170,8 +176,9 @@ PAPER_FACET_BIASED = {"Books": 0.9748, "Movies & TV": 1.0, "CDs & Vinyl": 0.8826
 
 
 def unit_order(setting: dict) -> list[str]:
-    """The units in run order: data, facets, graph, the headline systems and controls, the rest, more seeds."""
-    order = ["data", "facets", "graph", "rag-s0", "copersona-s0", *CONTROLS,
+    """The units in run order: data, sanity rows, facets, graph, the headline systems and controls, the rest, more
+    seeds."""
+    order = ["data", "sanity", "facets", "graph", "rag-s0", "copersona-s0", *CONTROLS,
              "nonperso-s0", "pag-s0", "no_parametric-s0", "no_nonparametric-s0"]
     for seed in range(1, max(setting["seeds"].values())):
         order += [f"{v}-s{seed}" for v in ("rag", "copersona") if seed < setting["seeds"].get(v, 1)]
@@ -182,7 +189,7 @@ def depends(unit: str) -> tuple[str, ...]:
     """A unit's direct inputs: its key hashes theirs, so a changed input reruns what depends on it."""
     if unit == "data":
         return ()
-    if unit == "facets":
+    if unit in ("facets", "sanity"):
         return ("data",)
     if unit in CONTROLS:
         return ("copersona-s0",)
@@ -415,7 +422,8 @@ def summarise(units: dict[str, dict]) -> dict[str, Any]:
         if base:
             entry["vs_baseline"] = {k: _compare(c["test"]["per_example"][k], _per_example(base, k)) for k in TESTED}
         controls[name] = entry
-    return {"rows": rows, "tests": tests, "controls": controls, "baseline": BASELINE}
+    sanity = {cond: c["metrics"] for cond, c in (units.get("sanity") or {}).get("conditions", {}).items()}
+    return {"rows": rows, "tests": tests, "controls": controls, "baseline": BASELINE, "sanity": sanity}
 
 
 def verdict(summary: dict) -> str:
@@ -610,6 +618,13 @@ def to_markdown(report_: dict) -> str:
                 if c.get("vs_full"):
                     lines.append(f"| {c['label']} | " + " | ".join(_p(c["vs_full"][k]) for k in TESTED)
                                  + f" | {c.get('note', '')} |")
+        lines.append("")
+    if s.get("sanity"):
+        lines += ["## Sanity rows (no model trained, the same test items)", "",
+                  "| reply | " + " | ".join(HEADERS) + " |", "| --- | " + " | ".join(["---:"] * len(HEADERS)) + " |"]
+        for cond, m in s["sanity"].items():
+            lines.append(f"| {SANITY.get(cond, cond)} | "
+                         + " | ".join(_cell([m.get(k)], _digits(k)) for k in METRIC_KEYS) + " |")
         lines.append("")
     if data and data.get("samples"):
         seed0 = {u["system"]: u for u in units.values() if u.get("kind") == "system" and u["seed"] == 0}
@@ -892,8 +907,9 @@ def _trainer(ctx: Context, variant: str, seed: int, key: str):
     return model, trainer, str(dtype).removeprefix("torch.")
 
 
-def score(predictions: Sequence[str], examples: Sequence[Any], lls: Sequence[float], bertscore: bool) -> dict:
-    """Corpus metrics, the per-example scores of the paired tests (BPC from the log-likelihoods) and the predictions."""
+def score(predictions: Sequence[str], examples: Sequence[Any], lls: Optional[Sequence[float]], bertscore: bool) -> dict:
+    """Corpus metrics, the per-example scores of the paired tests (BPC from the log-likelihoods; ``None`` without
+    them) and the predictions."""
     from personakit.eval import evaluate_per_example, evaluate_texts
 
     refs = [ex.response for ex in examples]
@@ -901,10 +917,11 @@ def score(predictions: Sequence[str], examples: Sequence[Any], lls: Sequence[flo
     metrics = evaluate_texts(list(predictions), refs, metrics=names,
                              **({"bertscore": {"model": "minilm"}} if bertscore else {}))
     chars = [max(1, len(r.strip())) for r in refs]
-    metrics["bpc"] = -sum(lls) / (math.log(2) * sum(chars))
+    metrics["bpc"] = None if lls is None else -sum(lls) / (math.log(2) * sum(chars))
     per = evaluate_per_example(list(predictions), refs, metrics=["rouge", "meteor", "bleu"])
     per = {k: [round(float(v), 6) for v in per[k]] for k in ("rouge1", "rougeL", "meteor", "bleu")}
-    per["bpc"] = [round(-ll / (math.log(2) * c), 6) for ll, c in zip(lls, chars)]
+    if lls is not None:
+        per["bpc"] = [round(-ll / (math.log(2) * c), 6) for ll, c in zip(lls, chars)]
     return {"n": len(refs), "metrics": metrics, "per_example": per, "predictions": list(predictions)}
 
 
@@ -988,9 +1005,20 @@ def control_unit(ctx: Context, unit: str) -> dict:
     return {"kind": "control", "control": CONTROLS[unit], "eval_s": eval_s, "test": test, **extra}
 
 
+def sanity_unit(ctx: Context) -> dict:
+    """The sanity rows scored on the test items (no model is trained; no BPC)."""
+    t = time.perf_counter()
+    train, test = ctx.data["train"], ctx.data["test"]
+    conditions = {name: score(replies, test, None, ctx.s["bertscore"])
+                  for name, replies in sanity_replies(train, test).items()}
+    return {"kind": "sanity", "conditions": conditions, "eval_s": time.perf_counter() - t}
+
+
 def run_unit(ctx: Context, unit: str) -> dict:
     if unit == "data":
         return data_unit(ctx)
+    if unit == "sanity":
+        return sanity_unit(ctx)
     if unit == "facets":
         return facets_unit(ctx)
     if unit == "graph":

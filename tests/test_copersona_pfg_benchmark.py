@@ -191,7 +191,7 @@ def test_to_markdown_reads_with_partial_units():
     rep = {"command": "python benchmarks/copersona_pfg.py", "setting": "default", "written": "now", "machine_line": "M",
            "order": order, "units": units, "summary": cp.summarise(units)}
     md = cp.to_markdown(rep)
-    assert "**Verdict: reproduced in direction" in md and "Units still to run: facets, graph" in md
+    assert "**Verdict: reproduced in direction" in md and "Units still to run: sanity, facets, graph" in md
     assert "| control: own facets swapped with another user's |" in md and "| CoPersona | 2 |" in md
     assert "0.3953 / 0.2254 / 0.3349 / 15.4703" in md and "## Samples (seed 0)" in md and "  - RAG: p0" in md
     assert "dialogues in two splits: 0" in md
@@ -201,3 +201,24 @@ def test_plot_curves(tmp_path):
     pytest.importorskip("matplotlib")
     assert cp.plot_curves(_units(), tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 0
     assert not cp.plot_curves({}, tmp_path / "none.png")
+
+
+def test_sanity_rows_score_without_bpc_and_show_apart(monkeypatch):
+    from types import SimpleNamespace
+
+    def item(i, last, response):
+        return SimpleNamespace(history=[Turn(speaker="persuadee", text=last)], response=response, id=f"i{i}")
+
+    train = [item(0, "a", "Hi there."), item(1, "b", "hi there."), item(2, "c", "Bye.")]
+    test = [item(3, "Would you donate?", "Yes I would donate."), item(4, "No.", "Hi there.")]
+    ctx = SimpleNamespace(data={"train": train, "test": test}, s={"bertscore": False})
+    unit = cp.run_unit(ctx, "sanity")
+    copy, frequent = unit["conditions"]["copy_last_turn"], unit["conditions"]["most_frequent_reply"]
+    assert copy["predictions"] == ["Would you donate?", "No."] and frequent["predictions"] == ["Hi there."] * 2
+    assert copy["metrics"]["bpc"] is None and "bpc" not in copy["per_example"]
+    assert frequent["per_example"]["rouge1"][1] == pytest.approx(1.0) and copy["metrics"]["rouge1"] > 0
+    s = cp.summarise({"sanity": unit})
+    assert s["rows"] == {} and set(s["sanity"]) == {"copy_last_turn", "most_frequent_reply"}
+    md = cp.to_markdown({"command": "x", "setting": "default", "written": "now", "machine_line": "",
+                         "order": cp.unit_order(cp.SETTINGS["default"]), "units": {"sanity": unit}, "summary": s})
+    assert "## Sanity rows" in md and "| most frequent training reply |" in md and "| – |" in md
