@@ -22,9 +22,12 @@ What it runs, per dataset (Table 3 of the GRAG paper, in direction):
   AdamW, learning rate decaying linearly to 50% over the step budget; the dev loss
   ($L_P$) is evaluated every ``eval_steps`` and training stops when it has not improved
   by 1% (relative) for ``patience`` evaluations; the best evaluated weights are kept.
-* **Ablation** (SPC, seed 0): PostGRAG with the paper's style initialisation
+* **Ablations** (SPC, seed 0): PostGRAG with the paper's style initialisation
   (``style_init="paper"``, a random style at every layer from step 0) against our
-  zero-initialised style path.
+  zero-initialised style path; PostGRAG with the persona in $H$
+  (``persona_in_history=True``: the decoder continues PreSFT(Hist)'s prompt, so it starts
+  as PreSFT(Hist) and the style path adds to it; a departure from the paper, whose decoder
+  reads the persona only through the style).
 * **Controls** (seed 0, the same table): persona shuffled at test (each test example gets
   another dialogue's persona), $R_G$ blanked at test (PreSFT(TST), PreGRAG, PostGRAG), and
   an upper-bound scaffold, $R_G$ := the reference minus the words it shares with the
@@ -113,9 +116,13 @@ SETTINGS = {
                   patience=5, new_tokens=64, judge_pairs=200, backbone="facebook/bart-base"),
 }
 SYSTEMS = {"presft-hist": "PreSFT(Hist)", "presft-tst": "PreSFT(TST)", "pregrag": "PreGRAG", "postgrag": "PostGRAG",
-           "icl": "ICL(Hist)", "postgrag-paperinit": "PostGRAG (paper init)"}
-ABLATIONS = {"postgrag-paperinit": ("postgrag", {"style_init": "paper"})}
+           "icl": "ICL(Hist)", "postgrag-paperinit": "PostGRAG (paper init)",
+           "postgrag-persona": "PostGRAG (persona in H)"}
+ABLATIONS = {"postgrag-paperinit": ("postgrag", {"style_init": "paper"}),
+             "postgrag-persona": ("postgrag", {"persona_in_history": True})}
 """Ablation units (SPC, seed 0): kind -> (model kind, GRAGConfig settings)."""
+CONTROLLED_ABLATIONS = ("postgrag-persona",)
+"""Ablations scored under the controls too (does the persona-in-H PostGRAG read its persona and R_G?)."""
 MULTI_SEED = ("presft-hist", "postgrag")
 READS_GENERIC = ("presft-tst", "pregrag", "postgrag")
 TEMPLATES = {"SPC": "spc-chat", "PFG": "pfg-chat", "ED": "empathetic-chat"}
@@ -317,9 +324,9 @@ def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argpa
     converged = result.stopped_early
     t = time.perf_counter()
     conditions = {"main": d["test"]}
-    if seed == 0 and kind not in ABLATIONS:
+    if seed == 0 and (kind not in ABLATIONS or kind in CONTROLLED_ABLATIONS):
         conditions["shuffled_persona"] = shuffle_personas(d["test"], seed=0)
-        if kind in READS_GENERIC:
+        if model_kind in READS_GENERIC:
             conditions["blank_generic"] = blank_generic(d["test"])
             conditions["reference_scaffold"] = reference_scaffold(d["test"])
     scored = {}
@@ -415,7 +422,7 @@ def run_dataset(dataset: str, s: dict, args: argparse.Namespace, work_root: Path
     order = [("presft-hist", 0), ("postgrag", 0), ("judge", 0), ("pregrag", 0), ("presft-tst", 0), ("icl", 0),
              ("sanity", 0)]
     if dataset == "SPC":
-        order.append(("postgrag-paperinit", 0))
+        order += [("postgrag-paperinit", 0), ("postgrag-persona", 0)]
     for seed in range(1, s["seeds"].get(dataset, 1)):
         order += [("presft-hist", seed), ("postgrag", seed)]
     if getattr(args, "only", None):

@@ -114,10 +114,10 @@ def test_grag_run_dataset_runs_each_unit_once_and_resumes(tmp_path, monkeypatch,
     grag_quality.run_dataset("SPC", s, args, tmp_path / "work", deadline=float("inf"))
     first = [c for c in calls if c != "report"]
     assert first == ["presft-hist-s0", "postgrag-s0", "judge", "pregrag-s0", "presft-tst-s0", "icl", "sanity",
-                     "postgrag-paperinit-s0", "presft-hist-s1", "postgrag-s1"]
+                     "postgrag-paperinit-s0", "postgrag-persona-s0", "presft-hist-s1", "postgrag-s1"]
     assert calls.count("report") == len(first)
     units = UnitStore(tmp_path, grag_quality.NAME).all()
-    assert len(units) == 10
+    assert len(units) == 11
     one = next(u for u in units if u["unit"] == "postgrag-s1")
     assert (one["dataset"], one["seed"], one["setting"], one["wall_s"]) == ("SPC", 1, "quick", 60.0)
     assert one["data"] == {"digest": "d1", "n": 7} and one["machine"] == {"cpu": "test"}

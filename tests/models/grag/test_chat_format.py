@@ -253,3 +253,52 @@ def test_style_layers_reach_the_style_decoder_and_are_checked(tok):
         GRAGConfig(method="presft", style_layers=[0])
     with pytest.raises(ValueError, match="active_layers must be non-empty indices"):
         PostGRAG.from_backbone(chat_llama(), tok, extractor_heads=2, style_layers=[99])
+
+
+# ---------------------------------------------------------------- persona_in_history (a departure, off by default)
+@pytest.mark.parametrize("plain", [False, True])
+def test_persona_in_history_starts_postgrag_as_presft_hist(tok, plain):
+    """H = PreSFT(Hist)'s prompt, token for token; with the zero style a fresh PostGRAG's L_P is PreSFT(Hist)'s."""
+    from grag_testkit import tokenizer_for
+
+    tokenizer = tokenizer_for("llama") if plain else tok
+    make = (lambda: build_backbone("llama")) if plain else chat_llama
+    post = PostGRAG.from_backbone(make(), tokenizer, extractor_heads=2, persona_in_history=True).eval()
+    pre = PreSFT.from_backbone(make(), tokenizer, mode="hist").eval()
+    assert post.config.persona_in_history and post.make_collator().persona_in_history
+    examples = make_examples()
+    batch, pre_batch = post.make_collator()(examples), pre.make_collator()(examples)
+    assert torch.equal(batch["history_ids"], pre_batch["prompt_ids"])
+    assert torch.equal(batch["history_mask"], pre_batch["prompt_mask"])
+    with torch.no_grad():
+        torch.testing.assert_close(post(**batch).loss_p, pre(**pre_batch).loss_p, atol=1e-5, rtol=1e-5)
+        # generation continues the same prompt: the same greedy tokens as PreSFT(Hist)
+        gen = post.generate(post.make_collator(with_targets=False)(examples), max_new_tokens=4, do_sample=False)
+        ref = pre.generate(pre.make_collator(with_targets=False)(examples), max_new_tokens=4, do_sample=False)
+    assert torch.equal(gen, ref)
+    paper = PostGRAG.from_backbone(make(), tokenizer, extractor_heads=2).make_collator()(examples)
+    assert paper["history_ids"].shape[1] < batch["history_ids"].shape[1]  # the paper's H leaves the persona out
+
+
+def test_persona_in_history_is_postgrag_only_and_round_trips(tok, tmp_path):
+    with pytest.raises(ValueError, match="persona_in_history"):
+        GRAGConfig(method="presft", persona_in_history=True)
+    with pytest.raises(ValueError, match="persona_in_history"):
+        GRAGConfig(method="postgrag", persona_in_history="yes")
+    with pytest.raises(ValueError, match="persona_in_history"):
+        PreGRAG.from_backbone(chat_llama(), tok).make_collator(persona_in_history=True)
+    model = PostGRAG.from_backbone(chat_llama(), tok, extractor_heads=2, persona_in_history=True)
+    model.save_pretrained(tmp_path)
+    again = PostGRAG.from_pretrained(tmp_path)
+    assert again.config.persona_in_history is True and "persona_in_history=True" in repr(again.make_collator(tok))
+
+
+def test_persona_in_history_encoder_decoder_encodes_presft_hist_input():
+    from grag_testkit import tokenizer_for
+
+    tokenizer = tokenizer_for("bart")
+    post = PostGRAG.from_backbone(build_backbone("bart"), tokenizer, extractor_heads=2, persona_in_history=True)
+    pre = PreSFT.from_backbone(build_backbone("bart"), tokenizer, mode="hist")
+    batch, pre_batch = post.make_collator()(make_examples()), pre.make_collator()(make_examples())
+    assert torch.equal(batch["history_ids"], pre_batch["input_ids"])  # E_H encodes "persona: P" sep H
+    assert torch.isfinite(post(**batch).loss)

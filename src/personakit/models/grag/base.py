@@ -291,6 +291,8 @@ class GRAGModel(PersonaModel):
         base = self.base_model
         start = getattr(base.config, "decoder_start_token_id", None)
         options.setdefault("prompt_format", self.prompt_format(tokenizer))
+        if self.METHOD == "postgrag":
+            options.setdefault("persona_in_history", bool(getattr(self.config, "persona_in_history", False)))
         return GRAGCollator(
             tokenizer, method=self.METHOD, mode=self.config.mode, decoder_start_token_id=start,
             architecture="encoder-decoder" if self.is_encoder_decoder else "decoder-only", **options,

@@ -63,7 +63,14 @@ template over a system message ``system_prompt`` + ``"\n" + "persona: P"`` (PreS
 PreGRAG and PreSFT(TST) add ``"\n" + "generic response: R_G"``), then the history as
 ``user`` / ``assistant`` turns (PreSFT(TST): one user message ``"generic response: R_G"``),
 then the assistant cue; PostGRAG's ``history_ids`` are the same over ``system_prompt``
-alone (the persona reaches it through the style).  The target is $R_P$ followed by the
+alone (the persona reaches it through the style).
+
+``persona_in_history=True`` (PostGRAG only; ``GRAGConfig.persona_in_history``, a departure
+from the paper) puts the persona into $H$ as PreSFT(Hist) does: ``history_ids`` are then
+PreSFT(Hist)'s prompt, token for token (plain: ``"persona: P" sep H cue``; chat: the persona
+in the system message; encoder-decoder: ``"persona: P" sep H``), so the decoder reads the
+persona directly as well as through the style, and a zero-initialised PostGRAG starts as
+PreSFT(Hist) does.  The target is $R_P$ followed by the
 template's **end-of-turn** token (``<|im_end|>``), so a trained model learns to end its
 turn; the oldest turns are dropped when the prompt exceeds its token budget
 (``max_persona_tokens + max_history_tokens``, plus ``max_generic_tokens`` when $R_G$ is in it).
@@ -128,6 +135,8 @@ class GRAGCollator(TokenCollator):
             (the tokenizer's chat template) or ``"auto"`` (``"chat"`` when the tokenizer has
             a chat template); ignored for encoder-decoder backbones.
         system_prompt: the system message of chat-format prompts.
+        persona_in_history: PostGRAG only: $H$ begins with the persona, as PreSFT(Hist)'s
+            input does (see the module docstring); ``False`` (the paper's form): $H$ alone.
     """
 
     def __init__(
@@ -151,6 +160,7 @@ class GRAGCollator(TokenCollator):
         with_targets: bool = True,
         prompt_format: str = "plain",
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        persona_in_history: bool = False,
     ):
         if method not in GRAG_METHODS:
             raise ValueError(f"GRAGCollator: method must be one of {GRAG_METHODS}, got {method!r}")
@@ -162,6 +172,9 @@ class GRAGCollator(TokenCollator):
                             ("max_generic_tokens", max_generic_tokens), ("max_response_tokens", max_response_tokens)):
             if value < 1:
                 raise ValueError(f"GRAGCollator: {name} must be >= 1, got {value}")
+        if persona_in_history and method != "postgrag":
+            raise ValueError(f"GRAGCollator: persona_in_history applies to PostGRAG only (method {method!r}); "
+                             "PreSFT(Hist) and PreGRAG read the persona in their input already")
         if max_history_turns is not None and max_history_turns < 1:
             raise ValueError(f"GRAGCollator: max_history_turns must be >= 1 or None, got {max_history_turns}")
         self.method = method
@@ -187,6 +200,7 @@ class GRAGCollator(TokenCollator):
             raise ValueError("GRAGCollator: prompt_format='chat' needs a tokenizer with a chat template")
         self.prompt_format = prompt_format if architecture == "decoder-only" else "plain"
         self.system_prompt = system_prompt
+        self.persona_in_history = bool(persona_in_history)
         # decoder-only: EOS pads when there is no pad token, and ends the targets
         super().__init__(tokenizer, with_targets=with_targets, pad_falls_back_to_eos=self.decoder_only,
                          needs_eos=self.decoder_only)
@@ -292,7 +306,7 @@ class GRAGCollator(TokenCollator):
         history = ex.history if self.max_history_turns is None else ex.history[-self.max_history_turns:]
         turns = chat_turns(history, ex.agent)
         budget = self.max_persona_tokens + self.max_history_tokens + 16
-        if self.method == "postgrag":
+        if self.method == "postgrag" and not self.persona_in_history:
             system = self.system_prompt
             budget = self.max_history_tokens + 16
         else:
@@ -345,8 +359,13 @@ class GRAGCollator(TokenCollator):
 
         # PostGRAG: each source alone
         self._add(batch, "persona_ids", [wrap(x) for x in p["P"]], "persona_mask")
-        history = p["cue"] if self.chat else [wrap(p["H"][i] + (p["cue"][i] if self.decoder_only else []))
-                                              for i in range(n)]
+        if self.chat:
+            history = p["cue"]
+        elif self.persona_in_history:  # PreSFT(Hist)'s input: "persona: P" sep H (+ cue)
+            history = [wrap(p["P_pre"][i] + p["H_pre"][i] + (p["cue"][i] if self.decoder_only else []))
+                       for i in range(n)]
+        else:
+            history = [wrap(p["H"][i] + (p["cue"][i] if self.decoder_only else [])) for i in range(n)]
         self._add(batch, "history_ids", history, "history_mask")
         self._add(batch, "generic_ids", [wrap(x) for x in p["G"]], "generic_mask")
         if targets:
@@ -362,4 +381,5 @@ class GRAGCollator(TokenCollator):
 
     def __repr__(self) -> str:
         return (f"GRAGCollator(method={self.method!r}, mode={self.mode!r}, architecture={self.architecture!r}, "
-                f"prompt_format={self.prompt_format!r}, separator={self.separator!r})")
+                f"prompt_format={self.prompt_format!r}, separator={self.separator!r}"
+                + (", persona_in_history=True" if self.persona_in_history else "") + ")")

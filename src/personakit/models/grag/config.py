@@ -71,6 +71,11 @@ class GRAGConfig(PersonaModelConfig):
             decoder the residual stream is not normalised between layers, so the paper's
             every-layer addition adds up to $N \mathcal{S}$ over $N$ layers (a departure from
             the paper when set; see :attr:`~personakit.modules.StyleEnhancedDecoder.active_layers`).
+        persona_in_history: PostGRAG: $H$ begins with the persona, as PreSFT(Hist)'s input does,
+            so the decoder reads the persona directly as well as through the style vector, and a
+            PostGRAG with ``style_init="zero"`` starts as PreSFT(Hist) starts (a departure from
+            the paper when set; ``False``, the default, is the paper's $H$ alone).  See
+            :class:`~personakit.models.grag.GRAGCollator`.
         prompt_format: decoder-only prompt layout, ``"auto"`` (default), ``"chat"`` or
             ``"plain"``; see :data:`PROMPT_FORMATS`.
         backbone: the backbone's config as a dict (``backbone_config.to_dict()``).
@@ -103,6 +108,7 @@ class GRAGConfig(PersonaModelConfig):
     extractor_dropout: float = 0.1
     style_init: str = "zero"
     style_layers: Optional[list[int]] = None
+    persona_in_history: bool = False
     prompt_format: str = "auto"
     encoder_passes: int = 4
     decoder_passes: int = 2
@@ -142,6 +148,11 @@ class GRAGConfig(PersonaModelConfig):
                              f"got {layers!r}")
         if layers is not None and self.method != "postgrag":
             raise ValueError(f"GRAGConfig: field 'style_layers' applies to PostGRAG only (method {self.method!r})")
+        if not isinstance(self.persona_in_history, bool):
+            raise ValueError(f"GRAGConfig: field 'persona_in_history' must be true or false, "
+                             f"got {self.persona_in_history!r}")
+        if self.persona_in_history and self.method != "postgrag":
+            raise ValueError(f"GRAGConfig: field 'persona_in_history' applies to PostGRAG only (method {self.method!r})")
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(
                 f"GRAGConfig: field 'prompt_format' must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")

@@ -96,6 +96,13 @@ class PostGRAG(GRAGModel):
     at those layers only; a departure for pre-norm decoders, where the every-layer
     addition accumulates in the residual stream (see the GRAG docs' benchmark section).
 
+    **The persona in $H$.** ``persona_in_history=True`` begins $H$ with the persona, exactly as
+    PreSFT(Hist)'s input (:class:`~personakit.models.grag.GRAGCollator`): the decoder then reads
+    the persona directly as well as through $\mathcal{S}_P$, and with ``style_init="zero"`` a
+    fresh PostGRAG's $L_P$ equals a fresh PreSFT(Hist)'s on the same batch.  In the paper the
+    decoder attends to $E_H$ alone and the persona reaches it only through the style; this is a
+    departure, off by default.
+
     **Precision.**  The extractors run in their own parameters' dtype (fp32 by default)
     on encodings cast to it, and the style is cast to the decoder's dtype where it is
     added, so a bf16 backbone (frozen, with fp32 LoRA adapters) works as is.
