@@ -227,6 +227,9 @@ def test_model_settings_are_checked_when_the_yaml_is_loaded(tmp_path):
     with pytest.raises(ValueError, match=r"field 'beta' is set by the caller"):
         GRAGModelSpec(kind="pregrag", settings={"beta": 0.1})
     assert GRAGModelSpec(kind="postgrag", settings={"lora": {"r": 4, "lora_alpha": 8}}).settings["lora"]["r"] == 4
+    assert GRAGModelSpec(kind="postgrag", settings={"persona_in_history": True}).settings["persona_in_history"] is True
+    with pytest.raises(ValueError, match=r"persona_in_history"):
+        GRAGModelSpec(kind="presft-hist", settings={"persona_in_history": True})
 
 
 def test_splits_are_seeded_subsamples():

@@ -94,13 +94,15 @@ class PersonaModelConfig(PreTrainedConfig):
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any], where: str = "settings",
-                       reserved: Sequence[str] = ()) -> dict[str, Any]:
+                       reserved: Sequence[str] = (), fixed: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
         """Validate a dict of this config's settings now, before anything is built or trained.
 
         ``PreTrainedConfig`` keeps any unknown keyword as an attribute, so a misspelled
         setting would otherwise be ignored silently.  Here an unknown key, a key the caller
         sets itself (``reserved``) or an invalid value is a ``ValueError`` naming ``where``
-        and the field (with the closest known name).
+        and the field (with the closest known name).  ``fixed``: the values the caller
+        will set (e.g. the method), checked together with ``settings`` so that a setting
+        that does not apply to them fails now too.
 
         Example:
             >>> from personakit.models.grag import GRAGConfig
@@ -123,7 +125,7 @@ class PersonaModelConfig(PreTrainedConfig):
                 raise ValueError(f"{where}: unknown field {key!r} of {cls.__name__}{hint}; "
                                  f"known fields: {', '.join(known)}")
         try:
-            cls(**dict(settings))
+            cls(**{**dict(settings), **dict(fixed or {})})
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: {err}") from None
         return dict(settings)

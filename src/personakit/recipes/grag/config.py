@@ -222,7 +222,8 @@ class GRAGModelSpec(BaseConfig):
                                                             "default, 0.05).")
     settings: dict[str, Any] = Field(
         default_factory=dict, description="Other GRAGConfig fields: extractor_heads, extractor_dropout, lora "
-                                          "(LoraSettings as a mapping), encoder_passes. Checked at load.")
+                                          "(LoraSettings as a mapping), encoder_passes, style_init, style_layers, "
+                                          "persona_in_history (PostGRAG). Checked at load.")
 
     @field_validator("kind")
     @classmethod
@@ -241,8 +242,10 @@ class GRAGModelSpec(BaseConfig):
             raise ValueError("pregrag: PreGRAG has no style removal; leave alpha unset (or 0)")
         from personakit.models.grag.config import GRAGConfig
 
+        method, _, mode = self.kind.partition("-")
         GRAGConfig.check_settings(self.settings, where=f"{self.label}: settings",
-                                  reserved=("alpha", "beta", "mode", "method"))
+                                  reserved=("alpha", "beta", "mode", "method"),
+                                  fixed={"method": method, "mode": mode or "hist"})
         return self
 
     @property
