@@ -360,26 +360,23 @@ def _units_pass(order: list[str], done: dict[str, dict], *, store: UnitStore, gr
         if unit in done:
             continue
         key = key_of(unit)
-        stored = store.load(group, unit, key)
         label = describe(unit)
-        if stored is not None:
-            done[unit] = stored
-            print(f"[{name}] {label}: done ({key})", flush=True)
-            continue
-        if time.time() > deadline:
-            print(f"[{name}] time budget reached; {label} and later units left for a later run", flush=True)
-            break
-        lock = try_lock(lock_dir / f"{unit}.lock") if lock_dir is not None else None
-        if lock_dir is not None and lock is None:
-            locked += 1
-            print(f"[{name}] {label}: running in another process; skipped here", flush=True)
-            continue
+        stored, lock = store.load(group, unit, key), None
+        if stored is None and lock_dir is not None and time.time() <= deadline:
+            lock = try_lock(lock_dir / f"{unit}.lock")
+            if lock is None:
+                locked += 1
+                print(f"[{name}] {label}: running in another process; skipped here", flush=True)
+                continue
+            stored = store.load(group, unit, key)  # another process may have finished it meanwhile
         try:
-            stored = store.load(group, unit, key)  # finished by another process since it was looked up
             if stored is not None:
                 done[unit] = stored
                 print(f"[{name}] {label}: done ({key})", flush=True)
                 continue
+            if time.time() > deadline:
+                print(f"[{name}] time budget reached; {label} and later units left for a later run", flush=True)
+                break
             print(f"[{name}] {label}: starting", flush=True)
             start = time.perf_counter()
             result = run(unit, key, done)
