@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary-items", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="facet_speed",
+                        help="base name of the result files (default facet_speed; e.g. facet_speed_amx for a run on "
+                             "another CPU, so the committed result of the first stays)")
     args = parser.parse_args(argv)
 
     from personakit.backbones import load_sentence_encoder
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "logits are close, and a different schema changes every summary prompt).", "",
         machine_line(info), "",
     ])
-    json_path, md_path = write_results("facet_speed", report, md, args.out)
+    json_path, md_path = write_results(args.name, report, md, args.out)
     print(md)
     print(f"wrote {json_path} and {md_path}")
 

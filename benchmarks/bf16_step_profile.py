@@ -1,0 +1,316 @@
+"""Where a GRAG training step's time goes, fp32 against bf16: why a faster matmul speeds a step up less.
+
+``bf16_speed.py`` times whole training steps; this script asks what they are made of.  It
+builds PreSFT(Hist) and PostGRAG on SmolLM2-135M + LoRA (r 16, alpha 32: the settings of
+``bf16_speed.py``, on the same built-in training examples and batches) in three variants:
+
+* **fp32**: everything in float32;
+* **bf16**: :func:`personakit.backbones.cast_frozen`, the library's path (frozen backbone in
+  bfloat16; LoRA adapters and GRAG's extra modules in float32; peft's LoRA layers cast
+  their bf16 input to fp32 and their output back);
+* **bf16 + autocast** (a measured alternative, not what the library does): the same weights,
+  the step run under ``torch.autocast("cpu", dtype=torch.bfloat16)`` with peft's input cast
+  switched off (``peft.helpers.disable_input_dtype_casting``), so the adapters compute in
+  bf16 from fp32 master weights and the bf16 activations are not copied to fp32 at every
+  adapter.
+
+The variants take turns step by step on the same batches from the same weights
+(``--steps`` timed after one untimed step each); forward + backward is timed apart from the
+AdamW step.  Then one more forward + backward of each is run under ``torch.profiler`` and
+its self CPU time is grouped by operator: matrix products, attention, copies and dtype
+casts, loss and softmax, and the rest (element-wise ops, norms, embedding).  A
+micro-benchmark of one matmul at SmolLM2's shapes (``1024x576 @ 576x1536``) in fp32 and
+bf16 in the same process gives the hardware's own ratio beside them.  The loss of the last
+timed step of each variant is reported against fp32's.
+
+    python benchmarks/bf16_step_profile.py --threads 1          # ~10 min on 2 cores
+    python benchmarks/bf16_step_profile.py --quick              # smoke: batch 4, 1 timed step
+
+Writes ``benchmarks/results/bf16_step_profile.{json,md,png}`` (``--name`` changes the base
+name).  The header records the CPU model and its ``amx_bf16`` / ``avx512_bf16`` flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (RESULTS, command_line, machine_info, machine_line, now, pyplot, save_figure,  # noqa: E402
+                     write_results)
+
+NAME = "bf16_step_profile"
+VARIANTS = ("fp32", "bf16", "bf16 + autocast")
+CATEGORIES = ("matrix products", "attention", "copies and dtype casts", "loss and softmax", "other")
+MATMUL_SHAPE = (1024, 576, 1536)  # (rows, inner, columns): SmolLM2's MLP up-projection at 1024 tokens
+SETTINGS = {"default": dict(batch_size=8, steps=4, examples=96), "quick": dict(batch_size=4, steps=1, examples=8)}
+
+
+def categorise(name: str) -> str:
+    """The :data:`CATEGORIES` entry of a profiler event named ``name`` (an ``aten::`` operator)."""
+    op = name.split("::", 1)[-1].lower()
+    if "scaled_dot_product" in op or "flash_attention" in op or op.startswith("_efficient_attention"):
+        return "attention"
+    if op in {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "linear", "dot", "mv"} or op.startswith("mkldnn"):
+        return "matrix products"
+    if op in {"copy_", "_to_copy", "to", "clone", "contiguous", "_copy_from", "_copy_from_and_resize"}:
+        return "copies and dtype casts"
+    if "softmax" in op or op.startswith("nll_loss") or op.startswith("cross_entropy"):
+        return "loss and softmax"
+    return "other"
+
+
+def breakdown(events: Iterable[Any]) -> dict[str, float]:
+    """Self CPU seconds per category over profiler ``key_averages()`` rows (``aten::`` operators only)."""
+    out = {c: 0.0 for c in CATEGORIES}
+    for event in events:
+        if not event.key.startswith("aten::"):
+            continue  # autograd / profiler bookkeeping: their own (self) time is tiny and not an operator's
+        out[categorise(event.key)] += event.self_cpu_time_total / 1e6
+    return out
+
+
+def matmul_rate(dtype: Any, repeats: int = 20) -> float:
+    """GFLOP/s of one ``MATMUL_SHAPE`` product in ``dtype`` (median of ``repeats`` after two warm-ups)."""
+    import torch
+
+    m, k, n = MATMUL_SHAPE
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    times = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        a @ b
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return 2 * m * k * n / statistics.median(times) / 1e9
+
+
+def variant_context(variant: str, model: Any) -> contextlib.ExitStack:
+    """The context a step of ``variant`` runs in (autocast and peft's input cast switched off for the third)."""
+    import torch
+
+    stack = contextlib.ExitStack()
+    if variant == "bf16 + autocast":
+        from peft.helpers import disable_input_dtype_casting
+
+        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+        stack.enter_context(disable_input_dtype_casting(model))
+    return stack
+
+
+def forward_backward(model: Any, batch: dict, variant: str) -> float:
+    with variant_context(variant, model):
+        loss = model(**batch).loss
+    loss.backward()
+    return float(loss.detach())
+
+
+def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], args: argparse.Namespace
+                   ) -> dict[str, Any]:
+    """Time and profile ``label``'s three variants on ``batches`` (see the module docstring)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from bf16_speed import LORA
+    from grag_step_time import LENGTHS, MODELS
+    from personakit.backbones import cast_frozen
+    from personakit.models import build_grag_model
+
+    kind, settings = next((k, s) for lbl, k, s in MODELS if lbl == label)
+    torch.manual_seed(args.seed)
+    reference = build_grag_model(kind, copy.deepcopy(base), tokenizer, **settings, lora=LORA)
+    collated = [reference.make_collator(tokenizer, **LENGTHS)(b) for b in batches]
+    models = {"fp32": reference}
+    bf16 = cast_frozen(copy.deepcopy(reference), torch.bfloat16)
+    models["bf16"] = bf16
+    models["bf16 + autocast"] = bf16  # the same model; only the context of its step differs
+    optimizers = {v: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+                  for v, m in models.items()}
+    runs: dict[str, dict[str, Any]] = {v: {"fwd_bwd_s": [], "optimizer_s": [], "losses": []} for v in VARIANTS}
+    for model in models.values():
+        model.train()
+    # interleaved: fp32, bf16 and autocast take turns on each batch (bf16's weights restored in between)
+    states = {v: copy.deepcopy(models[v].state_dict()) for v in VARIANTS}
+    opt_states = {v: copy.deepcopy(optimizers[v].state_dict()) for v in VARIANTS}
+    for step in range(args.steps + 1):
+        batch = collated[step % len(collated)]
+        for variant in VARIANTS:
+            model, optimizer = models[variant], optimizers[variant]
+            if variant != "fp32":  # bf16 and autocast share one module: load this variant's own state
+                model.load_state_dict(states[variant])
+                optimizer.load_state_dict(opt_states[variant])
+            torch.manual_seed(args.seed * 100_003 + step)  # the same dropout masks for every variant
+            start = time.perf_counter()
+            loss = forward_backward(model, batch, variant)
+            middle = time.perf_counter()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            end = time.perf_counter()
+            if variant != "fp32":
+                states[variant] = copy.deepcopy(model.state_dict())
+                opt_states[variant] = copy.deepcopy(optimizer.state_dict())
+            if step > 0:  # the first step of each is untimed
+                runs[variant]["fwd_bwd_s"].append(middle - start)
+                runs[variant]["optimizer_s"].append(end - middle)
+            runs[variant]["losses"].append(loss)
+        print(f"  {label} step {step}/{args.steps}: " + ", ".join(
+            f"{v} {runs[v]['losses'][-1]:.4f}" + (f" ({runs[v]['fwd_bwd_s'][-1]:.2f} s)" if step else "")
+            for v in VARIANTS), flush=True)
+
+    out: dict[str, Any] = {"system": label, "kind": kind, "settings": settings, "variants": {}}
+    batch = collated[(args.steps + 1) % len(collated)]
+    for variant in VARIANTS:
+        model = models[variant]
+        if variant != "fp32":
+            model.load_state_dict(states[variant])
+        torch.manual_seed(args.seed)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            forward_backward(model, batch, variant)
+        model.zero_grad(set_to_none=True)
+        cats = breakdown(prof.key_averages())
+        total = sum(cats.values())
+        run = runs[variant]
+        out["variants"][variant] = {
+            "median_fwd_bwd_s": statistics.median(run["fwd_bwd_s"]),
+            "median_optimizer_s": statistics.median(run["optimizer_s"]),
+            "fwd_bwd_s": run["fwd_bwd_s"], "optimizer_s": run["optimizer_s"], "losses": run["losses"],
+            "profiled_s": total, "categories_s": cats,
+            "top_ops": [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6, "calls": e.count}
+                        for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]]}
+    fp32 = out["variants"]["fp32"]
+    for variant in VARIANTS:
+        v = out["variants"][variant]
+        v["ratio_to_fp32"] = v["median_fwd_bwd_s"] / fp32["median_fwd_bwd_s"]
+        v["last_loss_gap"] = abs(v["losses"][-1] - fp32["losses"][-1]) / abs(fp32["losses"][-1])
+    del models, optimizers, reference, bf16, states, opt_states
+    gc.collect()
+    return out
+
+
+def plot(report: dict[str, Any], path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
+        return False
+    rows = [(f"{s['system']}\n{v}", s["variants"][v]["categories_s"]) for s in report["systems"] for v in VARIANTS]
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.4))
+    left = [0.0] * len(rows)
+    for cat in CATEGORIES:
+        values = [c[cat] for _, c in rows]
+        ax.barh(range(len(rows)), values, left=left, label=cat)
+        left = [a + b for a, b in zip(left, values)]
+    ax.set_yticks(range(len(rows)), [r for r, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("self CPU seconds of one forward + backward (torch.profiler)")
+    ax.set_title(f"{report['machine'].get('cpu', 'CPU')} (AMX {'yes' if report['precision'].get('amx_bf16') else 'no'}),"
+                 f" {report['threads']} thread(s)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, path)
+    return True
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    p = report["precision"]
+    mm = report["matmul"]
+    lines = [f"# Where a GRAG training step's time goes: fp32 against bf16", "",
+             f"Command: `{report['command']}`; {report['date']}.", "",
+             f"CPU **{report['machine'].get('cpu')}**: `amx_bf16` {'yes' if p.get('amx_bf16') else 'no'}, "
+             f"`avx512_bf16` {'yes' if p.get('avx512_bf16') else 'no'}; {report['threads']} torch thread(s); "
+             f"1-minute load average {report['load_at_start'][0]:.2f} at the start.", "",
+             f"SmolLM2-135M + LoRA (r 16, alpha 32), batch {report['setting']['batch_size']} of the built-in corpus' "
+             f"training examples (the batches of `bf16_speed.py`), {report['setting']['steps']} timed steps per variant "
+             "after one untimed, the variants interleaved step by step from the same weights. *bf16*: `cast_frozen` (the "
+             "library's path); *bf16 + autocast*: the same weights under `torch.autocast` with peft's input cast off "
+             "(measured here, not the library's default).", "",
+             f"One matmul `{MATMUL_SHAPE[0]}x{MATMUL_SHAPE[1]} @ {MATMUL_SHAPE[1]}x{MATMUL_SHAPE[2]}` in the same "
+             f"process: fp32 {mm['fp32_gflops']:.0f} GFLOP/s, bf16 {mm['bf16_gflops']:.0f} GFLOP/s "
+             f"(**{mm['bf16_gflops'] / mm['fp32_gflops']:.1f}x**).", "",
+             "## Step time", "",
+             "| system | variant | forward + backward, median (s) | / fp32 | AdamW step (s) | last loss | gap to fp32 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for s in report["systems"]:
+        for v in VARIANTS:
+            r = s["variants"][v]
+            lines.append(f"| {s['system']} | {v} | {r['median_fwd_bwd_s']:.2f} | {r['ratio_to_fp32']:.2f}x | "
+                         f"{r['median_optimizer_s']:.3f} | {r['losses'][-1]:.4f} | {100 * r['last_loss_gap']:.2f} % |")
+    lines += ["", "## What the time is spent on", "",
+              "Self CPU time of one profiled forward + backward, by operator group (share of the profiled total):", "",
+              "| system | variant | total (s) | " + " | ".join(CATEGORIES) + " |",
+              "|---|---|---:|" + "---:|" * len(CATEGORIES)]
+    for s in report["systems"]:
+        for v in VARIANTS:
+            r = s["variants"][v]
+            cells = [f"{r['categories_s'][c]:.2f} ({100 * r['categories_s'][c] / r['profiled_s']:.0f} %)"
+                     for c in CATEGORIES]
+            lines.append(f"| {s['system']} | {v} | {r['profiled_s']:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "Top operators of the bf16 variant (self time):", ""]
+    for s in report["systems"]:
+        ops = ", ".join(f"`{o['op']}` {o['self_s']:.2f} s ({o['calls']} calls)" for o in s["variants"]["bf16"]["top_ops"][:5])
+        lines.append(f"* {s['system']}: {ops}")
+    lines += ["", f"Plot: `{report['plot']}`." if report.get("plot") else "", machine_line(report["machine"]),
+              f"Wall time {report['wall_time_s']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke setting (batch 4, 1 timed step, 8 examples)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 4)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 8")
+    parser.add_argument("--systems", nargs="+", default=["PreSFT(Hist)", "PostGRAG"],
+                        choices=["PreSFT(Hist)", "PostGRAG"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=NAME, help=f"base name of the result files (default {NAME})")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    setting = dict(SETTINGS["quick" if args.quick else "default"])
+    for key in ("steps", "batch_size"):
+        if getattr(args, key) is not None:
+            setting[key] = getattr(args, key)
+    vars(args).update(setting)
+
+    import torch
+
+    from grag_step_time import load_examples
+    from personakit.backbones import describe_precision, load_causal_lm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else [float("nan")]
+    start = time.perf_counter()
+    matmul = {"fp32_gflops": matmul_rate(torch.float32), "bf16_gflops": matmul_rate(torch.bfloat16)}
+    print(f"matmul {MATMUL_SHAPE}: fp32 {matmul['fp32_gflops']:.0f} GFLOP/s, bf16 {matmul['bf16_gflops']:.0f} GFLOP/s",
+          flush=True)
+    examples = load_examples(args.examples, RESULTS / "tmp" / "grag_step_time_llm_cache.jsonl", progress=True)
+    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
+    batches = [b for b in batches if len(b) == args.batch_size]
+    if not batches:
+        parser.error(f"fewer than --batch-size {args.batch_size} usable examples ({len(examples)})")
+    base, tokenizer = load_causal_lm("smollm2")
+    systems = []
+    for label in args.systems:
+        print(f"{label}: {', '.join(VARIANTS)} ...", flush=True)
+        systems.append(profile_system(label, base, tokenizer, batches, args))
+    report = {"benchmark": args.name, "date": now(), "command": command_line(argv), "setting": setting,
+              "seed": args.seed, "threads": torch.get_num_threads(), "load_at_start": load_at_start,
+              "precision": describe_precision(), "matmul": matmul, "systems": systems,
+              "wall_time_s": time.perf_counter() - start, "machine": machine_info(("torch", "transformers", "peft"))}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    png = args.out_dir / f"{args.name}.png"
+    report["plot"] = png.name if plot(report, png) else None
+    md = to_markdown(report)
+    write_results(args.name, report, md, args.out_dir)
+    print(md)
+    return report
+
+
+if __name__ == "__main__":
+    main()

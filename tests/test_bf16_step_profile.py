@@ -1,0 +1,81 @@
+"""benchmarks/bf16_step_profile.py without the real models: the operator groups, and the three variants'
+interleaved, profiled steps on a tiny random Llama with LoRA."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "models" / "grag"))
+profile_bench = pytest.importorskip("bf16_step_profile")
+pytest.importorskip("peft")
+
+
+@pytest.mark.parametrize("name, group", [
+    ("aten::mm", "matrix products"), ("aten::bmm", "matrix products"), ("aten::addmm", "matrix products"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", "attention"),
+    ("aten::copy_", "copies and dtype casts"), ("aten::_to_copy", "copies and dtype casts"),
+    ("aten::_log_softmax_backward_data", "loss and softmax"), ("aten::nll_loss_forward", "loss and softmax"),
+    ("aten::mul", "other"), ("aten::silu_backward", "other"),
+])
+def test_categorise(name, group):
+    assert profile_bench.categorise(name) == group
+
+
+def test_breakdown_sums_aten_self_time_only():
+    events = [SimpleNamespace(key="aten::mm", self_cpu_time_total=2e6),
+              SimpleNamespace(key="aten::copy_", self_cpu_time_total=1e6),
+              SimpleNamespace(key="aten::mul", self_cpu_time_total=5e5),
+              SimpleNamespace(key="autograd::engine::evaluate_function: MmBackward0", self_cpu_time_total=9e6)]
+    out = profile_bench.breakdown(events)
+    assert out == {"matrix products": 2.0, "attention": 0.0, "copies and dtype casts": 1.0,
+                   "loss and softmax": 0.0, "other": 0.5}
+
+
+@pytest.mark.parametrize("label", ["PreSFT(Hist)", "PostGRAG"])
+def test_profile_system_on_a_tiny_llama(label):
+    import torch
+    from grag_testkit import build_backbone, make_examples, tokenizer_for
+
+    base, tokenizer = build_backbone("llama"), tokenizer_for("llama")
+    batches = [make_examples()[:2], make_examples()[1:3]]
+    args = argparse.Namespace(steps=2, seed=0)
+    out = profile_bench.profile_system(label, base, tokenizer, batches, args)
+    assert set(out["variants"]) == set(profile_bench.VARIANTS)
+    for variant, run in out["variants"].items():
+        assert len(run["fwd_bwd_s"]) == 2 and len(run["losses"]) == 3  # the first step untimed
+        assert run["profiled_s"] > 0 and run["categories_s"]["matrix products"] > 0
+        assert abs(sum(run["categories_s"].values()) - run["profiled_s"]) < 1e-9
+        assert run["last_loss_gap"] < 0.05, (variant, run["losses"], out["variants"]["fp32"]["losses"])
+    assert out["variants"]["fp32"]["ratio_to_fp32"] == 1.0
+    # the first losses agree (same weights, same batch, same dropout masks); bf16 rounds
+    first = [run["losses"][0] for run in out["variants"].values()]
+    assert max(first) - min(first) < 0.02 * abs(first[0])
+    # every variant trained: its losses change over the steps
+    assert all(run["losses"][0] != run["losses"][-1] for run in out["variants"].values())
+    assert torch.get_num_threads() >= 1
+
+
+def test_markdown_of_a_report():
+    variants = {v: {"median_fwd_bwd_s": 2.0 / (i + 1), "median_optimizer_s": 0.01, "losses": [3.0, 2.9],
+                    "ratio_to_fp32": 1.0 / (i + 1), "last_loss_gap": 0.001 * i, "profiled_s": 2.0,
+                    "categories_s": {"matrix products": 1.0, "attention": 0.5, "copies and dtype casts": 0.25,
+                                     "loss and softmax": 0.0, "other": 0.25},
+                    "top_ops": [{"op": "aten::mm", "self_s": 1.0, "calls": 10}]}
+                for i, v in enumerate(profile_bench.VARIANTS)}
+    report = {"command": "python benchmarks/bf16_step_profile.py", "date": "2026-12-07", "threads": 1,
+              "load_at_start": [1.0], "precision": {"amx_bf16": True, "avx512_bf16": True},
+              "machine": profile_bench.machine_info(), "setting": {"batch_size": 8, "steps": 4},
+              "matmul": {"fp32_gflops": 100.0, "bf16_gflops": 800.0}, "wall_time_s": 5.0, "plot": None,
+              "systems": [{"system": "PreSFT(Hist)", "variants": variants}]}
+    md = profile_bench.to_markdown(report)
+    assert "**8.0x**" in md and "`amx_bf16` yes" in md
+    assert "| PreSFT(Hist) | bf16 + autocast | 0.67 | 0.33x |" in md
+    assert "1.00 (50 %)" in md
