@@ -210,19 +210,45 @@ def build_questioner(label: str, base: Any, tokenizer: Any, config: Any, train: 
     return reference, collated, info
 
 
-def train_side_by_side(label: str, base: Any, tokenizer: Any, batches: list[list], args: argparse.Namespace
-                       ) -> dict[str, Any]:
-    """(a) and (c) for one GRAG system: both precisions, interleaved step by step on the same batches."""
+def build_grag_system(label: str, base: Any, tokenizer: Any, batches: list[list], seed: int
+                      ) -> tuple[Any, list[dict], dict[str, Any]]:
+    """GRAG system ``label`` (fp32, LoRA :data:`LORA`) on a copy of ``base``, ``batches`` collated, and its kind and settings."""
     import torch
 
     from personakit.models import build_grag_model
 
     kind, settings = next((k, s) for lbl, k, s in MODELS if lbl == label)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     reference = build_grag_model(kind, copy.deepcopy(base), tokenizer, **settings, lora=LORA)
     collated = [reference.make_collator(tokenizer, **LENGTHS)(b) for b in batches]
-    return interleave(label, reference, collated, args, {"kind": kind, "settings": settings,
-                                                         "lr": getattr(args, "system_lr", GRAG_LR)})
+    return reference, collated, {"kind": kind, "settings": settings}
+
+
+def merge_setting(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``settings["quick"]`` (``--quick``) or ``["default"]`` with the options given on the command line; set on ``args``."""
+    setting = dict(settings["quick" if args.quick else "default"])
+    for key in setting:
+        if getattr(args, key, None) is not None:
+            setting[key] = getattr(args, key)
+    vars(args).update(setting)
+    return setting
+
+
+def grag_batches(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[list, list[list]]:
+    """The first ``args.examples`` built-in training examples with generic responses (cached) and their full batches."""
+    examples = load_examples(args.examples, RESULTS / "tmp" / "grag_step_time_llm_cache.jsonl", progress=True)
+    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
+    batches = [b for b in batches if len(b) == args.batch_size]
+    if not batches:
+        parser.error(f"fewer than --batch-size {args.batch_size} usable examples ({len(examples)})")
+    return examples, batches
+
+
+def train_side_by_side(label: str, base: Any, tokenizer: Any, batches: list[list], args: argparse.Namespace
+                       ) -> dict[str, Any]:
+    """(a) and (c) for one GRAG system: both precisions, interleaved step by step on the same batches."""
+    reference, collated, info = build_grag_system(label, base, tokenizer, batches, args.seed)
+    return interleave(label, reference, collated, args, {**info, "lr": getattr(args, "system_lr", GRAG_LR)})
 
 
 def interleave(label: str, reference: Any, collated: list[dict], args: argparse.Namespace,
@@ -590,11 +616,7 @@ def main(argv: list[str] | None = None) -> dict:
         for path, ok in ((curves, plot_curves(report["systems"], curves)), (bars, plot_speedups(report, bars))):
             print(f"wrote {path}" if ok else f"no plot written: {path.name}")
         return report
-    setting = dict(SETTINGS["quick" if args.quick else "default"])
-    for key in setting:
-        if getattr(args, key) is not None:
-            setting[key] = getattr(args, key)
-    vars(args).update(setting)
+    setting = merge_setting(args, SETTINGS)
 
     import torch
 
@@ -614,11 +636,7 @@ def main(argv: list[str] | None = None) -> dict:
     examples: list = []
     batches: list[list] = []
     if grag:
-        examples = load_examples(args.examples, RESULTS / "tmp" / "grag_step_time_llm_cache.jsonl", progress=True)
-        batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
-        batches = [b for b in batches if len(b) == args.batch_size]
-        if not batches:
-            parser.error(f"fewer than --batch-size {args.batch_size} usable examples ({len(examples)})")
+        examples, batches = grag_batches(args, parser)
     questioner: dict[str, Any] | None = None
     if len(grag) < len(args.systems):
         print(f"questioner data: the {QUESTIONER_CONFIG} config's builtin source and question clusters ...", flush=True)

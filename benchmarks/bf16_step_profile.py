@@ -46,6 +46,7 @@ from typing import Any, Iterable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, command_line, machine_info, machine_line, now, pyplot, save_figure,  # noqa: E402
                      write_results)
+from bf16_speed import build_grag_system, grag_batches, merge_setting  # noqa: E402
 
 NAME = "bf16_step_profile"
 VARIANTS = ("fp32", "bf16", "bf16 + autocast")
@@ -119,15 +120,9 @@ def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], a
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from bf16_speed import LORA
-    from grag_step_time import LENGTHS, MODELS
     from personakit.backbones import cast_frozen
-    from personakit.models import build_grag_model
 
-    kind, settings = next((k, s) for lbl, k, s in MODELS if lbl == label)
-    torch.manual_seed(args.seed)
-    reference = build_grag_model(kind, copy.deepcopy(base), tokenizer, **settings, lora=LORA)
-    collated = [reference.make_collator(tokenizer, **LENGTHS)(b) for b in batches]
+    reference, collated, info = build_grag_system(label, base, tokenizer, batches, args.seed)
     models = {"fp32": reference}
     bf16 = cast_frozen(copy.deepcopy(reference), torch.bfloat16)
     models["bf16"] = bf16
@@ -165,7 +160,7 @@ def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], a
             f"{v} {runs[v]['losses'][-1]:.4f}" + (f" ({runs[v]['fwd_bwd_s'][-1]:.2f} s)" if step else "")
             for v in VARIANTS), flush=True)
 
-    out: dict[str, Any] = {"system": label, "kind": kind, "settings": settings, "variants": {}}
+    out: dict[str, Any] = {"system": label, **info, "variants": {}}
     batch = collated[(args.steps + 1) % len(collated)]
     for variant in VARIANTS:
         model = models[variant]
@@ -271,15 +266,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--name", default=NAME, help=f"base name of the result files (default {NAME})")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    setting = dict(SETTINGS["quick" if args.quick else "default"])
-    for key in ("steps", "batch_size"):
-        if getattr(args, key) is not None:
-            setting[key] = getattr(args, key)
-    vars(args).update(setting)
+    setting = merge_setting(args, SETTINGS)
 
     import torch
 
-    from grag_step_time import load_examples
     from personakit.backbones import describe_precision, load_causal_lm
 
     if args.threads:
@@ -289,11 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     matmul = {"fp32_gflops": matmul_rate(torch.float32), "bf16_gflops": matmul_rate(torch.bfloat16)}
     print(f"matmul {MATMUL_SHAPE}: fp32 {matmul['fp32_gflops']:.0f} GFLOP/s, bf16 {matmul['bf16_gflops']:.0f} GFLOP/s",
           flush=True)
-    examples = load_examples(args.examples, RESULTS / "tmp" / "grag_step_time_llm_cache.jsonl", progress=True)
-    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
-    batches = [b for b in batches if len(b) == args.batch_size]
-    if not batches:
-        parser.error(f"fewer than --batch-size {args.batch_size} usable examples ({len(examples)})")
+    _, batches = grag_batches(args, parser)
     base, tokenizer = load_causal_lm("smollm2")
     systems = []
     for label in args.systems:
