@@ -2,7 +2,7 @@
 
 ``bf16_speed.py`` times whole training steps; this script asks what they are made of.  It
 builds PreSFT(Hist) and PostGRAG on SmolLM2-135M + LoRA (r 16, alpha 32: the settings of
-``bf16_speed.py``, on the same built-in training examples and batches) in three variants:
+``bf16_speed.py``, on the same built-in training examples and batches) in four variants:
 
 * **fp32**: everything in float32;
 * **bf16**: :func:`personakit.backbones.cast_frozen`, the library's path (frozen backbone in
@@ -13,6 +13,9 @@ builds PreSFT(Hist) and PostGRAG on SmolLM2-135M + LoRA (r 16, alpha 32: the set
   switched off (``peft.helpers.disable_input_dtype_casting``), so the adapters compute in
   bf16 from fp32 master weights and the bf16 activations are not copied to fp32 at every
   adapter.
+* **bf16, eager attention** (measured, not the library's default): ``cast_frozen`` on a
+  backbone switched to transformers' eager attention (``set_attn_implementation("eager")``:
+  two batched matmuls and a softmax) in place of its default fused SDPA kernel.
 
 The variants take turns step by step on the same batches from the same weights
 (``--steps`` timed after one untimed step each); forward + backward is timed apart from the
@@ -49,7 +52,9 @@ from _common import (RESULTS, command_line, machine_info, machine_line, now, pyp
 from bf16_speed import build_grag_system, grag_batches, merge_setting  # noqa: E402
 
 NAME = "bf16_step_profile"
-VARIANTS = ("fp32", "bf16", "bf16 + autocast")
+VARIANTS = ("fp32", "bf16", "bf16 + autocast", "bf16, eager attention")
+SHARED = ("bf16", "bf16 + autocast")
+"""Variants that run one module (their weights and optimiser state are swapped in before each step)."""
 CATEGORIES = ("matrix products", "attention", "copies and dtype casts", "loss and softmax", "other")
 MATMUL_SHAPE = (1024, 576, 1536)  # (rows, inner, columns): SmolLM2's MLP up-projection at 1024 tokens
 SETTINGS = {"default": dict(batch_size=8, steps=4, examples=96), "quick": dict(batch_size=4, steps=1, examples=8)}
@@ -116,7 +121,7 @@ def forward_backward(model: Any, batch: dict, variant: str) -> float:
 
 def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], args: argparse.Namespace
                    ) -> dict[str, Any]:
-    """Time and profile ``label``'s three variants on ``batches`` (see the module docstring)."""
+    """Time and profile ``label``'s four variants on ``batches`` (see the module docstring)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -127,19 +132,24 @@ def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], a
     bf16 = cast_frozen(copy.deepcopy(reference), torch.bfloat16)
     models["bf16"] = bf16
     models["bf16 + autocast"] = bf16  # the same model; only the context of its step differs
+    eager_base = copy.deepcopy(base)
+    eager_base.set_attn_implementation("eager")  # same seed, so the same LoRA and GRAG initial weights
+    models["bf16, eager attention"] = cast_frozen(build_grag_system(label, eager_base, tokenizer, batches,
+                                                                    args.seed)[0], torch.bfloat16)
+    del eager_base
     optimizers = {v: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
                   for v, m in models.items()}
     runs: dict[str, dict[str, Any]] = {v: {"fwd_bwd_s": [], "optimizer_s": [], "losses": []} for v in VARIANTS}
     for model in models.values():
         model.train()
     # interleaved: fp32, bf16 and autocast take turns on each batch (bf16's weights restored in between)
-    states = {v: copy.deepcopy(models[v].state_dict()) for v in VARIANTS}
-    opt_states = {v: copy.deepcopy(optimizers[v].state_dict()) for v in VARIANTS}
+    states = {v: copy.deepcopy(models[v].state_dict()) for v in SHARED}
+    opt_states = {v: copy.deepcopy(optimizers[v].state_dict()) for v in SHARED}
     for step in range(args.steps + 1):
         batch = collated[step % len(collated)]
         for variant in VARIANTS:
             model, optimizer = models[variant], optimizers[variant]
-            if variant != "fp32":  # bf16 and autocast share one module: load this variant's own state
+            if variant in SHARED:  # bf16 and autocast share one module: load this variant's own state
                 model.load_state_dict(states[variant])
                 optimizer.load_state_dict(opt_states[variant])
             torch.manual_seed(args.seed * 100_003 + step)  # the same dropout masks for every variant
@@ -149,7 +159,7 @@ def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], a
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             end = time.perf_counter()
-            if variant != "fp32":
+            if variant in SHARED:
                 states[variant] = copy.deepcopy(model.state_dict())
                 opt_states[variant] = copy.deepcopy(optimizer.state_dict())
             if step > 0:  # the first step of each is untimed
@@ -164,7 +174,7 @@ def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], a
     batch = collated[(args.steps + 1) % len(collated)]
     for variant in VARIANTS:
         model = models[variant]
-        if variant != "fp32":
+        if variant in SHARED:
             model.load_state_dict(states[variant])
         torch.manual_seed(args.seed)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -223,7 +233,8 @@ def to_markdown(report: dict[str, Any]) -> str:
              f"training examples (the batches of `bf16_speed.py`), {report['setting']['steps']} timed steps per variant "
              "after one untimed, the variants interleaved step by step from the same weights. *bf16*: `cast_frozen` (the "
              "library's path); *bf16 + autocast*: the same weights under `torch.autocast` with peft's input cast off "
-             "(measured here, not the library's default).", "",
+             "(measured here, not the library's default); *bf16, eager attention*: `cast_frozen` with transformers' eager "
+             "attention in place of SDPA (measured here, not the library's default).", "",
              f"One matmul `{MATMUL_SHAPE[0]}x{MATMUL_SHAPE[1]} @ {MATMUL_SHAPE[1]}x{MATMUL_SHAPE[2]}` in the same "
              f"process: fp32 {mm['fp32_gflops']:.0f} GFLOP/s, bf16 {mm['bf16_gflops']:.0f} GFLOP/s "
              f"(**{mm['bf16_gflops'] / mm['fp32_gflops']:.1f}x**).", "",

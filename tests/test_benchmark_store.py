@@ -295,3 +295,21 @@ def test_unit_context_only_runs_the_listed_units(tmp_path):
     args.only = ["b", "zz"]
     with pytest.raises(SystemExit, match="no unit named zz"):
         Ctx(args, {}, "bench").run(["a", "b"], lambda unit, key: {"v": 1})
+
+
+def test_machines_line_groups_trained_units_by_cpu_and_attention():
+    amd = {"cpu": "AMD EPYC", "amx_bf16": False}
+    xeon = {"cpu": "Intel Xeon", "amx_bf16": True}
+    units = [{"system": "PreSFT(Hist)", "seed": 0, "steps": 300, "precision": amd, "kind": "presft-hist"},
+             {"system": "PostGRAG", "seed": 1, "steps": 275, "precision": xeon, "kind": "postgrag",
+              "train_attention": "eager"},
+             {"system": "PostGRAG", "seed": 2, "steps": 250, "precision": xeon, "kind": "postgrag"},
+             {"system": "ICL(Hist)", "seed": 0, "precision": amd, "kind": "icl"},
+             {"system": "sanity", "seed": 0, "kind": "sanity"}]
+    line = grag_quality.machines_line(units)
+    assert line == ("Trained on: AMD EPYC (AMX no), sdpa attention: PreSFT(Hist) s0; "
+                    "Intel Xeon (AMX yes), eager attention: PostGRAG s1; "
+                    "Intel Xeon (AMX yes), sdpa attention: PostGRAG s2.")
+    assert grag_quality.machines_line(units[3:]) == ""
+    assert grag_quality.train_attention(argparse.Namespace(device=None)) == "eager"
+    assert grag_quality.train_attention(argparse.Namespace(device="cuda")) is None

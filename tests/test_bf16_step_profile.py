@@ -77,5 +77,5 @@ def test_markdown_of_a_report():
               "systems": [{"system": "PreSFT(Hist)", "variants": variants}]}
     md = profile_bench.to_markdown(report)
     assert "**8.0x**" in md and "`amx_bf16` yes" in md
-    assert "| PreSFT(Hist) | bf16 + autocast | 0.67 | 0.33x |" in md
+    assert "| PreSFT(Hist) | bf16 + autocast | 0.67 | 0.33x |" in md and "eager attention" in md
     assert "1.00 (50 %)" in md

@@ -286,3 +286,29 @@ def test_loader_rejects_a_bad_dtype_before_loading(monkeypatch):
     monkeypatch.setattr(loading, "resolve_model_path", lambda *a, **k: pytest.fail("should not locate"))
     with pytest.raises(ValueError, match="unknown dtype 'bfloat'"):
         load_causal_lm("smollm2", dtype="bfloat")
+
+
+def test_attention_implementation_switches_every_transformers_model_and_restores_on_error():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from personakit.backbones import attention_implementation
+
+    def lm():
+        return LlamaForCausalLM(LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=32, vocab_size=32))
+
+    pair = torch.nn.ModuleList([lm(), lm()])  # two backbones inside one module, as in a family model
+    pair[1].set_attn_implementation("eager")
+    with attention_implementation(pair, "eager") as before:
+        assert [m.config._attn_implementation for m in pair] == ["eager", "eager"]
+        assert "sdpa" in before and "eager" in before
+    assert [m.config._attn_implementation for m in pair] == ["sdpa", "eager"]
+    with pytest.raises(RuntimeError, match="boom"):
+        with attention_implementation(pair, "eager"):
+            raise RuntimeError("boom")
+    assert [m.config._attn_implementation for m in pair] == ["sdpa", "eager"]
+    with attention_implementation(pair, None) as before:
+        assert before == [] and pair[0].config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="flash"):
+        with attention_implementation(pair, "flash"):
+            pass

@@ -398,3 +398,29 @@ def test_early_stopping_ends_on_a_plateau_and_restores_the_best_weights(tmp_path
                         eval_examples=EXAMPLES[:3]).train(resume_from="latest")
     assert again.stopped_early and again.global_step == result.global_step
     assert states_equal(again_model, model)
+
+
+# ------------------------------------------------------------------------------ attention kernel
+def test_attn_implementation_switches_for_training_only_and_gives_the_same_training():
+    """Eager attention during train() (evaluation included), the former kernel back afterwards; the losses
+    match SDPA's up to float rounding (fp32, a dropout-free tiny Llama PostGRAG)."""
+    seen = []
+
+    class Watch(TrainerCallback):
+        def on_step_end(self, trainer, step):
+            seen.append(trainer.model.base_model.config._attn_implementation)
+
+    model_sdpa, model_eager = worker.build_llama_postgrag(), worker.build_llama_postgrag()
+    assert model_eager.base_model.config._attn_implementation == "sdpa"
+    sdpa = GRAGTrainer(model_sdpa, config(eval_steps=2, eval_metrics=["loss", "bpc"]), train_examples=EXAMPLES, eval_examples=EXAMPLES[:2]).train()
+    eager = GRAGTrainer(model_eager, config(eval_steps=2, eval_metrics=["loss", "bpc"], attn_implementation="eager"), train_examples=EXAMPLES,
+                        eval_examples=EXAMPLES[:2], callbacks=[Watch()]).train()
+    assert seen == ["eager"] * 4
+    assert model_eager.base_model.config._attn_implementation == "sdpa"  # restored
+    for a, b in zip(sdpa.history, eager.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    assert len(sdpa.eval_history) == len(eager.eval_history) == 2
+    for a, b in zip(sdpa.eval_history, eager.eval_history):
+        assert a["loss_p"] == pytest.approx(b["loss_p"], rel=1e-4)
+    with pytest.raises(ValueError):
+        config(attn_implementation="flash")

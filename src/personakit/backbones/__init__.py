@@ -48,7 +48,9 @@ from personakit.backbones.loading import (
     resolve_model_path,
 )
 from personakit.backbones.precision import (
+    ATTENTION_IMPLEMENTATIONS,
     DTYPE_ENV_VAR,
+    attention_implementation,
     cast_frozen,
     cpu_bf16_support,
     describe_precision,
@@ -67,6 +69,7 @@ from personakit.backbones.registry import (
 )
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
     "DTYPE_ENV_VAR",
     "EMBEDDED_MODELS",
     "BackboneNotFoundError",
@@ -75,6 +78,7 @@ __all__ = [
     "EmbeddedModelStatus",
     "LoraSettings",
     "apply_lora",
+    "attention_implementation",
     "cache_dir",
     "cast_frozen",
     "cpu_bf16_support",

@@ -37,12 +37,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -318,3 +319,63 @@ def cast_frozen(model: "nn.Module", dtype: "torch.dtype | str" = "bfloat16", *,
                     and not _matches(full, keep)):
                 setattr(module, buffer_name, buffer.to(frozen))
     return model
+
+
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+"""The transformers attention kernels :func:`attention_implementation` switches between."""
+
+
+@contextlib.contextmanager
+def attention_implementation(model: "nn.Module", implementation: Optional[str]) -> "Iterator[list[str]]":
+    """Run the transformers models inside ``model`` with another attention kernel, and switch them back after.
+
+    Every ``transformers.PreTrainedModel`` among ``model.modules()`` (a bare model, one wrapped
+    by peft, or the backbones of a personakit model) is switched with transformers'
+    ``set_attn_implementation(implementation)``; on leaving, each gets its former kernel back,
+    also when the block raises.  ``None`` changes nothing.
+
+    Why: on a CPU with AMX, bf16 training steps of a SmolLM2 + LoRA PostGRAG take 0.70x the
+    time with ``"eager"`` attention (two batched matrix products and a softmax) as with the
+    default fused ``"sdpa"`` kernel, whose backward pass gains nothing from bf16 there, and
+    PreSFT(Hist) steps 0.93x, losses within 0.1% (``benchmarks/bf16_step_profile.py``);
+    generation is faster with ``"sdpa"``, so switch for training only
+    (:attr:`~personakit.training.TrainingConfig.attn_implementation` does).
+
+    Args:
+        model: any ``nn.Module``.
+        implementation: ``"eager"``, ``"sdpa"`` or ``None``.
+
+    Yields:
+        The former kernel of each switched model, in ``model.modules()`` order.
+
+    Raises:
+        ValueError: an unknown ``implementation``.
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> lm = LlamaForCausalLM(LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        ...                                   intermediate_size=32, vocab_size=32))
+        >>> with attention_implementation(lm, "eager"):
+        ...     lm.config._attn_implementation
+        'eager'
+        >>> lm.config._attn_implementation
+        'sdpa'
+    """
+    if implementation is None:
+        yield []
+        return
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention_implementation: {implementation!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
+    switched: list[tuple[Any, str]] = []
+    try:
+        for module in model.modules():
+            config = getattr(module, "config", None)
+            current = getattr(config, "_attn_implementation", None)
+            if current is None or not callable(getattr(module, "set_attn_implementation", None)):
+                continue
+            module.set_attn_implementation(implementation)
+            switched.append((module, current))
+        yield [current for _, current in switched]
+    finally:
+        for module, current in reversed(switched):
+            module.set_attn_implementation(current)
