@@ -13,9 +13,10 @@ builds PreSFT(Hist) and PostGRAG on SmolLM2-135M + LoRA (r 16, alpha 32: the set
   switched off (``peft.helpers.disable_input_dtype_casting``), so the adapters compute in
   bf16 from fp32 master weights and the bf16 activations are not copied to fp32 at every
   adapter.
-* **bf16, eager attention** (measured, not the library's default): ``cast_frozen`` on a
-  backbone switched to transformers' eager attention (``set_attn_implementation("eager")``:
-  two batched matmuls and a softmax) in place of its default fused SDPA kernel.
+* **bf16, eager attention** (measured, not the library's default): the bf16 model run under
+  :func:`personakit.backbones.attention_implementation` ``(model, "eager")``, transformers' eager
+  attention (two batched matmuls and a softmax) in place of its default fused SDPA kernel
+  (what ``TrainingConfig.attn_implementation="eager"`` does).
 
 The variants take turns step by step on the same batches from the same weights
 (``--steps`` timed after one untimed step each); forward + backward is timed apart from the
@@ -53,8 +54,8 @@ from bf16_speed import build_grag_system, grag_batches, merge_setting  # noqa: E
 
 NAME = "bf16_step_profile"
 VARIANTS = ("fp32", "bf16", "bf16 + autocast", "bf16, eager attention")
-SHARED = ("bf16", "bf16 + autocast")
-"""Variants that run one module (their weights and optimiser state are swapped in before each step)."""
+SHARED = ("bf16", "bf16 + autocast", "bf16, eager attention")
+"""Variants that run one module (their trainable weights and optimiser state are swapped in before each step)."""
 CATEGORIES = ("matrix products", "attention", "copies and dtype casts", "loss and softmax", "other")
 MATMUL_SHAPE = (1024, 576, 1536)  # (rows, inner, columns): SmolLM2's MLP up-projection at 1024 tokens
 SETTINGS = {"default": dict(batch_size=8, steps=4, examples=96), "quick": dict(batch_size=4, steps=1, examples=8)}
@@ -100,8 +101,11 @@ def matmul_rate(dtype: Any, repeats: int = 20) -> float:
 
 
 def variant_context(variant: str, model: Any) -> contextlib.ExitStack:
-    """The context a step of ``variant`` runs in (autocast and peft's input cast switched off for the third)."""
+    """The context a step of ``variant`` runs in: autocast with peft's input cast off, or eager attention
+    (:func:`personakit.backbones.attention_implementation`), or nothing."""
     import torch
+
+    from personakit.backbones import attention_implementation
 
     stack = contextlib.ExitStack()
     if variant == "bf16 + autocast":
@@ -109,7 +113,14 @@ def variant_context(variant: str, model: Any) -> contextlib.ExitStack:
 
         stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
         stack.enter_context(disable_input_dtype_casting(model))
+    elif variant == "bf16, eager attention":
+        stack.enter_context(attention_implementation(model, "eager"))
     return stack
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    """A copy of ``model``'s trainable parameters (the frozen ones never change), for ``load_state_dict(strict=False)``."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def forward_backward(model: Any, batch: dict, variant: str) -> float:
@@ -131,26 +142,22 @@ def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], a
     models = {"fp32": reference}
     bf16 = cast_frozen(copy.deepcopy(reference), torch.bfloat16)
     models["bf16"] = bf16
-    models["bf16 + autocast"] = bf16  # the same model; only the context of its step differs
-    eager_base = copy.deepcopy(base)
-    eager_base.set_attn_implementation("eager")  # same seed, so the same LoRA and GRAG initial weights
-    models["bf16, eager attention"] = cast_frozen(build_grag_system(label, eager_base, tokenizer, batches,
-                                                                    args.seed)[0], torch.bfloat16)
-    del eager_base
+    for variant in SHARED[1:]:
+        models[variant] = bf16  # the same module; only the context of its step differs
     optimizers = {v: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
                   for v, m in models.items()}
     runs: dict[str, dict[str, Any]] = {v: {"fwd_bwd_s": [], "optimizer_s": [], "losses": []} for v in VARIANTS}
     for model in models.values():
         model.train()
-    # interleaved: fp32, bf16 and autocast take turns on each batch (bf16's weights restored in between)
-    states = {v: copy.deepcopy(models[v].state_dict()) for v in SHARED}
+    # interleaved: the variants take turns on each batch (each bf16 variant's own trainable weights swapped in)
+    states = {v: trainable_state(models[v]) for v in SHARED}
     opt_states = {v: copy.deepcopy(optimizers[v].state_dict()) for v in SHARED}
     for step in range(args.steps + 1):
         batch = collated[step % len(collated)]
         for variant in VARIANTS:
             model, optimizer = models[variant], optimizers[variant]
-            if variant in SHARED:  # bf16 and autocast share one module: load this variant's own state
-                model.load_state_dict(states[variant])
+            if variant in SHARED:  # the bf16 variants share one module: load this variant's own state
+                model.load_state_dict(states[variant], strict=False)
                 optimizer.load_state_dict(opt_states[variant])
             torch.manual_seed(args.seed * 100_003 + step)  # the same dropout masks for every variant
             start = time.perf_counter()
@@ -160,7 +167,7 @@ def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], a
             optimizer.zero_grad(set_to_none=True)
             end = time.perf_counter()
             if variant in SHARED:
-                states[variant] = copy.deepcopy(model.state_dict())
+                states[variant] = trainable_state(model)
                 opt_states[variant] = copy.deepcopy(optimizer.state_dict())
             if step > 0:  # the first step of each is untimed
                 runs[variant]["fwd_bwd_s"].append(middle - start)
@@ -175,7 +182,7 @@ def profile_system(label: str, base: Any, tokenizer: Any, batches: list[list], a
     for variant in VARIANTS:
         model = models[variant]
         if variant in SHARED:
-            model.load_state_dict(states[variant])
+            model.load_state_dict(states[variant], strict=False)
         torch.manual_seed(args.seed)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             forward_backward(model, batch, variant)
