@@ -79,6 +79,31 @@ def machine_line(info: dict[str, Any]) -> str:
             f"{versions}; 1-minute load average {load[0]:.2f} when the results were written.")
 
 
+def train_attention(device: str | None) -> str | None:
+    """The attention kernel the learning-scale benchmarks train with (``TrainingConfig.attn_implementation``):
+    ``"eager"`` on the CPU, where it makes a bf16 training step faster than SDPA's fused kernel, whose CPU
+    backward gains nothing from bf16 (``bf16_step_profile.py``); the model's own on a GPU.  Not part of a unit
+    key: the losses agree within 0.3%, so units trained with SDPA (``train_attention`` missing) stay valid."""
+    return "eager" if device in (None, "cpu") else None
+
+
+def machines_line(trained: Iterable[tuple[str, dict[str, Any]]]) -> str:
+    """``Trained on: <CPU> (AMX yes/no), <kernel> attention: <units>; ...``: which CPU and training attention
+    kernel trained which units (sessions may run on different machines; a unit without ``train_attention``
+    was trained with SDPA).  ``trained``: ``(name, unit)`` of the units that trained a model; those without
+    a ``precision`` stamp are left out.  ``""`` when none is left."""
+    groups: dict[str, list[str]] = {}
+    for name, u in trained:
+        p = u.get("precision")
+        if not p:
+            continue
+        where = (f"{p.get('cpu', '?')} (AMX {'yes' if p.get('amx_bf16') else 'no'}), "
+                 f"{u.get('train_attention', 'sdpa')} attention")
+        groups.setdefault(where, []).append(name)
+    return "Trained on: " + "; ".join(f"{where}: {', '.join(names)}" for where, names in groups.items()) + "." \
+        if groups else ""
+
+
 def command_line(argv: Iterable[str] | None = None) -> str:
     """The command that ran this script, relative to the repository root (``argv``: the arguments given to ``main``)."""
     script = Path(sys.argv[0])

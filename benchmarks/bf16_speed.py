@@ -170,15 +170,16 @@ def load_questioner_data(config_name: str = QUESTIONER_CONFIG) -> tuple[Any, lis
     return config, train
 
 
-def build_questioner(label: str, base: Any, tokenizer: Any, config: Any, train: list, args: argparse.Namespace
-                     ) -> tuple[Any, list[dict], dict[str, Any]]:
+def build_questioner(label: str, base: Any, tokenizer: Any, config: Any, train: list, args: argparse.Namespace,
+                     inputs: dict[str, int] | None = None) -> tuple[Any, list[dict], dict[str, Any]]:
     """The fp32 reference model, the collated batches and the description of a questioner system.
 
     As :func:`~personakit.recipes.questioner.run_questioner_recipe` builds it: the ``tiny``
     system of that kind, ``DualTowerResponder.from_backbone`` on a copy of the backbone,
     ``make_collator`` with the config's prompt budgets, and the batches of a
     :class:`~personakit.training.QuestionerTrainer` with the config's training settings
-    (``--batch-size`` instead of the config's).
+    (``--batch-size`` instead of the config's; ``inputs``: prompt budgets instead of the config's,
+    e.g. ``{"max_prompt_tokens": 192, "max_response_tokens": 48}``).
     """
     import torch
 
@@ -191,7 +192,7 @@ def build_questioner(label: str, base: Any, tokenizer: Any, config: Any, train: 
     torch.manual_seed(args.seed)
     reference = DualTowerResponder.from_backbone(copy.deepcopy(base), tokenizer, questioners=questioners,
                                                  use_specific=kind == "dual-tower", **dict(spec.settings))
-    collator = reference.make_collator(**config.inputs.to_dict())
+    collator = reference.make_collator(**{**config.inputs.to_dict(), **(inputs or {})})
     tcfg = QuestionerTrainingConfig.from_dict(
         {**config.training.to_dict(), "batch_size": args.batch_size, "progress": False, "eval_at_epoch_end": False,
          "eval_steps": None, "output_dir": None, "use_cpu": True}, source="training")

@@ -111,8 +111,8 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
-                     machine_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies, save_figure, setting_name,
-                     write_results)
+                     machine_line, machines_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies,
+                     save_figure, setting_name, write_results)
 
 NAME = "copersona_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -502,6 +502,8 @@ def to_markdown(report_: dict) -> str:
     units, s = report_["units"], report_["summary"]
     lines = [f"# CoPersona on Persuasion-for-Good users, learning scale ({report_['setting']} setting)", "",
              f"Command: `{report_['command']}`; written {report_['written']}.", "", report_.get("machine_line", ""), ""]
+    if report_.get("trained_on"):
+        lines += [report_["trained_on"], ""]
     missing = [u for u in report_.get("order", []) if u not in units]
     if missing:
         lines += [f"Units still to run: {', '.join(missing)} (this page shows what is finished).", ""]
@@ -903,6 +905,8 @@ def _trainer(ctx: Context, variant: str, seed: int, key: str):
         eval_metrics=["loss"], early_stopping_patience=s["patience"], early_stopping_threshold=0.01,
         metric_for_best_model="loss", load_best_model_at_end=True, eval_batch_size=16,
         max_new_tokens=s["new_tokens"], use_cpu=not str(ctx.args.device or "cpu").startswith("cuda"), progress=True)
+    # SDPA, not eager attention: at CoPersona's ~300-token prompts a bf16 step takes 1.12x as long with eager
+    # attention on the AMX Xeon (benchmarks/results/family_step_profile.md); shorter GRAG / questioner inputs gain
     trainer = CoPersonaTrainer(model, cfg, train_examples=ctx.data["train"], eval_examples=ctx.data["dev"])
     return model, trainer, str(dtype).removeprefix("torch.")
 
@@ -961,7 +965,8 @@ def train_unit(ctx: Context, unit: str) -> dict:
     train_s = result.train_seconds or (time.perf_counter() - t)  # every session's training, resumes included
     test, eval_s = run_test(ctx, model, trainer)
     out = {"kind": "system", "system": SYSTEMS[variant], "variant": variant, "seed": seed, "dtype": dtype,
-           "steps": result.global_step, "total_steps": result.total_steps, "stopped_early": result.stopped_early,
+           "train_attention": trainer.args.attn_implementation or "sdpa", "steps": result.global_step,
+           "total_steps": result.total_steps, "stopped_early": result.stopped_early,
            "best_step": result.best_step, "best_dev_loss": result.best_metric, "eval_history": result.eval_history,
            "history": [{k: r.get(k) for k in ("step", "loss", "lr")} for r in result.history],
            "train_s": train_s, "eval_s": eval_s, "train_items": len(ctx.data["train"]),
@@ -1046,6 +1051,7 @@ def report(args: argparse.Namespace) -> dict:
     first = next(iter(units.values()), {})
     out = {"benchmark": NAME, "command": command_line(args.argv), "setting": args.setting_name, "written": now(),
            "machine_line": machine_line(first["machine"]) if first.get("machine") else "",
+           "trained_on": machines_line((name, u) for name, u in units.items() if u.get("kind") == "system"),
            "precision": first.get("precision"), "order": order, "units": units, "summary": summary,
            "verdict": verdict(summary), "controls_verdict": controls_verdict(summary),
            "paper_table5_books_7b": PAPER_TABLE5, "paper_table1_books_7b": PAPER_TABLE1_BOOKS_7B,

@@ -80,7 +80,8 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, SHARED_DATA, UnitStore, add_run_arguments, command_line, commit_path,  # noqa: E402
-                     machine_info, machine_line, now, pyplot, run_units, save_figure, try_lock, write_results)
+                     machine_info, machine_line, machines_line, now, pyplot, run_units, save_figure,
+                     train_attention, try_lock, write_results)
 from _common import sanity_replies as shared_sanity_replies  # noqa: E402
 
 NAME = "grag_quality"
@@ -313,7 +314,7 @@ def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argpa
         eval_steps=s["eval_steps"], eval_at_epoch_end=False, save_steps=s["eval_steps"], keep_last=1,
         eval_metrics=["loss", "bpc"], early_stopping_patience=s["patience"], early_stopping_threshold=0.01,
         metric_for_best_model="loss_p", load_best_model_at_end=True, eval_batch_size=16,
-        max_new_tokens=s["new_tokens"], attn_implementation=train_attention(args),
+        max_new_tokens=s["new_tokens"], attn_implementation=train_attention(args.device),
         use_cpu=args.device in (None, "cpu"), progress=True)
     trainer = GRAGTrainer(model, cfg, train_examples=d["train"], eval_examples=d["dev"], collator=collator)
     t = time.perf_counter()
@@ -346,26 +347,10 @@ def train_unit(dataset: str, kind: str, seed: int, d: dict, s: dict, args: argpa
             "train_attention": cfg.attn_implementation or "sdpa"}
 
 
-def machines_line(units: list[dict]) -> str:
-    """Which CPU (with or without AMX) and training attention kernel trained which units: sessions may run on
-    different machines, and units trained before ``train_attention`` was recorded used SDPA."""
-    groups: dict[str, list[str]] = {}
-    for u in units:
-        if not u.get("steps") or "precision" not in u or u.get("kind") in ("icl", "sanity", "judge"):
-            continue  # no model trained
-        p = u["precision"]
-        where = (f"{p.get('cpu', '?')} (AMX {'yes' if p.get('amx_bf16') else 'no'}), "
-                 f"{u.get('train_attention', 'sdpa')} attention")
-        groups.setdefault(where, []).append(f"{u['system']} s{u.get('seed', 0)}")
-    return "Trained on: " + "; ".join(f"{where}: {', '.join(names)}" for where, names in groups.items()) + "." \
-        if groups else ""
-
-
-def train_attention(args: argparse.Namespace) -> Optional[str]:
-    """The attention kernel of training: ``"eager"`` on the CPU, where it makes a bf16 PostGRAG step 0.70x as long
-    as SDPA's (``bf16_step_profile.py``); the model's own elsewhere.  Not part of the unit key: the losses agree
-    within 0.1%, so units trained before this existed (with SDPA; ``train_attention`` missing) stay valid."""
-    return "eager" if args.device in (None, "cpu") else None
+def trained_units(units: list[dict]) -> list[tuple[str, dict]]:
+    """``(name, unit)`` of the units that trained a model, for :func:`_common.machines_line`."""
+    return [(f"{u['system']} s{u.get('seed', 0)}", u) for u in units
+            if u.get("steps") and u.get("kind") not in ("icl", "sanity", "judge")]
 
 
 def icl_unit(dataset: str, seed: int, d: dict, s: dict, args: argparse.Namespace, work: Path) -> dict:
@@ -683,7 +668,7 @@ def report(args: argparse.Namespace) -> dict:
                              f"responses by SmolLM2-135M-Instruct with template `{aug.get('template')}`, "
                              f"{aug.get('empty_after_augment', '?')} empty after retries (replaced by 'Okay.'). "
                              f"Frozen weights in {next((u['dtype'] for u in units if u.get('dtype')), '?')}. "
-                             f"{machines_line(units)}")
+                             f"{machines_line(trained_units(units))}")
         seed0 = {u["system"]: u for u in units if u.get("seed") == 0 and u.get("kind") not in ("judge", "sanity")}
         work_test = (args.work_dir or (RESULTS / "tmp" / f"{NAME}-{args.setting_name}")) / dataset / "test.jsonl"
         if seed0 and work_test.exists():

@@ -110,8 +110,8 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
-                     machine_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies, save_figure, setting_name,
-                     write_results)
+                     machine_line, machines_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies,
+                     save_figure, setting_name, train_attention, write_results)
 
 NAME = "questioner_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -431,6 +431,8 @@ def to_markdown(report_: dict) -> str:
     units, s = report_["units"], report_["summary"]
     lines = [f"# Questioner-aware responder on PFG-Questioner, learning scale ({report_['setting']} setting)", "",
              f"Command: `{report_['command']}`; written {report_['written']}.", "", report_.get("machine_line", ""), ""]
+    if report_.get("trained_on"):
+        lines += [report_["trained_on"], ""]
     missing = [u for u in report_["order"] if u not in units]
     if missing:
         lines += [f"Units still to run: {', '.join(missing)} (this page shows what is finished).", ""]
@@ -691,7 +693,8 @@ def build_trainer(ctx: Context, system: str, seed: int, key: str) -> tuple[Any, 
         eval_steps=s["eval_steps"], eval_at_epoch_end=False, save_steps=s["eval_steps"], keep_last=1,
         eval_metrics=["loss"], early_stopping_patience=s["patience"], early_stopping_threshold=s["threshold"],
         metric_for_best_model=METRIC, load_best_model_at_end=True, eval_batch_size=s["eval_batch"],
-        max_new_tokens=s["new_tokens"], use_cpu=ctx.args.device in (None, "cpu"), progress=True)
+        max_new_tokens=s["new_tokens"], use_cpu=ctx.args.device in (None, "cpu"), progress=True,
+        attn_implementation=train_attention(ctx.args.device))
     trainer = QuestionerTrainer(model, cfg, train_examples=ctx.splits["train"], eval_examples=ctx.splits["dev"],
                                 collator=collator)
     return model, trainer
@@ -740,7 +743,7 @@ def train_unit(ctx: Context, system: str, seed: int, key: str) -> dict:
     return {"system": system, "kind": kind, "label": SYSTEMS[system][1], "seed": seed,
             "settings": system_settings(system, ctx.s), "n": len(test), **scored, "test_ll": test_ll,
             "diversity": div, "dtype": str(ctx.dtype).removeprefix("torch."),
-            "steps": result.global_step, "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
+            "train_attention": trainer.args.attn_implementation or "sdpa", "steps": result.global_step, "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
             "stopped_early": result.stopped_early, "best_step": result.best_step, "best_dev_loss": result.best_metric,
             "eval_history": [{k: r.get(k) for k in ("step", "loss", METRIC, "loss_contrastive")}
                              for r in result.eval_history],
@@ -897,6 +900,7 @@ def report(args: argparse.Namespace) -> dict:
     first = next(iter(units.values()), {})
     out = {"benchmark": NAME, "command": command_line(args.argv), "setting": args.setting_name, "written": now(),
            "machine_line": machine_line(first["machine"]) if first.get("machine") else "",
+           "trained_on": machines_line((name, u) for name, u in units.items() if u.get("steps") and u.get("train_s")),
            "order": unit_order(SETTINGS[args.setting_name]["seeds"]), "units": units, "summary": summary,
            "verdict": verdict(summary), "uses_questioner": controls_verdict(summary), "paper_headline": PAPER_HEADLINE}
     suffix = "" if args.setting_name == "default" else f"-{args.setting_name}"

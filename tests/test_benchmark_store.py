@@ -12,7 +12,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from _common import UnitStore  # noqa: E402
+from _common import UnitStore, machines_line, train_attention  # noqa: E402
 import grag_quality  # noqa: E402
 
 
@@ -306,10 +306,11 @@ def test_machines_line_groups_trained_units_by_cpu_and_attention():
              {"system": "PostGRAG", "seed": 2, "steps": 250, "precision": xeon, "kind": "postgrag"},
              {"system": "ICL(Hist)", "seed": 0, "precision": amd, "kind": "icl"},
              {"system": "sanity", "seed": 0, "kind": "sanity"}]
-    line = grag_quality.machines_line(units)
+    line = machines_line(grag_quality.trained_units(units))
     assert line == ("Trained on: AMD EPYC (AMX no), sdpa attention: PreSFT(Hist) s0; "
                     "Intel Xeon (AMX yes), eager attention: PostGRAG s1; "
                     "Intel Xeon (AMX yes), sdpa attention: PostGRAG s2.")
-    assert grag_quality.machines_line(units[3:]) == ""
-    assert grag_quality.train_attention(argparse.Namespace(device=None)) == "eager"
-    assert grag_quality.train_attention(argparse.Namespace(device="cuda")) is None
+    assert machines_line(grag_quality.trained_units(units[3:])) == ""
+    assert machines_line([("x s0", {"steps": 5})]) == ""  # no precision stamp: left out
+    assert train_attention(None) == "eager" and train_attention("cpu") == "eager"
+    assert train_attention("cuda") is None

@@ -47,7 +47,9 @@ def test_profile_system_on_a_tiny_llama(label):
     base, tokenizer = build_backbone("llama"), tokenizer_for("llama")
     batches = [make_examples()[:2], make_examples()[1:3]]
     args = argparse.Namespace(steps=2, seed=0)
-    out = profile_bench.profile_system(label, base, tokenizer, batches, args)
+    reference, collated, info = profile_bench.build_system(label, base, tokenizer, batches, args)
+    assert info["padded_length"] >= info["tokens_per_sequence"] > 0
+    out = profile_bench.profile_system(label, reference, collated, info, args)
     assert set(out["variants"]) == set(profile_bench.VARIANTS)
     for variant, run in out["variants"].items():
         assert len(run["fwd_bwd_s"]) == 2 and len(run["losses"]) == 3  # the first step untimed
@@ -79,3 +81,69 @@ def test_markdown_of_a_report():
     assert "**8.0x**" in md and "`amx_bf16` yes" in md
     assert "| PreSFT(Hist) | bf16 + autocast | 0.67 | 0.33x |" in md and "eager attention" in md
     assert "1.00 (50 %)" in md
+
+
+def test_a_variant_that_fails_is_reported_and_left_out(monkeypatch):
+    from grag_testkit import build_backbone, make_examples, tokenizer_for
+
+    base, tokenizer = build_backbone("llama"), tokenizer_for("llama")
+    args = argparse.Namespace(steps=1, seed=0)
+    reference, collated, info = profile_bench.build_system("PreSFT(Hist)", base, tokenizer, [make_examples()[:2]], args)
+    real = profile_bench.forward_backward
+
+    def failing(model, batch, variant):
+        if variant == "bf16 + autocast":
+            raise NotImplementedError('"addmm_out_sparse_csr_impl_mkl" not implemented for \'BFloat16\'\nmore')
+        return real(model, batch, variant)
+
+    monkeypatch.setattr(profile_bench, "forward_backward", failing)
+    out = profile_bench.profile_system("PreSFT(Hist)", reference, collated, info, args)
+    assert out["variants"]["bf16 + autocast"] == {
+        "error": 'NotImplementedError: "addmm_out_sparse_csr_impl_mkl" not implemented for \'BFloat16\''}
+    for variant in ("fp32", "bf16", "bf16, eager attention"):
+        assert len(out["variants"][variant]["fwd_bwd_s"]) == 1 and out["variants"][variant]["profiled_s"] > 0
+    report = {"command": "c", "date": "d", "threads": 1, "load_at_start": [1.0], "precision": {"amx_bf16": False},
+              "machine": profile_bench.machine_info(), "setting": {"batch_size": 2, "steps": 1},
+              "matmul": {"fp32_gflops": 100.0, "bf16_gflops": 200.0}, "wall_time_s": 1.0, "plot": None,
+              "systems": [out]}
+    md = profile_bench.to_markdown(report)
+    assert "| PreSFT(Hist) | bf16 + autocast | failed: NotImplementedError:" in md
+    assert md.count("| PreSFT(Hist) | bf16 + autocast |") == 1  # no row in the operator table
+
+    def fp32_fails(model, batch, variant):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(profile_bench, "forward_backward", fp32_fails)
+    with pytest.raises(RuntimeError, match="boom"):  # the baseline must run
+        profile_bench.profile_system("PreSFT(Hist)", reference, collated, info, args)
+
+
+def test_copersona_stand_in_context_and_system():
+    import torch
+    from grag_testkit import build_backbone, tokenizer_for
+
+    pytest.importorskip("torch_geometric")
+    from personakit.data import builtin_pfg_dialogues
+    from personakit.data.copersona_users import build_pfg_users
+
+    users = build_pfg_users(builtin_pfg_dialogues()).users
+    context = profile_bench.copersona_context(users, seed=0)
+    n = len(users)
+    assert context.facet_embeddings.shape == (n, profile_bench.COPERSONA_FACETS, profile_bench.COPERSONA_FACET_DIM)
+    assert int(context.reliability.min()) >= 0 and int(context.reliability.max()) <= 3
+    assert context.edge_index.shape == (2, 2 * n)
+    for u in range(n):  # a ring: user u hears u - 1 and u + 1
+        heard = sorted(context.edge_index[0][context.edge_index[1] == u].tolist())
+        assert heard == sorted({(u - 1) % n, (u + 1) % n})
+    first = users[0].user_id
+    assert len(context.profile_summary[first].split()) <= 61
+    assert context.peer_context[first].endswith(" ".join(" ".join(i.text for i in users[1].items).split()[:100]))
+
+    base, tokenizer = build_backbone("llama"), tokenizer_for("llama")
+    args = argparse.Namespace(steps=0, seed=0, batch_size=2)
+    reference, collated, info = profile_bench.build_system("copersona", base, tokenizer, None, args)
+    assert len(collated) == 2 and all(b["user_index"].shape == (2,) for b in collated)
+    assert info["kind"] == "copersona" and info["users"] == n and info["padded_length"] > 0
+    with torch.no_grad():
+        assert torch.isfinite(reference(**{k: v for k, v in collated[0].items()
+                                           if k not in ("prompt_ids", "prompt_mask")}).loss)

@@ -190,7 +190,10 @@ def test_to_markdown_reads_with_partial_units():
     order = cp.unit_order(cp.SETTINGS["default"])
     rep = {"command": "python benchmarks/copersona_pfg.py", "setting": "default", "written": "now", "machine_line": "M",
            "order": order, "units": units, "summary": cp.summarise(units)}
+    assert "Trained on" not in cp.to_markdown(rep)
+    rep["trained_on"] = "Trained on: Xeon (AMX yes), eager attention: copersona-s0."
     md = cp.to_markdown(rep)
+    assert "M\n\nTrained on: Xeon (AMX yes), eager attention: copersona-s0.\n" in md
     assert "**Verdict: reproduced in direction" in md and "Units still to run: sanity, facets, graph" in md
     assert "| control: own facets swapped with another user's |" in md and "| CoPersona | 2 |" in md
     assert "0.3953 / 0.2254 / 0.3349 / 15.4703" in md and "## Samples (seed 0)" in md and "  - RAG: p0" in md

@@ -189,8 +189,10 @@ def test_to_markdown_reads_well():
     units = _units(0.1)
     s = qp.summarise(units)
     md = qp.to_markdown({"units": units, "summary": s, "setting": "default", "command": "python x", "written": "now",
-                         "machine_line": "Machine: test.", "order": qp.unit_order(3)})
+                         "machine_line": "Machine: test.", "order": qp.unit_order(3),
+                         "trained_on": "Trained on: Xeon (AMX yes), eager attention: lora s0."})
     assert "**Verdict: reproduced in direction" in md and "Units still to run:" in md
+    assert "Machine: test.\n\nTrained on: Xeon (AMX yes), eager attention: lora s0.\n" in md
     assert "| Dual-tower (r=16) | 3 |" in md and "**not converged**" in md
     assert "no positives at all" in md and "no contrastive loss" in md
     assert "shuffled questioner" in md and "unknown questioner" in md
