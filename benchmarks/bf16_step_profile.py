@@ -59,7 +59,7 @@ from typing import Any, Iterable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PFG_DATA, RESULTS, command_line, machine_info, machine_line, now, pyplot, save_figure,  # noqa: E402
                      write_results)
-from bf16_speed import (QUESTIONER_SYSTEMS, build_grag_system, build_questioner, grag_batches,  # noqa: E402
+from bf16_speed import (QUESTIONER_CONFIG, QUESTIONER_SYSTEMS, build_grag_system, build_questioner, grag_batches,  # noqa: E402
                         load_questioner_data, merge_setting)
 
 NAME = "bf16_step_profile"
@@ -92,8 +92,9 @@ def questioner_examples(source: str) -> tuple[Any, list]:
 
     from personakit.data import build_pfg_questioner_task
     from personakit.modules.question_clusterer import QuestionClusterer
+    from personakit.recipes.base import load_recipe_config
 
-    config, _ = load_questioner_data()
+    config = load_recipe_config("questioner", QUESTIONER_CONFIG)
     q = Q_SETTINGS["default"]
     if not PFG_DATA.exists():
         raise SystemExit(f"--questioner-data pfg: no Persuasion-for-Good folder at {PFG_DATA}")

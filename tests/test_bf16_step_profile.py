@@ -147,3 +147,14 @@ def test_copersona_stand_in_context_and_system():
     with torch.no_grad():
         assert torch.isfinite(reference(**{k: v for k, v in collated[0].items()
                                            if k not in ("prompt_ids", "prompt_mask")}).loss)
+
+
+@pytest.mark.real_data
+@pytest.mark.real_model
+def test_questioner_examples_from_pfg_match_the_benchmark_split():
+    if not profile_bench.PFG_DATA.exists():
+        pytest.skip(f"no Persuasion-for-Good folder at {profile_bench.PFG_DATA}")
+    config, train = profile_bench.questioner_examples("pfg")
+    assert len(train) == 647  # questioner_pfg.py's training split (its results page: 647 train examples)
+    assert all("question_cluster" in ex.metadata and ex.questioner_id for ex in train)
+    assert config.systems
