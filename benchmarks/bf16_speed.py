@@ -211,9 +211,10 @@ def build_questioner(label: str, base: Any, tokenizer: Any, config: Any, train: 
     return reference, collated, info
 
 
-def build_grag_system(label: str, base: Any, tokenizer: Any, batches: list[list], seed: int
-                      ) -> tuple[Any, list[dict], dict[str, Any]]:
-    """GRAG system ``label`` (fp32, LoRA :data:`LORA`) on a copy of ``base``, ``batches`` collated, and its kind and settings."""
+def build_grag_system(label: str, base: Any, tokenizer: Any, batches: list[list], seed: int,
+                      lengths: dict[str, int] | None = None) -> tuple[Any, list[dict], dict[str, Any]]:
+    """GRAG system ``label`` (fp32, LoRA :data:`LORA`) on a copy of ``base``, ``batches`` collated (token budgets
+    ``lengths``, default ``grag_step_time.LENGTHS``), and its kind and settings."""
     import torch
 
     from personakit.models import build_grag_model
@@ -221,7 +222,7 @@ def build_grag_system(label: str, base: Any, tokenizer: Any, batches: list[list]
     kind, settings = next((k, s) for lbl, k, s in MODELS if lbl == label)
     torch.manual_seed(seed)
     reference = build_grag_model(kind, copy.deepcopy(base), tokenizer, **settings, lora=LORA)
-    collated = [reference.make_collator(tokenizer, **LENGTHS)(b) for b in batches]
+    collated = [reference.make_collator(tokenizer, **(lengths or LENGTHS))(b) for b in batches]
     return reference, collated, {"kind": kind, "settings": settings}
 
 

@@ -70,6 +70,7 @@ CATEGORIES = ("matrix products", "attention", "copies and dtype casts", "loss an
 MATMUL_SHAPE = (1024, 576, 1536)  # (rows, inner, columns): SmolLM2's MLP up-projection at 1024 tokens
 SETTINGS = {"default": dict(batch_size=8, steps=4, examples=96), "quick": dict(batch_size=4, steps=1, examples=8)}
 GRAG_SYSTEMS = ("PreSFT(Hist)", "PostGRAG")
+DATA_LABELS = {"pfg": " (PFG-Questioner)", "SPC": " (SPC)", "PFG": " (PFG)", "ED": " (ED)"}
 SYSTEMS = GRAG_SYSTEMS + tuple(QUESTIONER_SYSTEMS) + ("copersona",)
 COPERSONA_FACETS, COPERSONA_FACET_DIM = 8, 384
 """The synthetic CoPersona context: facets per user and the facet-embedding size (MiniLM's)."""
@@ -175,10 +176,38 @@ def build_copersona_system(base: Any, tokenizer: Any, args: argparse.Namespace
                                  "items": len(data.train or data.test)}
 
 
+def grag_quality_settings() -> dict[str, Any]:
+    """``grag_quality.py``'s default setting (its token budgets ``lengths``)."""
+    from grag_quality import SETTINGS as GQ_SETTINGS
+
+    return GQ_SETTINGS["default"]
+
+
+def grag_quality_batches(args: argparse.Namespace) -> tuple[list[list], dict[str, int]]:
+    """Full batches of the first ``args.examples`` training examples of ``grag_quality.py``'s prepared
+    ``--grag-data`` dataset (its work folder, generic responses included) and that benchmark's token budgets."""
+    from personakit.augment import load_examples
+
+    path = RESULTS / "tmp" / "grag_quality-default" / args.grag_data / "train.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"--grag-data {args.grag_data}: {path} is missing; grag_quality.py writes it when it "
+                         f"prepares {args.grag_data} (python benchmarks/grag_quality.py --datasets {args.grag_data} "
+                         "--only sanity)")
+    examples = load_examples(path)[:args.examples]
+    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples) - args.batch_size + 1, args.batch_size)]
+    p, h, g, r = grag_quality_settings()["lengths"]
+    return batches, {"max_persona_tokens": p, "max_history_tokens": h, "max_generic_tokens": g,
+                     "max_response_tokens": r}
+
+
 def build_system(label: str, base: Any, tokenizer: Any, batches: list[list] | None, args: argparse.Namespace
                  ) -> tuple[Any, list[dict], dict[str, Any]]:
     """System ``label``'s fp32 model, its collated batches and its description (with the sequence lengths)."""
-    if label in GRAG_SYSTEMS:
+    if label in GRAG_SYSTEMS and getattr(args, "grag_data", "builtin") != "builtin":
+        batches, lengths = grag_quality_batches(args)
+        reference, collated, info = build_grag_system(label, base, tokenizer, batches, args.seed, lengths)
+        info = {**info, "data": args.grag_data, "lengths": lengths}
+    elif label in GRAG_SYSTEMS:
         reference, collated, info = build_grag_system(label, base, tokenizer, batches, args.seed)
     elif label in QUESTIONER_SYSTEMS:
         reference, collated, info = build_questioner_system(label, base, tokenizer, args)
@@ -393,7 +422,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {s['system']} | {v} | {r['median_fwd_bwd_s']:.2f} | {r['ratio_to_fp32']:.2f}x | "
                          f"{r['median_optimizer_s']:.3f} | {r['losses'][-1]:.4f} | {100 * r['last_loss_gap']:.2f} % |")
     lines += ["", "Sequences (mean over the batches; soft-prompt tokens not counted): " + "; ".join(
-        f"{s['system']}{' (PFG-Questioner)' if s.get('data') == 'pfg' else ''} {s['padded_length']:.0f} padded, "
+        f"{s['system']}{DATA_LABELS.get(s.get('data'), '')} {s['padded_length']:.0f} padded, "
         f"{s['tokens_per_sequence']:.0f} real tokens"
         for s in report["systems"] if "padded_length" in s) + "."]
     lines += ["", "## What the time is spent on", "",
@@ -422,6 +451,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=None, help="default 8")
     parser.add_argument("--systems", nargs="+", default=list(GRAG_SYSTEMS), choices=SYSTEMS,
                         help="GRAG systems (default), the questioner recipe's and full CoPersona")
+    parser.add_argument("--grag-data", choices=["builtin", "SPC", "PFG", "ED"], default="builtin",
+                        help="the GRAG systems' examples: the built-in corpus with grag_step_time.py's token budgets, or "
+                             "a dataset grag_quality.py has prepared, with its budgets (its training lengths)")
     parser.add_argument("--questioner-data", choices=["builtin", "pfg"], default="builtin",
                         help="the questioner systems' examples: the built-in corpus (short prompts) or PFG-Questioner's "
                              "training split (questioner_pfg.py's prompt lengths; needs ../shared/data)")
@@ -443,7 +475,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     matmul = {"fp32_gflops": matmul_rate(torch.float32), "bf16_gflops": matmul_rate(torch.bfloat16)}
     print(f"matmul {MATMUL_SHAPE}: fp32 {matmul['fp32_gflops']:.0f} GFLOP/s, bf16 {matmul['bf16_gflops']:.0f} GFLOP/s",
           flush=True)
-    batches = grag_batches(args, parser)[1] if set(args.systems) & set(GRAG_SYSTEMS) else None
+    batches = grag_batches(args, parser)[1] if set(args.systems) & set(GRAG_SYSTEMS) and args.grag_data == "builtin" \
+        else None
     base, tokenizer = load_causal_lm("smollm2")
     systems = []
     for label in args.systems:

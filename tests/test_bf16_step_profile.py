@@ -158,3 +158,26 @@ def test_questioner_examples_from_pfg_match_the_benchmark_split():
     assert len(train) == 647  # questioner_pfg.py's training split (its results page: 647 train examples)
     assert all("question_cluster" in ex.metadata and ex.questioner_id for ex in train)
     assert config.systems
+
+
+def test_grag_quality_batches_read_the_prepared_split_with_its_budgets(tmp_path, monkeypatch):
+    from grag_testkit import build_backbone, make_examples, tokenizer_for
+
+    from personakit.augment import save_examples
+
+    monkeypatch.setattr(profile_bench, "RESULTS", tmp_path)
+    args = argparse.Namespace(grag_data="PFG", examples=5, batch_size=2, seed=0, steps=1)
+    with pytest.raises(SystemExit, match="grag-data PFG: .*train.jsonl is missing"):
+        profile_bench.grag_quality_batches(args)
+    folder = tmp_path / "tmp" / "grag_quality-default" / "PFG"
+    folder.mkdir(parents=True)
+    examples = make_examples() * 3
+    save_examples(folder / "train.jsonl", examples)
+    batches, lengths = profile_bench.grag_quality_batches(args)
+    assert [[ex.id for ex in b] for b in batches] == [[ex.id for ex in examples[i:i + 2]] for i in (0, 2)]
+    p, h, g, r = profile_bench.grag_quality_settings()["lengths"]
+    assert lengths == {"max_persona_tokens": p, "max_history_tokens": h, "max_generic_tokens": g,
+                       "max_response_tokens": r}
+    base, tokenizer = build_backbone("llama"), tokenizer_for("llama")
+    _, collated, info = profile_bench.build_system("PostGRAG", base, tokenizer, None, args)
+    assert info["data"] == "PFG" and info["lengths"] == lengths and len(collated) == 2
