@@ -12,7 +12,11 @@
 # starts after the
 # deadline; a unit still running when the session ends resumes from its checkpoints next
 # time. Logs: benchmarks/results/tmp/logs/lane_{a,b}.log (outside git). Both lanes are
-# niced, so tests and builds run beside them.
+# niced, so tests and builds run beside them. Memory is the limit, not CPU: a GRAG lane
+# training on PFG holds 8-10 GB (resident), so two of them leave little of a 24 GB machine;
+# a third model-loading job beside them (a profile, CI) got one lane killed by the kernel's
+# OOM killer (exit 137) on 2026-12-07. The lane then goes on to its next benchmark, and the
+# killed unit resumes from its last checkpoint when a later run reaches it.
 set -euo pipefail
 HOURS="${1:-2.5}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
