@@ -80,10 +80,12 @@ def machine_line(info: dict[str, Any]) -> str:
 
 
 def train_attention(device: str | None) -> str | None:
-    """The attention kernel the learning-scale benchmarks train with (``TrainingConfig.attn_implementation``):
-    ``"eager"`` on the CPU, where it makes a bf16 training step faster than SDPA's fused kernel, whose CPU
-    backward gains nothing from bf16 (``bf16_step_profile.py``); the model's own on a GPU.  Not part of a unit
-    key: the losses agree within 0.3%, so units trained with SDPA (``train_attention`` missing) stay valid."""
+    """The attention kernel ``grag_quality.py`` and ``questioner_pfg.py`` train with
+    (``TrainingConfig.attn_implementation``): ``"eager"`` on the CPU, where at their sequence lengths (up to
+    about 260 tokens) it makes a bf16 training step faster than SDPA's fused kernel, whose CPU backward gains
+    nothing from bf16 (``bf16_step_profile.py``); the model's own on a GPU.  ``copersona_pfg.py``'s ~300-token
+    prompts are past the crossover, so it keeps SDPA.  Not part of a unit key: the losses agree within 0.3%,
+    so units trained with SDPA (``train_attention`` missing) stay valid."""
     return "eager" if device in (None, "cpu") else None
 
 

@@ -118,8 +118,10 @@ def compare_curves(fp32: list[float], bf16: list[float]) -> dict[str, Any]:
             "max_rel_diff_smoothed": max(abs(b - a) / abs(a) for a, b in zip(s32, s16))}
 
 
-def _error(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}"
+def error_text(err: BaseException) -> str:
+    """``Type: first line of the message`` (at most 400 characters): fits one markdown table cell."""
+    lines = str(err).splitlines()
+    text = f"{type(err).__name__}: {lines[0] if lines else ''}"
     return text if len(text) <= 400 else text[:400] + " ..."
 
 
@@ -236,11 +238,15 @@ def merge_setting(args: argparse.Namespace, settings: dict[str, dict[str, Any]])
     return setting
 
 
+def whole_batches(examples: list, size: int) -> list[list]:
+    """``examples`` in consecutive batches of ``size``, the short last one dropped."""
+    return [examples[i:i + size] for i in range(0, len(examples) - size + 1, size)]
+
+
 def grag_batches(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[list, list[list]]:
     """The first ``args.examples`` built-in training examples with generic responses (cached) and their full batches."""
     examples = load_examples(args.examples, RESULTS / "tmp" / "grag_step_time_llm_cache.jsonl", progress=True)
-    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
-    batches = [b for b in batches if len(b) == args.batch_size]
+    batches = whole_batches(examples, args.batch_size)
     if not batches:
         parser.error(f"fewer than --batch-size {args.batch_size} usable examples ({len(examples)})")
     return examples, batches
@@ -270,7 +276,7 @@ def interleave(label: str, reference: Any, collated: list[dict], args: argparse.
                        trainable=sum(p.numel() for p in params),
                        dtypes=sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()}))
         except Exception as err:  # noqa: BLE001 - reported per system and precision
-            run["error"] = _error(err)
+            run["error"] = error_text(err)
         runs[precision] = run
 
     for step in range(args.steps):
@@ -287,7 +293,7 @@ def interleave(label: str, reference: Any, collated: list[dict], args: argparse.
                 loss.backward()
                 run["optimizer"].step()
             except Exception as err:  # noqa: BLE001
-                run["error"] = f"step {step}: {_error(err)}"
+                run["error"] = f"step {step}: {error_text(err)}"
                 print(f"  {label} {run['precision']} failed: {run['error']}", flush=True)
                 continue
             finally:
@@ -338,7 +344,7 @@ def time_generation(prompts: list, args: argparse.Namespace) -> dict[str, Any]:
             texts = generator.generate(prompts, settings, progress=False)
             total_s = time.perf_counter() - start
         except Exception as err:  # noqa: BLE001
-            rows[precision] = {"error": _error(err)}
+            rows[precision] = {"error": error_text(err)}
             continue
         tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         decode_s = max(total_s - prefill_s, 1e-9)

@@ -59,8 +59,8 @@ from typing import Any, Iterable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PFG_DATA, RESULTS, command_line, machine_info, machine_line, now, pyplot, save_figure,  # noqa: E402
                      write_results)
-from bf16_speed import (QUESTIONER_CONFIG, QUESTIONER_SYSTEMS, build_grag_system, build_questioner, grag_batches,  # noqa: E402
-                        load_questioner_data, merge_setting)
+from bf16_speed import (QUESTIONER_CONFIG, QUESTIONER_SYSTEMS, build_grag_system, build_questioner,  # noqa: E402
+                        error_text, grag_batches, load_questioner_data, merge_setting, whole_batches)
 
 NAME = "bf16_step_profile"
 VARIANTS = ("fp32", "bf16", "bf16 + autocast", "bf16, eager attention")
@@ -161,19 +161,19 @@ def build_copersona_system(base: Any, tokenizer: Any, args: argparse.Namespace
     from personakit.models.copersona import CoPersonaModel
 
     data = build_pfg_users(builtin_pfg_dialogues(), seed=args.seed)
-    items = data.train or data.test
+    pool = data.train or data.test
     need = (args.steps + 2) * args.batch_size
-    items = [items[i % len(items)] for i in range(need)]
+    items = [pool[i % len(pool)] for i in range(need)]
     m = C_SETTINGS["default"]["model"]
     torch.manual_seed(args.seed)
     reference = CoPersonaModel.from_backbone(
         copy.deepcopy(base), tokenizer, context=copersona_context(data.users, args.seed), variant="copersona",
-        num_facets=COPERSONA_FACETS, facet_dim=COPERSONA_FACET_DIM, lora={"r": 16, "lora_alpha": 32, "lora_dropout": 0.05},
-        **m)
+        num_facets=COPERSONA_FACETS, facet_dim=COPERSONA_FACET_DIM,
+        lora={"r": 16, "lora_alpha": 32, "lora_dropout": 0.05}, **m)
     collator = reference.make_collator()
     collated = [collator(items[i:i + args.batch_size]) for i in range(0, need, args.batch_size)]
     return reference, collated, {"kind": "copersona", "settings": dict(m), "users": len(data.users),
-                                 "items": len(data.train or data.test)}
+                                 "items": len(pool)}
 
 
 def grag_quality_settings() -> dict[str, Any]:
@@ -186,15 +186,16 @@ def grag_quality_settings() -> dict[str, Any]:
 def grag_quality_batches(args: argparse.Namespace) -> tuple[list[list], dict[str, int]]:
     """Full batches of the first ``args.examples`` training examples of ``grag_quality.py``'s prepared
     ``--grag-data`` dataset (its work folder, generic responses included) and that benchmark's token budgets."""
+    from grag_quality import NAME as GQ_NAME
+
     from personakit.augment import load_examples
 
-    path = RESULTS / "tmp" / "grag_quality-default" / args.grag_data / "train.jsonl"
+    path = RESULTS / "tmp" / f"{GQ_NAME}-default" / args.grag_data / "train.jsonl"
     if not path.is_file():
         raise SystemExit(f"--grag-data {args.grag_data}: {path} is missing; grag_quality.py writes it when it "
                          f"prepares {args.grag_data} (python benchmarks/grag_quality.py --datasets {args.grag_data} "
                          "--only sanity)")
-    examples = load_examples(path)[:args.examples]
-    batches = [examples[i:i + args.batch_size] for i in range(0, len(examples) - args.batch_size + 1, args.batch_size)]
+    batches = whole_batches(load_examples(path)[:args.examples], args.batch_size)
     p, h, g, r = grag_quality_settings()["lengths"]
     return batches, {"max_persona_tokens": p, "max_history_tokens": h, "max_generic_tokens": g,
                      "max_response_tokens": r}
@@ -322,7 +323,7 @@ def profile_system(label: str, reference: Any, collated: list[dict], info: dict[
             except (RuntimeError, NotImplementedError) as err:
                 if variant == "fp32":
                     raise
-                failed[variant] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                failed[variant] = error_text(err)
                 print(f"  {label} {variant}: failed ({failed[variant]}); left out", flush=True)
                 model.zero_grad(set_to_none=True)
                 continue

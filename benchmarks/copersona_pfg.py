@@ -905,8 +905,8 @@ def _trainer(ctx: Context, variant: str, seed: int, key: str):
         eval_metrics=["loss"], early_stopping_patience=s["patience"], early_stopping_threshold=0.01,
         metric_for_best_model="loss", load_best_model_at_end=True, eval_batch_size=16,
         max_new_tokens=s["new_tokens"], use_cpu=not str(ctx.args.device or "cpu").startswith("cuda"), progress=True)
-    # SDPA, not eager attention: at CoPersona's ~300-token prompts a bf16 step takes 1.12x as long with eager
-    # attention on the AMX Xeon (benchmarks/results/family_step_profile.md); shorter GRAG / questioner inputs gain
+    # SDPA, not _common.train_attention's eager kernel: at CoPersona's ~300-token prompts a bf16 step takes
+    # 1.12x as long with eager attention on the AMX Xeon (benchmarks/results/family_step_profile.md)
     trainer = CoPersonaTrainer(model, cfg, train_examples=ctx.data["train"], eval_examples=ctx.data["dev"])
     return model, trainer, str(dtype).removeprefix("torch.")
 

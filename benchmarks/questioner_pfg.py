@@ -743,7 +743,8 @@ def train_unit(ctx: Context, system: str, seed: int, key: str) -> dict:
     return {"system": system, "kind": kind, "label": SYSTEMS[system][1], "seed": seed,
             "settings": system_settings(system, ctx.s), "n": len(test), **scored, "test_ll": test_ll,
             "diversity": div, "dtype": str(ctx.dtype).removeprefix("torch."),
-            "train_attention": trainer.args.attn_implementation or "sdpa", "steps": result.global_step, "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
+            "train_attention": trainer.args.attn_implementation or "sdpa", "steps": result.global_step,
+            "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
             "stopped_early": result.stopped_early, "best_step": result.best_step, "best_dev_loss": result.best_metric,
             "eval_history": [{k: r.get(k) for k in ("step", "loss", METRIC, "loss_contrastive")}
                              for r in result.eval_history],
