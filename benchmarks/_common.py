@@ -155,16 +155,52 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_results(name: str, report: dict[str, Any], markdown: str, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Write ``{out_dir}/{name}.json`` and ``.md`` atomically; returns both paths."""
+VOLATILE = ("command", "written", "machine_line")
+
+
+def write_results(name: str, report: dict[str, Any], markdown: str, out_dir: Path | None = None,
+                  volatile: Iterable[str] = VOLATILE) -> tuple[Path, Path]:
+    """Write ``{out_dir}/{name}.json`` and ``.md`` atomically; returns both paths.
+
+    When both files exist and differ from the new ones only in the ``volatile`` top-level
+    fields of the report (when, by which command and on which machine it was written;
+    the Markdown is compared with those fields' values masked), neither is rewritten: a
+    resumable benchmark rerun that finished no new unit leaves its committed results (and
+    the git tree) as they are.
+    """
     from personakit.config import atomic_write_text
 
     out = Path(out_dir) if out_dir is not None else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    atomic_write_text(json_path, json.dumps(report, indent=2, default=str) + "\n")
-    atomic_write_text(md_path, markdown if markdown.endswith("\n") else markdown + "\n")
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    markdown = markdown if markdown.endswith("\n") else markdown + "\n"
+    if not _only_volatile_changes(json_path, md_path, text, markdown, tuple(volatile)):
+        atomic_write_text(json_path, text)
+        atomic_write_text(md_path, markdown)
     return json_path, md_path
+
+
+def _only_volatile_changes(json_path: Path, md_path: Path, text: str, markdown: str, volatile: tuple[str, ...]) -> bool:
+    """Whether the written ``json_path`` / ``md_path`` equal ``text`` / ``markdown`` but for ``volatile`` fields."""
+    if not (volatile and json_path.exists() and md_path.exists()):
+        return False
+    try:
+        old, new = json.loads(json_path.read_text(encoding="utf-8")), json.loads(text)
+        old_md = md_path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return False
+
+    def masked(report: dict[str, Any], md: str) -> tuple[dict[str, Any], str]:
+        for key in volatile:
+            value = report.get(key)
+            if isinstance(value, str) and value:
+                md = md.replace(value, f"<{key}>")
+        return {k: v for k, v in report.items() if k not in volatile}, md
+
+    return masked(old, old_md) == masked(new, markdown)
 
 
 def prompt_pass_seconds(generator: Any, prompts: list[Any], batch_size: int) -> float:

@@ -661,14 +661,16 @@ def report(args: argparse.Namespace) -> dict:
             elif u.get("kind") != "sanity":
                 info["units"].setdefault(u["system"], []).append(u)
         first = next(u for u in units if "data" in u)
+        trained = trained_units(units)
         sizes = first["data"].get("sizes", [])
         aug = first["data"].get("augment", {})
         info["data_line"] = (f"{sizes[0] if sizes else '?'} training, {sizes[1] if sizes else '?'} dev and "
                              f"{sizes[2] if sizes else '?'} test examples (data {first['data']['digest']}); generic "
                              f"responses by SmolLM2-135M-Instruct with template `{aug.get('template')}`, "
                              f"{aug.get('empty_after_augment', '?')} empty after retries (replaced by 'Okay.'). "
-                             f"Frozen weights in {next((u['dtype'] for u in units if u.get('dtype')), '?')}. "
-                             f"{machines_line(trained_units(units))}")
+                             f"Frozen weights of the trained systems in "
+                             f"{', '.join(sorted({u['dtype'] for _, u in trained if u.get('dtype')})) or '?'}. "
+                             f"{machines_line(trained)}")
         seed0 = {u["system"]: u for u in units if u.get("seed") == 0 and u.get("kind") not in ("judge", "sanity")}
         work_test = (args.work_dir or (RESULTS / "tmp" / f"{NAME}-{args.setting_name}")) / dataset / "test.jsonl"
         if seed0 and work_test.exists():

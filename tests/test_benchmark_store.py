@@ -12,7 +12,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from _common import UnitStore, machines_line, train_attention  # noqa: E402
+from _common import UnitStore, machines_line, train_attention, write_results  # noqa: E402
 import grag_quality  # noqa: E402
 
 
@@ -314,3 +314,26 @@ def test_machines_line_groups_trained_units_by_cpu_and_attention():
     assert machines_line([("x s0", {"steps": 5})]) == ""  # no precision stamp: left out
     assert train_attention(None) == "eager" and train_attention("cpu") == "eager"
     assert train_attention("cuda") is None
+
+
+def test_write_results_keeps_files_when_only_volatile_fields_change(tmp_path):
+    def page(command, written, machine, value):
+        report = {"command": command, "written": written, "machine_line": machine, "units": {"a": value}}
+        md = f"# bench\n\nCommand: `{command}`; written {written}.\n\n{machine}\n\n| a | {value} |\n"
+        return report, md
+
+    json_path, md_path = write_results("bench", *page("python b.py --report", "10:00", "Machine: A, load 1.0", 1), tmp_path)
+    first = (json_path.read_text(), md_path.read_text())
+    # a rerun that finished nothing new, on another machine, later: nothing is rewritten
+    write_results("bench", *page("python b.py --commit", "11:00", "Machine: B, load 2.0", 1), tmp_path)
+    assert (json_path.read_text(), md_path.read_text()) == first
+    # a new result is written, with the new command and time
+    write_results("bench", *page("python b.py --commit", "12:00", "Machine: B, load 2.0", 2), tmp_path)
+    assert '"a": 2' in json_path.read_text() and "written 12:00" in md_path.read_text()
+    # a change to the Markdown alone (a report's layout) is written too
+    report, md = page("python b.py --report", "13:00", "Machine: B, load 2.0", 2)
+    write_results("bench", report, md + "\nA new note.\n", tmp_path)
+    assert md_path.read_text().endswith("A new note.\n")
+    # without volatile fields every call writes
+    write_results("bench", report, md, tmp_path, volatile=())
+    assert "A new note." not in md_path.read_text()
