@@ -69,14 +69,27 @@ def machine_info(packages: Iterable[str] = ("torch", "transformers"), device: st
     return info
 
 
-def machine_line(info: dict[str, Any]) -> str:
-    """One markdown sentence describing :func:`machine_info`'s result."""
+def machine_line(info: dict[str, Any], unit: str | None = None) -> str:
+    """One markdown sentence describing :func:`machine_info`'s result: the machine that wrote the
+    results, or with ``unit`` the machine stamped on that unit of a resumable benchmark (whose
+    units may come from several machines; :func:`machines_line` lists them)."""
     load = info.get("load_average") or [float("nan")]
     gpu = f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
     versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items() if v)
     flags = f", AMX {'yes' if info['amx_bf16'] else 'no'}" if "amx_bf16" in info else ""
-    return (f"Machine: {info['cpu']} ({info['cpu_count']} cores{flags}{gpu}), {info['platform']}, Python {info['python']}, "
-            f"{versions}; 1-minute load average {load[0]:.2f} when the results were written.")
+    head, when = ((f"Machine that ran unit `{unit}`", "when it finished") if unit
+                  else ("Machine", "when the results were written"))
+    return (f"{head}: {info['cpu']} ({info['cpu_count']} cores{flags}{gpu}), {info['platform']}, Python {info['python']}, "
+            f"{versions}; 1-minute load average {load[0]:.2f} {when}.")
+
+
+def trained_where(unit: dict[str, Any]) -> str:
+    """``<CPU> (AMX yes/no), <kernel> attention`` of a unit stamped with ``precision`` (``""`` without):
+    the groups of :func:`machines_line`; step times compare only within one group."""
+    p = unit.get("precision")
+    if not p:
+        return ""
+    return f"{p.get('cpu', '?')} (AMX {'yes' if p.get('amx_bf16') else 'no'}), {unit.get('train_attention', 'sdpa')} attention"
 
 
 def train_attention(device: str | None) -> str | None:
@@ -96,12 +109,9 @@ def machines_line(trained: Iterable[tuple[str, dict[str, Any]]]) -> str:
     a ``precision`` stamp are left out.  ``""`` when none is left."""
     groups: dict[str, list[str]] = {}
     for name, u in trained:
-        p = u.get("precision")
-        if not p:
-            continue
-        where = (f"{p.get('cpu', '?')} (AMX {'yes' if p.get('amx_bf16') else 'no'}), "
-                 f"{u.get('train_attention', 'sdpa')} attention")
-        groups.setdefault(where, []).append(name)
+        where = trained_where(u)
+        if where:
+            groups.setdefault(where, []).append(name)
     return "Trained on: " + "; ".join(f"{where}: {', '.join(names)}" for where, names in groups.items()) + "." \
         if groups else ""
 
@@ -179,6 +189,13 @@ def write_results(name: str, report: dict[str, Any], markdown: str, out_dir: Pat
         atomic_write_text(json_path, text)
         atomic_write_text(md_path, markdown)
     return json_path, md_path
+
+
+def report_volatile(args: Any) -> tuple[str, ...]:
+    """The ``volatile`` fields for :func:`write_results` from a resumable benchmark's arguments: none
+    for an explicit ``--report`` (a request to rewrite the page, e.g. after a change to its layout or
+    machine line), :data:`VOLATILE` for a run."""
+    return () if getattr(args, "report", False) else VOLATILE
 
 
 def _only_volatile_changes(json_path: Path, md_path: Path, text: str, markdown: str, volatile: tuple[str, ...]) -> bool:

@@ -112,7 +112,7 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
                      machine_line, machines_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies,
-                     save_figure, setting_name, write_results)
+                     save_figure, setting_name, report_volatile, write_results)
 
 NAME = "copersona_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -1050,7 +1050,7 @@ def report(args: argparse.Namespace) -> dict:
     summary = summarise(units)
     first = next(iter(units.values()), {})
     out = {"benchmark": NAME, "command": command_line(args.argv), "setting": args.setting_name, "written": now(),
-           "machine_line": machine_line(first["machine"]) if first.get("machine") else "",
+           "machine_line": machine_line(first["machine"], first.get("unit", "?")) if first.get("machine") else "",
            "trained_on": machines_line((name, u) for name, u in units.items() if u.get("kind") == "system"),
            "precision": first.get("precision"), "order": order, "units": units, "summary": summary,
            "verdict": verdict(summary), "controls_verdict": controls_verdict(summary),
@@ -1060,7 +1060,7 @@ def report(args: argparse.Namespace) -> dict:
     keep = ("key", "commit", "finished", "wall_s", "train_s", "eval_s", "steps", "best_step", "stopped_early")
     slim = json.loads(json.dumps({**out, "units": {k: {f: u.get(f) for f in keep if f in u}
                                                    for k, u in units.items()}}, default=str))
-    write_results(NAME, slim, md, args.out)
+    write_results(NAME, slim, md, args.out, volatile=report_volatile(args))
     plot_curves(units, args.out / f"{NAME}_curves.png")
     return slim
 

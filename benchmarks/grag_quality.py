@@ -81,7 +81,7 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, SHARED_DATA, UnitStore, add_run_arguments, command_line, commit_path,  # noqa: E402
                      machine_info, machine_line, machines_line, now, pyplot, run_units, save_figure,
-                     train_attention, try_lock, write_results)
+                     train_attention, try_lock, report_volatile, write_results)
 from _common import sanity_replies as shared_sanity_replies  # noqa: E402
 
 NAME = "grag_quality"
@@ -681,14 +681,14 @@ def report(args: argparse.Namespace) -> dict:
                                 "predictions": {s: u["conditions"]["main"]["predictions"][i] for s, u in seed0.items()}}
                                for i in (0, len(test) // 2, len(test) - 1)]
         out["datasets"][dataset] = info
-        out["machine_line"] = machine_line(first["machine"])
+        out["machine_line"] = machine_line(first["machine"], f"{first.get('dataset', '?')} {first.get('unit', '?')}")
     slim = json.loads(json.dumps(out, default=str))
     for info in slim["datasets"].values():  # the unit files hold the predictions and curves
         info["units"] = {s: [{k: u.get(k) for k in ("seed", "key", "commit", "steps", "best_step", "stopped_early",
                                                     "train_s", "train_cpu_s", "eval_s", "wall_s", "time_note",
                                                     "dtype")} for u in us]
                          for s, us in info["units"].items()}
-    write_results(NAME, slim, to_markdown(out), args.out)
+    write_results(NAME, slim, to_markdown(out), args.out, volatile=report_volatile(args))
     plot_curves(by_dataset, args.out / f"{NAME}_curves.png")
     return slim
 

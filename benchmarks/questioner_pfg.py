@@ -111,7 +111,7 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
                      machine_line, machines_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies,
-                     save_figure, setting_name, train_attention, write_results)
+                     save_figure, setting_name, train_attention, trained_where, report_volatile, write_results)
 
 NAME = "questioner_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -528,17 +528,19 @@ def to_markdown(report_: dict) -> str:
                 lines.append(f"| {label} | {p['batches']} | {p['mean']:.2f} | {p['min']:.0f} | {p['max']:.0f} | "
                              f"{p['zero_share']:.1%}{note} | {p['mean_negative_pairs']:.1f} | {p['valid_views']:.1%} |")
         lines.append("")
-    costs = [(SYSTEMS[u["system"]][1], u["cost"]) for n, u in sorted(units.items())
+    costs = [(SYSTEMS[u["system"]][1], u["cost"], trained_where(u)) for n, u in sorted(units.items())
              if u.get("seed") == 0 and u.get("cost")]
     if costs:
-        base_step = next((c["step_s"] for label, c in costs if label == BASELINE), None)
+        base = next(((c["step_s"], where) for label, c, where in costs if label == BASELINE), None)
         lines += ["## Cost (seed 0 units; step time on the machine as it was loaded then)", "",
-                  "| system | added params / layer | trainable params | step s | step time vs LoRA |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        for label, c in sorted(costs, key=lambda lc: _rank(lc[0])):
-            rel = f"{c['step_s'] / base_step:.2f}x" if base_step else "–"
+                  "The ratio to LoRA's step time is given only for units trained on the same CPU with the same "
+                  "attention kernel (`benchmarks/results/questioner_step_profile_pfg.md` compares them side by side).",
+                  "", "| system | added params / layer | trainable params | step s | step time vs LoRA | trained on |",
+                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+        for label, c, where in sorted(costs, key=lambda lc: _rank(lc[0])):
+            rel = f"{c['step_s'] / base[0]:.2f}x" if base and base[1] == where else "–"
             lines.append(f"| {label} | {c['added_params_per_layer']:,} | {c['trainable_params']:,} | "
-                         f"{c['step_s']:.2f} | {rel} |")
+                         f"{c['step_s']:.2f} | {rel} | {where or '?'} |")
         lines.append("")
     ph = PAPER_HEADLINE
     lines += ["## The paper's headline numbers (MQDialog, 7-8B backbones; not comparable in scale)", "",
@@ -900,7 +902,7 @@ def report(args: argparse.Namespace) -> dict:
     summary = summarise(units)
     first = next(iter(units.values()), {})
     out = {"benchmark": NAME, "command": command_line(args.argv), "setting": args.setting_name, "written": now(),
-           "machine_line": machine_line(first["machine"]) if first.get("machine") else "",
+           "machine_line": machine_line(first["machine"], first.get("unit", "?")) if first.get("machine") else "",
            "trained_on": machines_line((name, u) for name, u in units.items() if u.get("steps") and u.get("train_s")),
            "order": unit_order(SETTINGS[args.setting_name]["seeds"]), "units": units, "summary": summary,
            "verdict": verdict(summary), "uses_questioner": controls_verdict(summary), "paper_headline": PAPER_HEADLINE}
@@ -910,7 +912,7 @@ def report(args: argparse.Namespace) -> dict:
     slim = json.loads(json.dumps({**out, "units": {k: {f: u.get(f) for f in (
         "key", "commit", "finished", "wall_s", "train_s", "eval_s", "steps", "best_step", "stopped_early")}
         for k, u in units.items()}}, default=str))
-    write_results(f"{NAME}{suffix}", slim, md, args.out)
+    write_results(f"{NAME}{suffix}", slim, md, args.out, volatile=report_volatile(args))
     plot_curves(units, args.out / out["curves"])
     return slim
 

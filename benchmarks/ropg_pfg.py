@@ -100,7 +100,7 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PFG_DATA, UnitContext, UnitStore, add_run_arguments,  # noqa: E402
                      add_setting_arguments, command_line, machine_line, now, plot_dev_curve, pyplot, require_pfg, save_figure,
-                     setting_name, write_results)
+                     setting_name, report_volatile, write_results)
 
 NAME = "ropg_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -896,14 +896,14 @@ def report(args: argparse.Namespace) -> dict:
     summary = summarise(units)
     first = next(iter(units.values()), {})
     out = {"benchmark": NAME, "command": command_line(args.argv), "setting": args.setting_name, "written": now(),
-           "machine_line": machine_line(first["machine"]) if first.get("machine") else "",
+           "machine_line": machine_line(first["machine"], first.get("unit", "?")) if first.get("machine") else "",
            "precision": first.get("precision"), "units": units, "summary": summary,
            "verdict": verdict(summary), "reads_document": reads_document_verdict(summary),
            "paper_table3_rouge1_rougeL": PAPER_TABLE3, "paper_table4_success_rate_pre_post": PAPER_TABLE4}
     md = to_markdown(out)
     slim = json.loads(json.dumps({**out, "units": {k: {f: u.get(f) for f in ("key", "commit", "finished", "wall_s")}
                                                    for k, u in units.items()}}, default=str))
-    write_results(NAME, slim, md, args.out)
+    write_results(NAME, slim, md, args.out, volatile=report_volatile(args))
     plot_curves(units, args.out / f"{NAME}_curves.png")
     return slim
 

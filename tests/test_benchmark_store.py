@@ -12,7 +12,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from _common import UnitStore, machines_line, train_attention, write_results  # noqa: E402
+from _common import VOLATILE, UnitStore, machines_line, report_volatile, train_attention, write_results  # noqa: E402
 import grag_quality  # noqa: E402
 
 
@@ -337,3 +337,6 @@ def test_write_results_keeps_files_when_only_volatile_fields_change(tmp_path):
     # without volatile fields every call writes
     write_results("bench", report, md, tmp_path, volatile=())
     assert "A new note." not in md_path.read_text()
+    # an explicit --report rewrites; a run does not
+    assert report_volatile(argparse.Namespace(report=True)) == ()
+    assert report_volatile(argparse.Namespace(report=False)) == VOLATILE == report_volatile(argparse.Namespace())

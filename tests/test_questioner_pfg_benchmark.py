@@ -225,3 +225,35 @@ def test_sanity_rows_are_scored_and_shown_apart_from_the_systems(monkeypatch):
     md = qp.to_markdown({"units": units, "summary": s, "setting": "default", "command": "python x", "written": "now",
                          "machine_line": "", "order": qp.unit_order(3)})
     assert "## Sanity rows" in md and "| most frequent training reply | 0.5000 |" in md
+
+
+def test_cost_table_compares_step_times_only_on_one_machine_and_kernel():
+    units = _units(0.1)
+    xeon = {"cpu": "Xeon", "amx_bf16": True}
+    stamps = {"lora-s0": ({"cpu": "EPYC", "amx_bf16": False}, None, 16.0),  # LoRA: another CPU, SDPA
+              "dual-tower-s0": (xeon, "eager", 5.5)}
+    for name, (precision, kernel, step) in stamps.items():
+        units[name] = {**units[name], "precision": precision, "cost": {
+            "added_params_per_layer": 10, "trainable_params": 100, "step_s": step},
+            **({"train_attention": kernel} if kernel else {})}
+    md = qp.to_markdown({"units": units, "summary": qp.summarise(units), "setting": "default", "command": "python x",
+                         "written": "now", "machine_line": "", "order": qp.unit_order(3)})
+    table = md[md.index("## Cost"):]
+    assert "| 16.00 | 1.00x | EPYC (AMX no), sdpa attention |" in table
+    assert "| 5.50 | – | Xeon (AMX yes), eager attention |" in table  # no ratio across machines
+    units["lora-s0"] = {**units["lora-s0"], "precision": xeon, "train_attention": "eager", "cost": {
+        **units["lora-s0"]["cost"], "step_s": 11.0}}
+    md = qp.to_markdown({"units": units, "summary": qp.summarise(units), "setting": "default", "command": "python x",
+                         "written": "now", "machine_line": "", "order": qp.unit_order(3)})
+    assert "| 5.50 | 0.50x | Xeon (AMX yes), eager attention |" in md
+
+
+def test_machine_line_names_the_unit_it_describes():
+    from _common import machine_line
+
+    info = {"cpu": "Xeon", "cpu_count": 2, "amx_bf16": True, "platform": "Linux", "python": "3.11",
+            "versions": {"torch": "2.13"}, "load_average": [1.5]}
+    assert machine_line(info).startswith("Machine: Xeon (2 cores, AMX yes, no GPU)")
+    assert machine_line(info).endswith("load average 1.50 when the results were written.")
+    line = machine_line(info, "lora-s0")
+    assert line.startswith("Machine that ran unit `lora-s0`: Xeon") and line.endswith("1.50 when it finished.")
