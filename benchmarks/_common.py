@@ -83,6 +83,11 @@ def machine_line(info: dict[str, Any], unit: str | None = None) -> str:
             f"{versions}; 1-minute load average {load[0]:.2f} {when}.")
 
 
+def unit_machine_line(unit: dict[str, Any]) -> str:
+    """:func:`machine_line` of the machine stamped on a resumable benchmark's ``unit`` (``""`` without a stamp)."""
+    return machine_line(unit["machine"], unit.get("unit", "?")) if unit.get("machine") else ""
+
+
 def trained_where(unit: dict[str, Any]) -> str:
     """``<CPU> (AMX yes/no), <kernel> attention`` of a unit stamped with ``precision`` (``""`` without):
     the groups of :func:`machines_line`; step times compare only within one group."""

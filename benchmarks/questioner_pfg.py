@@ -110,7 +110,7 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
-                     machine_line, machines_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies,
+                     unit_machine_line, machines_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies,
                      save_figure, setting_name, train_attention, trained_where, report_volatile, write_results)
 
 NAME = "questioner_pfg"
@@ -902,7 +902,7 @@ def report(args: argparse.Namespace) -> dict:
     summary = summarise(units)
     first = next(iter(units.values()), {})
     out = {"benchmark": NAME, "command": command_line(args.argv), "setting": args.setting_name, "written": now(),
-           "machine_line": machine_line(first["machine"], first.get("unit", "?")) if first.get("machine") else "",
+           "machine_line": unit_machine_line(first),
            "trained_on": machines_line((name, u) for name, u in units.items() if u.get("steps") and u.get("train_s")),
            "order": unit_order(SETTINGS[args.setting_name]["seeds"]), "units": units, "summary": summary,
            "verdict": verdict(summary), "uses_questioner": controls_verdict(summary), "paper_headline": PAPER_HEADLINE}

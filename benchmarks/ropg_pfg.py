@@ -99,7 +99,7 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PFG_DATA, UnitContext, UnitStore, add_run_arguments,  # noqa: E402
-                     add_setting_arguments, command_line, machine_line, now, plot_dev_curve, pyplot, require_pfg, save_figure,
+                     add_setting_arguments, command_line, unit_machine_line, now, plot_dev_curve, pyplot, require_pfg, save_figure,
                      setting_name, report_volatile, write_results)
 
 NAME = "ropg_pfg"
@@ -896,7 +896,7 @@ def report(args: argparse.Namespace) -> dict:
     summary = summarise(units)
     first = next(iter(units.values()), {})
     out = {"benchmark": NAME, "command": command_line(args.argv), "setting": args.setting_name, "written": now(),
-           "machine_line": machine_line(first["machine"], first.get("unit", "?")) if first.get("machine") else "",
+           "machine_line": unit_machine_line(first),
            "precision": first.get("precision"), "units": units, "summary": summary,
            "verdict": verdict(summary), "reads_document": reads_document_verdict(summary),
            "paper_table3_rouge1_rougeL": PAPER_TABLE3, "paper_table4_success_rate_pre_post": PAPER_TABLE4}
