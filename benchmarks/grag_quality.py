@@ -509,21 +509,34 @@ def summarise(units: list[dict]) -> dict:
             for cond, c in u["conditions"].items():
                 if cond != "main":
                     controls[(system, cond)] = {k: c["metrics"].get(k) for k in METRIC_KEYS}
+    def compare(a: list[float], b: list[float]) -> dict:
+        t, boot = paired_ttest(a, b), paired_bootstrap(a, b, n_resamples=5000)
+        return {"mean_difference": t.details["mean_difference"], "t": t.statistic, "p": t.p_value,
+                "ci_low": boot.details["ci_low"], "ci_high": boot.details["ci_high"], "p_bootstrap": boot.p_value,
+                "n": t.n}
+
+    def per_example(us: list[dict], key: str, condition: str = "main") -> list[float]:
+        return [statistics.fmean(v) for v in zip(*[u["conditions"][condition]["per_example"][key] for u in us])]
+
     base = systems.get(BASELINE)
+    scaffold: dict[str, dict] = {}
     if base:
         for system, us in systems.items():
             if system == BASELINE:
                 continue
-            tests[system] = {}
-            for key in TESTED:
-                a = [statistics.fmean(v) for v in zip(*[u["conditions"]["main"]["per_example"][key] for u in us])]
-                b = [statistics.fmean(v) for v in zip(*[u["conditions"]["main"]["per_example"][key] for u in base])]
-                t, boot = paired_ttest(a, b), paired_bootstrap(a, b, n_resamples=5000)
-                tests[system][key] = {"mean_difference": t.details["mean_difference"], "t": t.statistic,
-                                      "p": t.p_value, "ci_low": boot.details["ci_low"],
-                                      "ci_high": boot.details["ci_high"], "p_bootstrap": boot.p_value, "n": t.n}
+            tests[system] = {key: compare(per_example(us, key), per_example(base, key)) for key in TESTED}
+            # Does the system read its scaffold, and does its edge (or gap) over PreSFT(Hist) remain without it?
+            # Seed 0 only: the controls run on seed 0.
+            seed0 = [u for u in us if u.get("seed") == 0 and "blank_generic" in u["conditions"]]
+            if seed0:
+                scaffold[system] = {
+                    "own R_G - R_G blanked": {key: compare(per_example(seed0, key), per_example(seed0, key,
+                                                                                             "blank_generic"))
+                                              for key in TESTED},
+                    f"R_G blanked - {BASELINE}": {key: compare(per_example(seed0, key, "blank_generic"),
+                                                               per_example(base, key)) for key in TESTED}}
     return {"rows": rows, "controls": {f"{s} | {c}": v for (s, c), v in controls.items()}, "tests": tests,
-            "sanity": sanity}
+            "scaffold_tests": scaffold, "sanity": sanity}
 
 
 def verdict(summary: dict) -> str:
@@ -619,6 +632,18 @@ def to_markdown(report_: dict) -> str:
                     lines.append(f"| {system} | {'ROUGE-2' if key == 'rouge2' else 'sentence BLEU'} | "
                                  f"{t['mean_difference']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | "
                                  f"{t['p']:.3g} | {t['p_bootstrap']:.3g} | {t['n']} |")
+        if s.get("scaffold_tests"):
+            lines += ["", "Does each system read its scaffold? Seed 0 with its own $R_G$ against the same model with "
+                      f"$R_G$ blanked, and the blanked model against {BASELINE} (paired t-test, bootstrap 95% "
+                      "interval):", "",
+                      "| system | comparison | metric | mean difference | 95% interval | p (t-test) | n |",
+                      "| --- | --- | --- | ---: | --- | ---: | ---: |"]
+            for system, comparisons in s["scaffold_tests"].items():
+                for comparison, tests in comparisons.items():
+                    for key, t in tests.items():
+                        lines.append(f"| {system} | {comparison} | {'ROUGE-2' if key == 'rouge2' else 'sentence BLEU'}"
+                                     f" | {t['mean_difference']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | "
+                                     f"{t['p']:.3g} | {t['n']} |")
         paper = PAPER_TABLE3.get(dataset, {})
         if paper:
             lines += ["", "The paper's Table 3 (BART-base, Llama-3.1-8B generic responses, 20 epochs):", "",

@@ -86,6 +86,28 @@ def test_seeds_are_averaged_per_example_before_testing():
     assert summary["tests"]["PostGRAG"]["rouge2"]["mean_difference"] == pytest.approx(0.0)
 
 
+def test_scaffold_tests_compare_blanked_scaffold_with_own_and_with_the_baseline():
+    rng = random.Random(1)
+    n = 50
+    base = [rng.random() * 0.2 for _ in range(n)]
+    own = [b + 0.05 + rng.random() * 0.01 for b in base]  # reads its scaffold: blanking it loses the edge
+    post = _unit("PostGRAG", "postgrag", 0, own, [o * 50 for o in own])
+    post["conditions"]["blank_generic"] = {"metrics": post["conditions"]["main"]["metrics"],
+                                           "per_example": {"rouge2": base, "bleu": [b * 50 for b in base]}}
+    units = [_unit("PreSFT(Hist)", "presft-hist", 0, base, [b * 50 for b in base]), post,
+             _unit("PreGRAG", "pregrag", 1, own, own)]  # no seed-0 controls: no row
+    summary = grag_quality.summarise(units)
+    tests = summary["scaffold_tests"]
+    assert list(tests) == ["PostGRAG"]
+    reads = tests["PostGRAG"]["own R_G - R_G blanked"]["rouge2"]
+    assert reads["mean_difference"] == pytest.approx(sum(own) / n - sum(base) / n) and reads["p"] < 0.05
+    assert tests["PostGRAG"]["R_G blanked - PreSFT(Hist)"]["bleu"]["mean_difference"] == pytest.approx(0.0)
+    assert "Does each system read its scaffold?" in grag_quality.to_markdown(
+        {"command": "c", "setting": "default", "written": "now", "machine_line": "m",
+         "datasets": {"SPC": {"summary": summary, "verdict": grag_quality.verdict(summary), "data_line": "d",
+                              "units": {u["system"]: [u] for u in units}}}})
+
+
 def test_grag_run_dataset_runs_each_unit_once_and_resumes(tmp_path, monkeypatch, capsys):
     """The unit loop (``_common.run_units``) as ``grag_quality.run_dataset`` drives it, with stub units."""
     calls = []
