@@ -129,6 +129,7 @@ def test_grag_demo_with_a_fake_llm_and_tiny_backbones(tmp_path):
     for system in result.metrics:
         assert system in report
     assert "bpc" in report and "paired t-test" in report and "sample 3" in report
+    assert "(7 generated, 0 cached; 0 empty at first, 0 replaced by the fallback, 0 left empty)" in report
     assert (tmp_path / "out" / "results.md").exists() and (tmp_path / "out" / "results.json").exists()
     _evaluate_matches(tmp_path / "out" / "predictions.jsonl", result.metrics)
     assert "↑" not in result.table and "↓" not in result.table  # the table of docs/getting-started.md

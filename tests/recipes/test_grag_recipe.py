@@ -132,6 +132,21 @@ def test_recipe_end_to_end_on_tiny_backbones(tmp_path):
     assert again.rows == results.rows  # seeded: the same numbers
 
 
+def test_augment_counts_what_it_leaves_empty(tmp_path):
+    """With the fallback, nothing reaches training empty; with ``empty_fallback=None`` the count says how much does."""
+    from personakit.recipes.base import Stages
+    from personakit.recipes.grag.run import _augment
+
+    always_empty = CallableGenerator(lambda chats: ["Agent:" for _ in chats], batched=True, model_id="empty")
+    examples = [ex.model_copy(update={"generic_response": None}) for ex in make_examples()]
+    n = len(examples)
+    for fallback, left in (("Okay.", 0), (None, n)):
+        config = tiny_config(tmp_path, augment={"empty_fallback": fallback, "empty_retries": 1})
+        (out,), stats = _augment(config, always_empty, None, [examples], Stages("t", progress=False), False)
+        assert stats["empty_in_training"] == left and stats["fallback_generic"] == n - left
+        assert sum(not ex.generic_response for ex in out) == left
+
+
 def test_recipe_on_example_files_without_augmentation(tmp_path):
     from personakit.augment import save_examples
 

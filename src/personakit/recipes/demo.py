@@ -143,7 +143,10 @@ class DemoResult:
                              + (f" (p < 0.05: {', '.join(marked)})" if marked else " (none below 0.05)"))
             t = self.recipe.timings
             lines.append(f"augmentation {t.get('augment_s', 0):.0f} s ({rec.sizes['generated']} generated, "
-                         f"{rec.sizes['cached']} cached), training {t.get('train_s', 0):.0f} s, "
+                         f"{rec.sizes['cached']} cached; {rec.sizes.get('empty_generic', 0)} empty at first, "
+                         f"{rec.sizes.get('fallback_generic', 0)} replaced by the fallback, "
+                         f"{rec.sizes.get('empty_in_training', 0)} left empty), "
+                         f"training {t.get('train_s', 0):.0f} s, "
                          f"ICL {t.get('icl_s', 0):.0f} s, evaluation {t.get('eval_s', 0):.0f} s, "
                          f"total {self.wall_time_s:.0f} s")
         else:

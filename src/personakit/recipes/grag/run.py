@@ -135,7 +135,8 @@ class GRAGRecipeResults(RecipeResults):
     ``p_value``, ``ci_low``, ``ci_high``, ``significant``...) against the baseline.
     ``sizes``: ``train``, ``test`` (and ``test_<name>``), ``generated``, ``cached``,
     ``empty_generic`` (first replies that cleaned up to nothing), ``retried``,
-    ``fallback_generic`` (replaced by the fallback).
+    ``fallback_generic`` (replaced by the fallback), ``empty_in_training`` (left empty because
+    ``augment.empty_fallback`` is ``None``; ``0`` otherwise).
     """
 
     title: ClassVar[str] = "GRAG recipe results"
@@ -169,7 +170,9 @@ class GRAGRecipeResults(RecipeResults):
         fallback = self.config.get("augment", {}).get("empty_fallback")
         notes.append(f"Generic responses: {s.get('generated', 0)} generated, {s.get('cached', 0)} from the cache, "
                      f"{s.get('empty_generic', 0)} empty at first ({s.get('retried', 0)} retried, "
-                     f"{s.get('fallback_generic', 0)} replaced by {fallback!r}); none reached training empty.")
+                     f"{s.get('fallback_generic', 0)} replaced by {fallback!r}); "
+                     + (f"{s['empty_in_training']} left empty (`augment.empty_fallback` is None)."
+                        if s.get("empty_in_training") else "none reached training empty."))
         if self.training:
             notes.append("Training: " + "; ".join(
                 f"{label} {t['steps']} steps, {t['seconds']:.0f} s, final loss "
@@ -262,6 +265,7 @@ def _augment(config: GRAGRecipeConfig, generator: Any, cache: Any, splits: list[
     stats["empty_generic"] = stats.get("empty_generic", 0) + len(empty)  # e.g. empty in the given data
     stats.setdefault("retried", 0)
     stats["fallback_generic"] = stats.get("fallback_generic", 0) + (len(empty) if aug.empty_fallback else 0)
+    stats["empty_in_training"] = 0 if aug.empty_fallback is not None else len(empty)  # left empty: fallback=None
     if empty and aug.empty_fallback is not None:
         for i in empty:
             both[i] = both[i].model_copy(update={"generic_response": aug.empty_fallback})
