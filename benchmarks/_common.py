@@ -554,10 +554,15 @@ class UnitContext:
                 "precision": describe_precision(device)}
 
     def run(self, order: Iterable[str], run_unit: Callable[[str, str], dict | None], *,
-            report: Callable[[], Any] | None = None, report_paths: Iterable[Path] = ()) -> dict[str, dict]:
+            report: Callable[[], Any] | None = None, report_paths: Iterable[Path] = (),
+            depends: Callable[[str], Iterable[str]] = lambda unit: ()) -> dict[str, dict]:
         """:func:`run_units` over ``order`` with ``run_unit(unit, key)``, the ``--budget-hours``, ``--commit`` and
         ``--only`` of ``args``; the finished units land in :attr:`units` (before each unit runs, too).  With
-        ``--only`` the units a listed unit depends on must be listed too (their stored results are loaded)."""
+        ``--only`` the units a listed unit depends on must be listed too (their stored results are loaded).
+
+        Several processes of one benchmark share its units out: each unit runs under a lock in the work folder
+        (``run_units``' ``lock_dir``), and a unit whose inputs (``depends(unit)``) are not finished yet (another
+        process is still running one) waits for a later pass or a later run."""
         import time
 
         budget = getattr(self.args, "budget_hours", None)
@@ -568,6 +573,10 @@ class UnitContext:
 
         def run(unit: str, key: str, done: dict[str, dict]) -> dict | None:
             self.units.update(done)
+            waiting = [d for d in depends(unit) if d not in done]
+            if waiting:
+                print(f"[{self.name}] {unit}: waits for {', '.join(waiting)}", flush=True)
+                return None
             return run_unit(unit, key)
 
         only = getattr(self.args, "only", None)
@@ -580,7 +589,8 @@ class UnitContext:
         self.units.update(run_units(
             order, store=self.store, group=self.args.setting_name, name=self.name, key_of=key_of, run=run,
             stamp=self.stamp, deadline=time.time() + budget * 3600 if budget else float("inf"),
-            commit=bool(getattr(self.args, "commit", False)), report=report, report_paths=report_paths))
+            commit=bool(getattr(self.args, "commit", False)), report=report, report_paths=report_paths,
+            lock_dir=self.work / "locks"))
         return self.units
 
 

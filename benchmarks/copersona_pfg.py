@@ -1081,7 +1081,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ctx = Context(args, SETTINGS[args.setting_name])
     print(f"[{NAME}] {args.setting_name}: {len(ctx.data['users'])} users, "
           + ", ".join(f"{n} {len(ctx.data[n])}" for n in ("train", "dev", "test")) + f" (data {ctx.digest})", flush=True)
-    ctx.run(unit_order(ctx.s), lambda unit, key: run_unit(ctx, unit), report=lambda: report(args),
+    ctx.run(unit_order(ctx.s), lambda unit, key: run_unit(ctx, unit), report=lambda: report(args), depends=depends,
             report_paths=[args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"])
     return report(args)
 

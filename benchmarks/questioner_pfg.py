@@ -184,6 +184,12 @@ def parse_unit(unit: str) -> tuple[str, int]:
     return (head, int(seed)) if head and seed.isdigit() else (unit, 0)
 
 
+def depends(unit: str) -> tuple[str, ...]:
+    """A unit's direct inputs among the units: a control unit needs its system's trained unit."""
+    system, seed = parse_unit(unit)
+    return (f"{CONTROLS[system]}-s{seed}",) if system in CONTROLS else ()
+
+
 def system_settings(system: str, setting: dict) -> dict:
     """The ``DualTowerConfig`` settings of a system unit (``{}`` for LoRA and persona-in-prompt)."""
     kind, _, changes = SYSTEMS[system]
@@ -611,8 +617,7 @@ class Context(UnitContext):
                        for ex, k in zip(rows, found[name])] for name, rows in splits.items()}
 
     def key(self, unit: str) -> str:
-        system, seed = parse_unit(unit)
-        deps = [self.keys[f"{CONTROLS[system]}-s{seed}"]] if system in CONTROLS else []
+        deps = [self.keys[d] for d in depends(unit)]
         return unit_key(unit, self.s, self.digest, deps, self.args.device, self.args.split)
 
     def backbone(self) -> tuple[Any, Any]:
@@ -935,7 +940,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
           + f" (data {ctx.digest})", flush=True)
     suffix = "" if args.setting_name == "default" else f"-{args.setting_name}"
     ctx.run(unit_order(ctx.s["seeds"]), lambda unit, key: run_unit(ctx, unit, key), report=lambda: report(args),
-            report_paths=[args.out / f"{NAME}{suffix}{ext}" for ext in (".md", ".json", "_curves.png")])
+            depends=depends, report_paths=[args.out / f"{NAME}{suffix}{ext}" for ext in (".md", ".json", "_curves.png")])
     return report(args)
 
 

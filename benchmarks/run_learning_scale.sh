@@ -6,11 +6,11 @@
 #
 # Two lanes of one torch thread each (on a 2-core CPU two single-thread jobs get more done
 # than one two-thread job). Both lanes start with the GRAG benchmark (SPC, then PFG and ED;
-# the two processes share its units out, each skipping the units the other is running: the
-# GRAG issue comes first); then lane A runs CoPersona and lane B ROPG/RSPG and the
-# questioner (those benchmarks take no unit locks, so each runs in one lane only). No unit
-# starts after the
-# deadline; a unit still running when the session ends resumes from its checkpoints next
+# the GRAG issue comes first); then lane A runs CoPersona and then the questioner, lane B
+# ROPG/RSPG, the questioner and then CoPersona. Two processes of one benchmark share its units
+# out (each unit runs under a lock in the benchmark's work folder, and a unit whose input
+# another process is still computing waits), so a lane that finishes its own benchmark helps
+# with the other's instead of idling. No unit starts after the deadline; a unit still running when the session ends resumes from its checkpoints next
 # time. Logs: benchmarks/results/tmp/logs/lane_{a,b}.log (outside git). Both lanes are
 # niced, so tests and builds run beside them. Memory is the limit, not CPU: a GRAG lane
 # training on PFG holds 8-10 GB (resident), so two of them leave little of a 24 GB machine;
@@ -42,8 +42,9 @@ lane() {  # run each benchmark with the hours left until END
   done
 }
 
-nohup bash -c "$(declare -f lane); END=$END PY=$PY; lane benchmarks/grag_quality.py benchmarks/copersona_pfg.py" > "$LOGS/lane_a.log" 2>&1 &
+nohup bash -c "$(declare -f lane); END=$END PY=$PY; lane benchmarks/grag_quality.py benchmarks/copersona_pfg.py \
+  benchmarks/questioner_pfg.py" > "$LOGS/lane_a.log" 2>&1 &
 sleep 30  # lane A takes its first unit before lane B looks
 nohup bash -c "$(declare -f lane); END=$END PY=$PY; lane benchmarks/grag_quality.py benchmarks/ropg_pfg.py \
-  benchmarks/questioner_pfg.py" > "$LOGS/lane_b.log" 2>&1 &
+  benchmarks/questioner_pfg.py benchmarks/copersona_pfg.py" > "$LOGS/lane_b.log" 2>&1 &
 echo "started two lanes until $(date -d "@${END%.*}" '+%H:%M'); logs in $LOGS/lane_a.log and lane_b.log"

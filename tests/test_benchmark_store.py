@@ -319,6 +319,30 @@ def test_unit_context_only_runs_the_listed_units(tmp_path):
         Ctx(args, {}, "bench").run(["a", "b"], lambda unit, key: {"v": 1})
 
 
+def test_unit_context_shares_units_between_processes_and_waits_for_inputs(tmp_path, capsys):
+    """Two lanes may run one benchmark: a unit another process holds is skipped, and a unit whose input is
+    not finished waits (it used to run and fail on the missing input)."""
+    from _common import UnitContext, try_lock
+
+    class Ctx(UnitContext):
+        def key(self, unit):
+            return f"k{unit}"
+
+    args = argparse.Namespace(work_dir=tmp_path / "work", out=tmp_path, setting_name="default", only=None,
+                              budget_hours=None, commit=False)
+    held = try_lock(tmp_path / "work" / "locks" / "train.lock")  # another process trains
+    ran = []
+    done = Ctx(args, {}, "bench").run(["train", "control", "other"], lambda unit, key: ran.append(unit) or {"v": 1},
+                                      depends=lambda unit: ("train",) if unit == "control" else ())
+    assert ran == ["other"] and set(done) == {"other"}
+    out = capsys.readouterr().out
+    assert "train: running in another process" in out and "control: waits for train" in out
+    held.close()
+    done = Ctx(args, {}, "bench").run(["train", "control", "other"], lambda unit, key: ran.append(unit) or {"v": 2},
+                                      depends=lambda unit: ("train",) if unit == "control" else ())
+    assert ran == ["other", "train", "control"] and done["other"]["v"] == 1  # "other" was stored: not rerun
+
+
 def test_machines_line_groups_trained_units_by_cpu_and_attention():
     amd = {"cpu": "AMD EPYC", "amx_bf16": False}
     xeon = {"cpu": "Intel Xeon", "amx_bf16": True}
