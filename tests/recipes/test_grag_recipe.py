@@ -144,6 +144,7 @@ def test_augment_counts_what_it_leaves_empty(tmp_path):
         config = tiny_config(tmp_path, augment={"empty_fallback": fallback, "empty_retries": 1})
         (out,), stats = _augment(config, always_empty, None, [examples], Stages("t", progress=False), False)
         assert stats["empty_in_training"] == left and stats["fallback_generic"] == n - left
+        assert stats["empty_generic"] == n and stats["retried"] == n  # each counted once
         assert sum(not ex.generic_response for ex in out) == left
 
 

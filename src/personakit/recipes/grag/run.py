@@ -262,7 +262,8 @@ def _augment(config: GRAGRecipeConfig, generator: Any, cache: Any, splits: list[
             stats = {"generated": st.generated, "cached": st.cached, "empty_generic": st.first_empty,
                      "retried": st.retried, "fallback_generic": st.fallback}
     empty = [i for i, ex in enumerate(both) if ex.generic_response is not None and not ex.generic_response.strip()]
-    stats["empty_generic"] = stats.get("empty_generic", 0) + len(empty)  # e.g. empty in the given data
+    augmented = set(todo)  # the augmenter counted its own empty replies already
+    stats["empty_generic"] = stats.get("empty_generic", 0) + sum(i not in augmented for i in empty)  # given data
     stats.setdefault("retried", 0)
     stats["fallback_generic"] = stats.get("fallback_generic", 0) + (len(empty) if aug.empty_fallback else 0)
     stats["empty_in_training"] = 0 if aug.empty_fallback is not None else len(empty)  # left empty: fallback=None
