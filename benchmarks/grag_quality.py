@@ -579,6 +579,12 @@ def plot_curves(by_dataset: dict[str, list[dict]], path: Path) -> bool:
     return True
 
 
+def _test_cells(key: str, t: dict) -> str:
+    """A paired test's metric, mean difference, bootstrap interval and t-test p as table cells."""
+    return (f"{'ROUGE-2' if key == 'rouge2' else 'sentence BLEU'} | {t['mean_difference']:+.4f} | "
+            f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | {t['p']:.3g}")
+
+
 def to_markdown(report_: dict) -> str:
     lines = ["# GRAG at learning scale (SPC, PFG, ED)", "",
              f"Command: `{report_['command']}`; setting `{report_['setting']}`; written {report_['written']}.", "",
@@ -629,9 +635,7 @@ def to_markdown(report_: dict) -> str:
                       "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
             for system, tests in s["tests"].items():
                 for key, t in tests.items():
-                    lines.append(f"| {system} | {'ROUGE-2' if key == 'rouge2' else 'sentence BLEU'} | "
-                                 f"{t['mean_difference']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | "
-                                 f"{t['p']:.3g} | {t['p_bootstrap']:.3g} | {t['n']} |")
+                    lines.append(f"| {system} | {_test_cells(key, t)} | {t['p_bootstrap']:.3g} | {t['n']} |")
         if s.get("scaffold_tests"):
             lines += ["", "Does each system read its scaffold? Seed 0 with its own $R_G$ against the same model with "
                       f"$R_G$ blanked, and the blanked model against {BASELINE} (paired t-test, bootstrap 95% "
@@ -641,9 +645,7 @@ def to_markdown(report_: dict) -> str:
             for system, comparisons in s["scaffold_tests"].items():
                 for comparison, tests in comparisons.items():
                     for key, t in tests.items():
-                        lines.append(f"| {system} | {comparison} | {'ROUGE-2' if key == 'rouge2' else 'sentence BLEU'}"
-                                     f" | {t['mean_difference']:+.4f} | [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | "
-                                     f"{t['p']:.3g} | {t['n']} |")
+                        lines.append(f"| {system} | {comparison} | {_test_cells(key, t)} | {t['n']} |")
         paper = PAPER_TABLE3.get(dataset, {})
         if paper:
             lines += ["", "The paper's Table 3 (BART-base, Llama-3.1-8B generic responses, 20 epochs):", "",
