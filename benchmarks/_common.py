@@ -328,29 +328,35 @@ def git_commit_id() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def commit_path(path: Path, message: str, name: str) -> None:
-    """``git commit`` one results file (only that path), retried while another git command holds the index.
+def commit_path(paths: Path | Iterable[Path], message: str, name: str, *, repo: Path | None = None) -> None:
+    """``git commit`` results files (only those paths) in one commit, retried while another git command holds
+    the index; paths that do not exist or did not change are left out.
 
-    Long benchmarks commit each finished unit this way (``../shared/EXPERIMENTS.md`` §6).
+    Long benchmarks commit each finished unit, with the report it updated, this way
+    (``../shared/EXPERIMENTS.md`` §6). ``repo``: the checkout (default: this repository).
     """
     import subprocess
     import time
 
+    repo = HERE.parent if repo is None else Path(repo)
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    paths = [str(p) for p in paths if p.exists()]
+    names = ", ".join(Path(p).name for p in paths) or "nothing"
     for attempt in range(10):
-        status = subprocess.run(["git", "status", "--porcelain", "--", str(path)], cwd=HERE.parent,
-                                capture_output=True, text=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=repo, capture_output=True,
+                                text=True)
         if status.returncode == 0 and not status.stdout.strip():
-            print(f"[{name}] {path.name} unchanged; nothing to commit", flush=True)
+            print(f"[{name}] {names} unchanged; nothing to commit", flush=True)
             return
-        add = subprocess.run(["git", "add", "--", str(path)], cwd=HERE.parent, capture_output=True, text=True)
+        add = subprocess.run(["git", "add", "--", *paths], cwd=repo, capture_output=True, text=True)
         done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", str(path)], cwd=HERE.parent, capture_output=True,
+            ["git", "commit", "-q", "-m", message, "--", *paths], cwd=repo, capture_output=True,
             text=True).returncode == 0
         if done:
-            print(f"[{name}] committed {path.name}", flush=True)
+            print(f"[{name}] committed {names}", flush=True)
             return
         time.sleep(3 + attempt)
-    print(f"[{name}] WARNING: could not commit {path}", flush=True)
+    print(f"[{name}] WARNING: could not commit {names}", flush=True)
 
 
 def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
@@ -368,7 +374,8 @@ def run_units(order: Iterable[str], *, store: UnitStore, group: str, name: str,
     ``wall_s`` (unless the unit set its own, e.g. training over several sessions plus
     scoring), ``finished``, ``commit`` and ``stamp(unit)``'s fields (setting, machine,
     precision), is written atomically under ``group``, ``report()`` is called, and with
-    ``commit`` the unit file and the existing ``report_paths`` are committed.
+    ``commit`` the unit file and the existing ``report_paths`` are committed together (one commit
+    per unit).
 
     **Several processes.** With ``lock_dir`` (a folder outside git, e.g. the work folder) a
     unit runs under an exclusive lock on ``lock_dir/<unit>.lock`` (:func:`try_lock`): two
@@ -479,10 +486,8 @@ def _units_pass(order: list[str], done: dict[str, dict], *, store: UnitStore, gr
         if report is not None:
             report()
         if commit:
-            commit_path(path, f"{name}: {label} ({result['wall_s'] / 60:.0f} min)", name)
-            for extra in report_paths:
-                if Path(extra).exists():
-                    commit_path(Path(extra), f"{name}: report after {label}", name)
+            minutes = f"{result['wall_s'] / 60:.0f} min"
+            commit_path([path, *map(Path, report_paths)], f"{name}: {label} ({minutes}) and the report", name)
     return ran, locked
 
 

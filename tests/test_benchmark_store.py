@@ -386,3 +386,30 @@ def test_write_results_keeps_files_when_only_volatile_fields_change(tmp_path):
     # an explicit --report rewrites; a run does not
     assert report_volatile(argparse.Namespace(report=True)) == ()
     assert report_volatile(argparse.Namespace(report=False)) == VOLATILE == report_volatile(argparse.Namespace())
+
+
+def test_commit_path_commits_the_changed_files_in_one_commit_and_skips_the_rest(tmp_path, capsys):
+    import subprocess
+
+    from _common import commit_path
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "other.txt").write_text("not ours\n")  # changed, not named: must stay out of the commit
+    unit, page, absent = tmp_path / "unit.json", tmp_path / "page.md", tmp_path / "curves.png"
+    unit.write_text("{}\n")
+    page.write_text("# page\n")
+    commit_path([unit, page, absent], "bench: u (1 min) and the report", "bench", repo=tmp_path)
+    assert git("log", "--format=%s").splitlines() == ["bench: u (1 min) and the report"]
+    assert sorted(git("show", "--name-only", "--format=", "HEAD").split()) == ["page.md", "unit.json"]
+    assert "?? other.txt" in git("status", "--porcelain")
+    commit_path([unit, page], "again", "bench", repo=tmp_path)  # nothing changed: no empty commit
+    assert len(git("log", "--format=%s").splitlines()) == 1
+    assert "unchanged; nothing to commit" in capsys.readouterr().out
+    page.write_text("# page, updated\n")
+    commit_path(page, "bench: report", "bench", repo=tmp_path)  # one path, as grag_quality passes it
+    assert git("show", "--name-only", "--format=", "HEAD").split() == ["page.md"]
