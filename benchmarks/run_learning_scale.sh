@@ -16,7 +16,10 @@
 # training on PFG holds 8-10 GB (resident), so two of them leave little of a 24 GB machine;
 # a third model-loading job beside them (a profile, CI) got one lane killed by the kernel's
 # OOM killer (exit 137) on 2026-12-07. The lane then goes on to its next benchmark, and the
-# killed unit resumes from its last checkpoint when a later run reaches it.
+# killed unit resumes from its last checkpoint when a later run reaches it. A process also grew
+# from unit to unit (9 to 13 GB over CoPersona's seed-0 training and two controls, which got it
+# killed beside a questioner lane): after each unit `run_units` now collects garbage and trims the
+# allocator's heap (`_common.release_memory`) and logs the resident size before and after.
 set -euo pipefail
 HOURS="${1:-2.5}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -413,3 +413,31 @@ def test_commit_path_commits_the_changed_files_in_one_commit_and_skips_the_rest(
     page.write_text("# page, updated\n")
     commit_path(page, "bench: report", "bench", repo=tmp_path)  # one path, as grag_quality passes it
     assert git("show", "--name-only", "--format=", "HEAD").split() == ["page.md"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc for the resident size")
+def test_release_memory_hands_freed_heap_pages_back(tmp_path):
+    """Freed small blocks pinned below a live one stay resident until malloc_trim: release_memory returns them."""
+    import ctypes.util
+
+    from _common import release_memory, resident_mb
+
+    if not ctypes.util.find_library("c"):
+        pytest.skip("no C library to trim")
+    script = tmp_path / "fragment.py"  # a fresh process, so the test's own heap does not blur the numbers
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        "from _common import release_memory, resident_mb\n"
+        "blocks = [bytearray(64 * 1024) for _ in range(4000)]  # 250 MB of heap blocks (below mmap's threshold)\n"
+        "keep = blocks[-1]  # a live block at the top pins the heap: free() alone cannot shrink it\n"
+        "del blocks\n"
+        "before, after = release_memory()\n"
+        "print(before, after)\n")
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    before, after = map(float, out.stdout.split())
+    if before < 200:
+        pytest.skip(f"the allocator returned the blocks on free() already ({before:.0f} MB resident)")
+    assert after < before - 150, (before, after)
+    assert resident_mb() > 0 and release_memory()[1] > 0  # in this process too
