@@ -341,7 +341,10 @@ def commit_path(paths: Path | Iterable[Path], message: str, name: str, *, repo: 
     repo = HERE.parent if repo is None else Path(repo)
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     paths = [str(p) for p in paths if p.exists()]
-    names = ", ".join(Path(p).name for p in paths) or "nothing"
+    names = ", ".join(Path(p).name for p in paths)
+    if not paths:  # git given no path would commit everything staged
+        print(f"[{name}] no file to commit", flush=True)
+        return
     for attempt in range(10):
         status = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=repo, capture_output=True,
                                 text=True)
@@ -435,7 +438,8 @@ def release_memory() -> tuple[float | None, float | None]:
     A finished unit's model, trainer and activations are unreachable once it returns, but
     reference cycles (modules, hooks, trainers) wait for the cyclic collector, and glibc keeps
     the freed memory of a long training in its heap, so a process that runs several units
-    grows: two lanes held 9 and 13 GB and the kernel's OOM killer ended one on 2026-12-07.
+    grows: a CoPersona lane went from 9 GB in training to 13 GB two units later, and the
+    kernel's OOM killer ended it on 2026-12-07.
     ``malloc_trim(0)`` (glibc only; elsewhere a no-op) returns the free pages.
     """
     import ctypes

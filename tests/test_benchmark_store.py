@@ -407,6 +407,10 @@ def test_commit_path_commits_the_changed_files_in_one_commit_and_skips_the_rest(
     assert git("log", "--format=%s").splitlines() == ["bench: u (1 min) and the report"]
     assert sorted(git("show", "--name-only", "--format=", "HEAD").split()) == ["page.md", "unit.json"]
     assert "?? other.txt" in git("status", "--porcelain")
+    git("add", "other.txt")  # staged by someone else: a call whose paths are all absent must not commit it
+    commit_path([absent], "nothing", "bench", repo=tmp_path)
+    assert len(git("log", "--format=%s").splitlines()) == 1
+    git("reset", "-q", "other.txt")
     commit_path([unit, page], "again", "bench", repo=tmp_path)  # nothing changed: no empty commit
     assert len(git("log", "--format=%s").splitlines()) == 1
     assert "unchanged; nothing to commit" in capsys.readouterr().out
