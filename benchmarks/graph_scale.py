@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (RESULTS, command_line, machine_info, machine_line, now, pyplot, save_figure,  # noqa: E402
-                     write_results)
+from _common import (RESULTS, command_line, machine_info, machine_line, now, pyplot, resident_mb,  # noqa: E402
+                     save_figure, write_results)
 
 RELIABILITY_P = (0.15, 0.25, 0.30, 0.30)
 
@@ -79,12 +79,7 @@ def synthetic_users(n: int, m: int, d: int, seed: int, chunk: int = 65_536) -> t
 
 
 def _rss_mb() -> float:
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:  # pragma: no cover
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resident_mb() or _peak_mb()  # the peak where /proc is missing
 
 
 def _peak_mb() -> float:

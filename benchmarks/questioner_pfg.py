@@ -940,7 +940,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
           + f" (data {ctx.digest})", flush=True)
     suffix = "" if args.setting_name == "default" else f"-{args.setting_name}"
     ctx.run(unit_order(ctx.s["seeds"]), lambda unit, key: run_unit(ctx, unit, key), report=lambda: report(args),
-            depends=depends, report_paths=[args.out / f"{NAME}{suffix}{ext}" for ext in (".md", ".json", "_curves.png")])
+            depends=depends,
+            report_paths=[args.out / f"{NAME}{suffix}{ext}" for ext in (".md", ".json", "_curves.png")])
     return report(args)
 
 

@@ -924,7 +924,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     print(f"[{NAME}] {args.setting_name}: " + ", ".join(f"{r} {len(v)}" for r, v in ctx.roles.items())
           + f" (data {ctx.digest})", flush=True)
     ctx.run(ORDER, lambda unit, key: run_unit(ctx, unit), report=lambda: report(args),
-            depends=lambda unit: DEPENDS.get(unit, ()), report_paths=[args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"])
+            depends=lambda unit: DEPENDS.get(unit, ()),
+            report_paths=[args.out / f"{NAME}.md", args.out / f"{NAME}.json", args.out / f"{NAME}_curves.png"])
     return report(args)
 
 

@@ -10,8 +10,8 @@
 # ROPG/RSPG, the questioner and then CoPersona. Two processes of one benchmark share its units
 # out (each unit runs under a lock in the benchmark's work folder, and a unit whose input
 # another process is still computing waits), so a lane that finishes its own benchmark helps
-# with the other's instead of idling. No unit starts after the deadline; a unit still running when the session ends resumes from its checkpoints next
-# time. Logs: benchmarks/results/tmp/logs/lane_{a,b}.log (outside git). Both lanes are
+# with the other's instead of idling. No unit starts after the deadline; a unit still running
+# when the session ends resumes from its checkpoints next time. Logs: benchmarks/results/tmp/logs/lane_{a,b}.log (outside git). Both lanes are
 # niced, so tests and builds run beside them. Memory is the limit, not CPU: a GRAG lane
 # training on PFG holds 8-10 GB (resident), so two of them leave little of a 24 GB machine;
 # a third model-loading job beside them (a profile, CI) got one lane killed by the kernel's

@@ -266,7 +266,7 @@ def _augment(config: GRAGRecipeConfig, generator: Any, cache: Any, splits: list[
     stats["empty_generic"] = stats.get("empty_generic", 0) + sum(i not in augmented for i in empty)  # given data
     stats.setdefault("retried", 0)
     stats["fallback_generic"] = stats.get("fallback_generic", 0) + (len(empty) if aug.empty_fallback else 0)
-    stats["empty_in_training"] = 0 if aug.empty_fallback is not None else len(empty)  # left empty: fallback=None
+    stats["empty_in_training"] = 0 if aug.empty_fallback else len(empty)  # left empty: no (or an empty) fallback
     if empty and aug.empty_fallback is not None:
         for i in empty:
             both[i] = both[i].model_copy(update={"generic_response": aug.empty_fallback})
