@@ -153,6 +153,8 @@ CONTROLS = {"ctrl-random-neighbors": "random neighbours (same degree)",
 """Control unit -> row label; each runs the trained CoPersona of seed 0 on the test items."""
 BASELINE = "RAG"
 FULL = "CoPersona"
+ABLATIONS = ("no_parametric", "no_nonparametric")
+"""The paper's Table 5 ablations, each tested against full CoPersona of the same seed (0)."""
 SANITY = {"copy_last_turn": "copy of the other participant's last turn",
           "most_frequent_reply": "most frequent training reply"}
 """Sanity rows (``../shared/EXPERIMENTS.md`` §5): replies that need no trained model."""
@@ -422,8 +424,15 @@ def summarise(units: dict[str, dict]) -> dict[str, Any]:
         if base:
             entry["vs_baseline"] = {k: _compare(c["test"]["per_example"][k], _per_example(base, k)) for k in TESTED}
         controls[name] = entry
+    ablations: dict[str, Any] = {}
+    for variant in ABLATIONS:
+        u = next((u for u in systems.get(SYSTEMS[variant], []) if u["seed"] == 0), None)
+        if u and full0:
+            ablations[SYSTEMS[variant]] = {k: _compare(u["test"]["per_example"][k], full0["test"]["per_example"][k])
+                                           for k in TESTED}
     sanity = {cond: c["metrics"] for cond, c in (units.get("sanity") or {}).get("conditions", {}).items()}
-    return {"rows": rows, "tests": tests, "controls": controls, "baseline": BASELINE, "sanity": sanity}
+    return {"rows": rows, "tests": tests, "controls": controls, "ablations": ablations, "baseline": BASELINE,
+            "sanity": sanity}
 
 
 def verdict(summary: dict) -> str:
@@ -620,6 +629,17 @@ def to_markdown(report_: dict) -> str:
                 if c.get("vs_full"):
                     lines.append(f"| {c['label']} | " + " | ".join(_p(c["vs_full"][k]) for k in TESTED)
                                  + f" | {c.get('note', '')} |")
+        if s.get("ablations"):
+            full5 = PAPER_TABLE5[FULL]
+            lines += ["", f"Ablations against {FULL} of the same seed (0): ablation - full (a branch that carries "
+                      "signal makes its ablation lower on ROUGE / METEOR and higher on BPC); the paper's Table 5 "
+                      "difference (Books, Qwen2.5-7B) beside.", "",
+                      "| ablation | " + " | ".join(TESTED_NAMES) + " | paper R-1 / R-L |",
+                      "| --- |" + " --- |" * len(TESTED) + " --- |"]
+            for label, t in s["ablations"].items():
+                paper = PAPER_TABLE5.get(label)
+                cell = f"{paper[0] - full5[0]:+.4f} / {paper[1] - full5[1]:+.4f}" if paper else "–"
+                lines.append(f"| {label} | " + " | ".join(_p(t[k]) for k in TESTED) + f" | {cell} |")
         lines.append("")
     if s.get("sanity"):
         lines += ["## Sanity rows (no model trained, the same test items)", "",

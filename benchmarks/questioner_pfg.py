@@ -357,9 +357,20 @@ def summarise(units: dict[str, dict]) -> dict[str, Any]:
         controls[label] = entry
     pairs = {SYSTEMS[u["system"]][1]: u["pairs"] for n, u in sorted(units.items())
              if u.get("system") in SYSTEMS and u.get("seed") == 0 and u.get("kind") == "dual-tower"}
+    ablations: dict[str, Any] = {}
+    full0 = next((u for u in by_label.get(HEADLINE, []) if u.get("seed") == 0), None)
+    for system in ABLATIONS:
+        u = units.get(f"{system}-s0")
+        if not (full0 and u and "per_example" in u):
+            continue
+        if len(u["per_example"]["rougeL"]) == len(full0["per_example"]["rougeL"]):
+            t = {k: _compare(u["per_example"][k], full0["per_example"][k]) for k in TESTED}
+            if u.get("test_ll") and full0.get("test_ll"):
+                t["test_ll"] = _compare(u["test_ll"], full0["test_ll"])
+            ablations[SYSTEMS[system][1]] = t
     sanity = {cond: c["metrics"] for cond, c in (units.get("sanity") or {}).get("conditions", {}).items()}
     return {"rows": rows, "tests": tests, "vs_prompted": vs_prompted, "controls": controls, "pairs": pairs,
-            "sanity": sanity}
+            "ablations": ablations, "sanity": sanity}
 
 
 def verdict(summary: dict) -> str:
@@ -482,6 +493,14 @@ def to_markdown(report_: dict) -> str:
         if s.get("vs_prompted"):
             v = s["vs_prompted"]
             lines += ["", f"{HEADLINE} against {PROMPTED}: ROUGE-L {_p(v['rougeL'])}; sentence BLEU {_p(v['bleu'])}."]
+        if s.get("ablations"):
+            lines += ["", f"Ablations against the {HEADLINE} of the same seed (0): ablation - full, per-example "
+                      "ROUGE-L, sentence BLEU and the references' log-likelihood (nats; below 0: the ablation makes "
+                      "the references less likely), paired bootstrap 95% interval, paired t-test p.", "",
+                      "| ablation | ROUGE-L | sentence BLEU | ref. log-lik. |", "| --- | --- | --- | --- |"]
+            for label, t in sorted(s["ablations"].items(), key=lambda kv: _rank(kv[0])):
+                ll = _p(t["test_ll"]) if "test_ll" in t else "–"
+                lines.append(f"| {label} | {_p(t['rougeL'])} | {_p(t['bleu'])} | {ll} |")
         lines.append("")
     if s.get("sanity"):
         lines += ["## Sanity rows (no model trained, the same test replies)", "",

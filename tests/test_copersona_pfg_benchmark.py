@@ -200,6 +200,28 @@ def test_to_markdown_reads_with_partial_units():
     assert "dialogues in two splits: 0" in md
 
 
+def test_ablations_are_tested_against_full_copersona_of_seed_0_with_the_papers_difference():
+    units = _units()
+    full = units["copersona-s0"]["test"]["per_example"]
+    units["no_parametric-s0"] = _system("w/o parametric", 0, [x - 0.05 for x in full["rouge1"]],
+                                        [b + 0.1 for b in full["bpc"]])
+    units["no_nonparametric-s0"] = _system("w/o non-parametric", 0, full["rouge1"], full["bpc"])
+    s = cp.summarise(units)
+    assert set(s["ablations"]) == {"w/o parametric", "w/o non-parametric"}
+    lower = s["ablations"]["w/o parametric"]
+    assert lower["rouge1"]["mean_difference"] == pytest.approx(-0.05) and lower["rouge1"]["significant"]
+    assert lower["bpc"]["mean_difference"] == pytest.approx(0.1)
+    assert s["ablations"]["w/o non-parametric"]["rougeL"]["mean_difference"] == pytest.approx(0.0)
+    assert "w/o parametric" in s["tests"]  # still against RAG as well
+    md = cp.to_markdown({"command": "c", "setting": "default", "written": "now", "machine_line": "M",
+                         "order": cp.unit_order(cp.SETTINGS["default"]), "units": units, "summary": s})
+    table = md[md.index("Ablations against CoPersona of the same seed (0)"):]
+    assert "| w/o parametric | -0.0500 [" in table and "| -0.0280 / -0.0187 |" in table  # paper: 0.3673-0.3953
+    assert "| w/o non-parametric | +0.0000 (the same difference on every item" in table and "| -0.0131 / -0.0064 |" in table
+    del units["copersona-s0"]  # no full CoPersona of seed 0: nothing to test the ablations against
+    assert cp.summarise(units)["ablations"] == {}
+
+
 def test_plot_curves(tmp_path):
     pytest.importorskip("matplotlib")
     assert cp.plot_curves(_units(), tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 0

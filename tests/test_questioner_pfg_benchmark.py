@@ -185,6 +185,28 @@ def test_summarise_and_verdicts():
     assert s["vs_prompted"]["rougeL"]["mean_difference"] > 0
 
 
+def test_ablations_are_tested_against_the_dual_tower_of_seed_0():
+    units = _units(0.1)
+    full = units["dual-tower-s0"]
+    worse = _unit("rank4", 0, 0.0)
+    worse["per_example"] = {k: [x - 0.05 for x in v] for k, v in full["per_example"].items()}
+    worse["test_ll"] = [x - 1.0 for x in full["test_ll"]]
+    units["rank4-s0"] = worse
+    units["rank64-s0"] = _unit("rank64", 0, 0.1, n=30)  # other test replies: not comparable, left out
+    s = qp.summarise(units)
+    assert set(s["ablations"]) == {"ablation: rank 4", "ablation: no contrastive"}
+    t = s["ablations"]["ablation: rank 4"]
+    assert t["rougeL"]["mean_difference"] == pytest.approx(-0.05) and t["rougeL"]["significant"]
+    assert t["test_ll"]["mean_difference"] == pytest.approx(-1.0)
+    md = qp.to_markdown({"units": units, "summary": s, "setting": "default", "command": "python x", "written": "now",
+                         "machine_line": "", "order": qp.unit_order(3)})
+    table = md[md.index(f"Ablations against the {qp.HEADLINE} of the same seed (0)"):]
+    assert "| ablation: rank 4 | -0.0500 [" in table and "| -1.0000 [" in table
+    assert table.index("ablation: rank 4") < table.index("ablation: no contrastive")
+    del units["dual-tower-s0"]
+    assert qp.summarise(units)["ablations"] == {}
+
+
 def test_to_markdown_reads_well():
     units = _units(0.1)
     s = qp.summarise(units)
