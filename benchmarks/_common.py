@@ -442,22 +442,55 @@ def release_memory() -> tuple[float | None, float | None]:
     kernel's OOM killer ended it on 2026-12-07.
     ``malloc_trim(0)`` (glibc only; elsewhere a no-op) returns the free pages.
     """
-    import ctypes
-    import ctypes.util
     import gc
 
     before = resident_mb()
     gc.collect()
     if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
         sys.modules["torch"].cuda.empty_cache()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = getattr(libc, "malloc_trim", None)
-        if trim is not None:
-            trim(0)
-    except OSError:
-        pass
+    malloc_trim()
     return before, resident_mb()
+
+
+def malloc_trim() -> bool:
+    """glibc's ``malloc_trim(0)``: hand the free pages of the heap back to the system (``False`` without glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+    except OSError:
+        return False
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def trim_callback(name: str, every: int = 10) -> Any:
+    """A trainer callback that keeps a training's resident memory near what it uses.
+
+    PyTorch's CPU tensors come from glibc's ``malloc``; below its mmap threshold (which rises to
+    32 MB as large blocks are freed) they are carved from the heap, and the pages of freed blocks
+    stay resident. A questioner unit held 9-11 GB resident while training, of which a heap trim at
+    the end of the unit returned three quarters. The callback trims the heap every ``every``
+    optimizer steps and after each evaluation, and logs the resident size around the
+    post-evaluation trim (``[name] step N: resident A GB, B GB after trim``).
+    """
+    from personakit.training import TrainerCallback
+
+    class TrimMemory(TrainerCallback):
+        def on_step_end(self, trainer: Any, step: int) -> None:
+            if every > 0 and step % every == 0:
+                malloc_trim()
+
+        def on_evaluate(self, trainer: Any, record: dict[str, Any]) -> None:
+            before, after = release_memory()
+            if after is not None:
+                print(f"[{name}] step {record.get('step')}: resident {before / 1024:.1f} GB, {after / 1024:.1f} GB "
+                      "after trim", flush=True)
+
+    return TrimMemory()
 
 
 def try_lock(path: Path) -> Any:

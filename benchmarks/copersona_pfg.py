@@ -112,7 +112,7 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
                      unit_machine_line, machines_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies,
-                     save_figure, setting_name, report_volatile, write_results)
+                     save_figure, setting_name, report_volatile, trim_callback, write_results)
 
 NAME = "copersona_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -927,7 +927,8 @@ def _trainer(ctx: Context, variant: str, seed: int, key: str):
         max_new_tokens=s["new_tokens"], use_cpu=not str(ctx.args.device or "cpu").startswith("cuda"), progress=True)
     # SDPA, not _common.train_attention's eager kernel: at CoPersona's ~300-token prompts a bf16 step takes
     # 1.12x as long with eager attention on the AMX Xeon (benchmarks/results/family_step_profile.md)
-    trainer = CoPersonaTrainer(model, cfg, train_examples=ctx.data["train"], eval_examples=ctx.data["dev"])
+    trainer = CoPersonaTrainer(model, cfg, train_examples=ctx.data["train"], eval_examples=ctx.data["dev"],
+                               callbacks=[trim_callback(NAME)])
     return model, trainer, str(dtype).removeprefix("torch.")
 
 

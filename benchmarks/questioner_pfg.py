@@ -111,7 +111,8 @@ from typing import Any, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (UnitContext, UnitStore, add_run_arguments, add_setting_arguments, command_line,  # noqa: E402
                      unit_machine_line, machines_line, now, plot_dev_curve, pyplot, require_pfg, sanity_replies,
-                     save_figure, setting_name, train_attention, trained_where, report_volatile, write_results)
+                     save_figure, setting_name, train_attention, trained_where, trim_callback, report_volatile,
+                     write_results)
 
 NAME = "questioner_pfg"
 CODE_VERSION = 1  # bump when a change makes earlier unit files incomparable
@@ -722,7 +723,7 @@ def build_trainer(ctx: Context, system: str, seed: int, key: str) -> tuple[Any, 
         max_new_tokens=s["new_tokens"], use_cpu=ctx.args.device in (None, "cpu"), progress=True,
         attn_implementation=train_attention(ctx.args.device))
     trainer = QuestionerTrainer(model, cfg, train_examples=ctx.splits["train"], eval_examples=ctx.splits["dev"],
-                                collator=collator)
+                                collator=collator, callbacks=[trim_callback(NAME)])
     return model, trainer
 
 

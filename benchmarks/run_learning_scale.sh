@@ -22,6 +22,8 @@
 # killed beside a questioner lane): after each unit `run_units` now collects garbage and trims the
 # allocator's heap (`_common.release_memory`) and logs the resident size before and after: on
 # 2026-12-07 that took a questioner lane from 8.2 to 2.0 GB and a CoPersona lane from 7.2 to 2.1.
+# Inside a unit the heap grew too (9-11 GB per questioner lane), so the questioner and CoPersona
+# trainings also trim it every 10 steps and after each dev evaluation (`_common.trim_callback`).
 set -euo pipefail
 HOURS="${1:-2.5}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -445,3 +445,32 @@ def test_release_memory_hands_freed_heap_pages_back(tmp_path):
         pytest.skip(f"the allocator returned the blocks on free() already ({before:.0f} MB resident)")
     assert after < before - 150, (before, after)
     assert resident_mb() > 0 and release_memory()[1] > 0  # in this process too
+
+
+def test_trim_callback_trims_every_n_steps_and_reports_after_each_evaluation(monkeypatch, capsys):
+    """The training callback trims the heap on every ``every``-th step and logs the resident size at evaluations."""
+    import _common
+    from personakit.training import TrainerCallback
+
+    trims: list[int] = []
+    monkeypatch.setattr(_common, "malloc_trim", lambda: trims.append(1) or True)
+    monkeypatch.setattr(_common, "resident_mb", iter([3072.0, 1024.0]).__next__)
+    cb = _common.trim_callback("bench", every=10)
+    assert isinstance(cb, TrainerCallback)
+    for step in range(1, 26):
+        cb.on_step_end(None, step)
+    assert len(trims) == 2  # steps 10 and 20
+    cb.on_evaluate(None, {"step": 25, "loss": 2.5})
+    assert len(trims) == 3
+    assert "[bench] step 25: resident 3.0 GB, 1.0 GB after trim" in capsys.readouterr().out
+    never = _common.trim_callback("bench", every=0)
+    never.on_step_end(None, 10)
+    assert len(trims) == 3
+
+
+def test_malloc_trim_runs_under_glibc_and_says_so_elsewhere():
+    import platform
+
+    from _common import malloc_trim
+
+    assert malloc_trim() is (platform.libc_ver()[0] == "glibc")
