@@ -41,7 +41,7 @@ END=$("$PY" -c "import sys, time; print(time.time() + float(sys.argv[1]) * 3600)
 
 lane() {  # run each benchmark with the hours left until END
   for script in "$@"; do
-    left=$("$PY" -c "import sys, time; print(max(0.0, (float(sys.argv[1]) - time.time()) / 3600))" "$END")
+    left=$("$PY" -c "import sys, time; print(f'{max(0.0, (float(sys.argv[1]) - time.time()) / 3600):.2f}')" "$END")
     if "$PY" -c "import sys; sys.exit(float(sys.argv[1]) <= 0.01)" "$left"; then
       echo "[lane] $script: $left h left" && nice -n 19 "$PY" "$script" --commit --budget-hours "$left" || \
         echo "[lane] $script failed (exit $?); next benchmark"
