@@ -36,7 +36,13 @@ fi
 PY="${PYTHON:-.venv/bin/python}"
 LOGS=benchmarks/results/tmp/logs
 mkdir -p "$LOGS"
-export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+# Between two trims a CoPersona step still peaked far higher: on 2026-12-07 the kernel killed a lane
+# training copersona-s1 at 13.6 GB anon-rss beside a RAG lane. glibc raises its mmap threshold each
+# time a large block is freed, so big tensors settle in the brk heap; a fixed threshold serves every
+# block of 1 MB or more by mmap and returns it on free. Restarted with it, the two CoPersona
+# processes peaked at 6.7 and 6.4 GB over the next 20 minutes (5-second samples) against 10.4 GB for
+# the lane still running without it (not the same phase, so not a controlled comparison).
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=1048576
 END=$("$PY" -c "import sys, time; print(time.time() + float(sys.argv[1]) * 3600)" "$HOURS")
 
 lane() {  # run each benchmark with the hours left until END
