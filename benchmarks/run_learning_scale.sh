@@ -36,13 +36,15 @@ fi
 PY="${PYTHON:-.venv/bin/python}"
 LOGS=benchmarks/results/tmp/logs
 mkdir -p "$LOGS"
-# Between two trims a CoPersona step still peaked far higher: on 2026-12-07 the kernel killed a lane
-# training copersona-s1 at 13.6 GB anon-rss beside a RAG lane. glibc raises its mmap threshold each
-# time a large block is freed, so big tensors settle in the brk heap; a fixed threshold serves every
-# block of 1 MB or more by mmap and returns it on free. Restarted with it, the two CoPersona
-# processes peaked at 6.7 and 6.4 GB over the next 20 minutes (5-second samples) against 10.4 GB for
-# the lane still running without it (not the same phase, so not a controlled comparison).
-export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=1048576
+# Between two trims a CoPersona step still peaks far higher: on 2026-12-07 the kernel killed a lane
+# training copersona-s1 at 13.6 GB anon-rss beside a RAG lane. A fixed glibc mmap threshold
+# (MALLOC_MMAP_THRESHOLD_=1048576, every block of 1 MB or more served by mmap and returned on free)
+# held two CoPersona processes to 6.4-6.7 GB, but it is not set here any more: every large tensor
+# then costs fresh pages, and on 2026-12-07 copersona-s2, alone on the machine, took 30 s a step with
+# it (154,000 minor page faults a second, 65% of the lane's CPU time in the kernel) against 19 s
+# without it (20,000 faults a second, 13% in the kernel), the same unit and steps restarted.
+# Memory, not CPU, limits two CoPersona lanes: leave 14 GB for each, or run one.
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 END=$("$PY" -c "import sys, time; print(time.time() + float(sys.argv[1]) * 3600)" "$HOURS")
 
 lane() {  # run each benchmark with the hours left until END
