@@ -43,7 +43,9 @@ mkdir -p "$LOGS"
 # then costs fresh pages, and on 2026-12-07 copersona-s2, alone on the machine, took 30 s a step with
 # it (154,000 minor page faults a second, 65% of the lane's CPU time in the kernel) against 19 s
 # without it (20,000 faults a second, 13% in the kernel), the same unit and steps restarted.
-# Memory, not CPU, limits two CoPersona lanes: leave 14 GB for each, or run one.
+# Without it a CoPersona process alone peaked at 11.4 GiB resident (copersona-s2, VmHWM):
+# two CoPersona lanes on a 24 GB machine can still meet the OOM killer (the unit then resumes
+# from its last checkpoint).
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 END=$("$PY" -c "import sys, time; print(time.time() + float(sys.argv[1]) * 3600)" "$HOURS")
 
