@@ -36,16 +36,10 @@ fi
 PY="${PYTHON:-.venv/bin/python}"
 LOGS=benchmarks/results/tmp/logs
 mkdir -p "$LOGS"
-# Between two trims a CoPersona step still peaks far higher: on 2026-12-07 the kernel killed a lane
-# training copersona-s1 at 13.6 GB anon-rss beside a RAG lane. A fixed glibc mmap threshold
-# (MALLOC_MMAP_THRESHOLD_=1048576, every block of 1 MB or more served by mmap and returned on free)
-# held two CoPersona processes to 6.4-6.7 GB, but it is not set here any more: every large tensor
-# then costs fresh pages, and on 2026-12-07 copersona-s2, alone on the machine, took 30 s a step with
-# it (154,000 minor page faults a second, 65% of the lane's CPU time in the kernel) against 19 s
-# without it (20,000 faults a second, 13% in the kernel), the same unit and steps restarted.
-# Without it a CoPersona process alone peaked at 11.4 GiB resident (copersona-s2, VmHWM):
-# two CoPersona lanes on a 24 GB machine can still meet the OOM killer (the unit then resumes
-# from its last checkpoint).
+# glibc's default allocator settings on purpose: a fixed mmap threshold (MALLOC_MMAP_THRESHOLD_=1048576)
+# held CoPersona processes to 6.4-6.7 GB but made a step 1.6x slower (30 s against 19 s, 65% of the
+# time in page faults; 2026-12-07). Without it one CoPersona process peaks at 11.4 GiB, so two
+# CoPersona lanes on 24 GB can meet the OOM killer (the unit resumes from its last checkpoint).
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 END=$("$PY" -c "import sys, time; print(time.time() + float(sys.argv[1]) * 3600)" "$HOURS")
 
